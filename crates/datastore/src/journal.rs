@@ -1,0 +1,228 @@
+//! The journal: every change of a server's data, one [`Entry`] a line, in
+//! sequence order. It is the only file fsynced before an acknowledgement;
+//! every other file can be re-derived from it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::jsonl;
+use crate::record::Entry;
+use crate::{io_err, Error, Result};
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    /// (seq, byte offset) of every entry, in order.
+    index: Vec<(u64, u64)>,
+    /// (epoch, first seq) of each epoch seen, in order.
+    epochs: Vec<(u64, u64)>,
+    len_bytes: u64,
+    last_seq: u64,
+    last_epoch: u64,
+}
+
+impl Journal {
+    /// Opens the journal, cutting a torn last line and skipping corrupt or
+    /// out-of-order lines with a warning, and calls `visit` with each entry.
+    pub fn open(path: &Path, mut visit: impl FnMut(&Entry)) -> Result<Journal> {
+        let len_bytes = jsonl::repair_tail(path)?;
+        let mut index = Vec::new();
+        let mut epochs: Vec<(u64, u64)> = Vec::new();
+        let (mut last_seq, mut last_epoch) = (0u64, 0u64);
+        jsonl::read_forward(path, 0, |offset, line| {
+            let Some(entry) = jsonl::parse::<Entry>(path, line) else {
+                return true;
+            };
+            if entry.seq <= last_seq || entry.epoch < last_epoch {
+                tracing::warn!(
+                    file = %path.display(), seq = entry.seq, last_seq,
+                    "skipped a journal entry out of order"
+                );
+                return true;
+            }
+            if entry.seq != last_seq + 1 {
+                tracing::warn!(
+                    file = %path.display(), seq = entry.seq, last_seq,
+                    "journal entries are missing (a corrupt line was skipped)"
+                );
+            }
+            if entry.epoch != last_epoch {
+                epochs.push((entry.epoch, entry.seq));
+            }
+            index.push((entry.seq, offset));
+            last_seq = entry.seq;
+            last_epoch = entry.epoch;
+            visit(&entry);
+            true
+        })?;
+        let file = jsonl::open_append(path)?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            index,
+            epochs,
+            len_bytes,
+            last_seq,
+            last_epoch,
+        })
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub fn last_epoch(&self) -> u64 {
+        self.last_epoch
+    }
+
+    /// (epoch, first seq) of each epoch in the journal.
+    pub fn epochs(&self) -> &[(u64, u64)] {
+        &self.epochs
+    }
+
+    /// Appends entries and fsyncs: when this returns, they survive a crash.
+    /// Entries must continue the sequence without a gap.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(entries.len() * 128);
+        let mut offsets = Vec::with_capacity(entries.len());
+        let mut expect = self.last_seq + 1;
+        for e in entries {
+            if e.seq != expect || e.epoch < self.last_epoch {
+                return Err(Error::Gap {
+                    last: expect - 1,
+                    got: e.seq,
+                });
+            }
+            offsets.push((e.seq, self.len_bytes + buf.len() as u64));
+            buf.extend_from_slice(e.to_line().as_bytes());
+            buf.push(b'\n');
+            expect += 1;
+        }
+        jsonl::append(&mut self.file, &self.path, &buf)?;
+        self.file.sync_data().map_err(io_err(&self.path))?;
+        self.len_bytes += buf.len() as u64;
+        self.index.extend(offsets);
+        for e in entries {
+            if e.epoch != self.last_epoch {
+                self.epochs.push((e.epoch, e.seq));
+                self.last_epoch = e.epoch;
+            }
+        }
+        self.last_seq = expect - 1;
+        Ok(())
+    }
+
+    /// Up to `max_entries` entries after `after_seq`, in order, stopping
+    /// early past `max_bytes` of lines.
+    pub fn read_after(&self, after_seq: u64, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
+        let i = self.index.partition_point(|&(s, _)| s <= after_seq);
+        let Some(&(_, offset)) = self.index.get(i) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let end = self.len_bytes;
+        let res = jsonl::read_forward(&self.path, offset, |off, line| {
+            if off >= end {
+                return false;
+            }
+            if let Some(e) = jsonl::parse::<Entry>(&self.path, line) {
+                if e.seq > after_seq {
+                    bytes += line.len();
+                    out.push(e);
+                }
+            }
+            out.len() < max_entries && bytes < max_bytes
+        });
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "reading the journal failed");
+        }
+        out
+    }
+
+    /// Cuts every entry after `seq` off the journal. Used when a rejoining
+    /// server holds entries that the current primary never committed.
+    pub fn truncate_after(&mut self, seq: u64) -> Result<()> {
+        let i = self.index.partition_point(|&(s, _)| s <= seq);
+        let Some(&(_, offset)) = self.index.get(i) else {
+            return Ok(());
+        };
+        self.file.set_len(offset).map_err(io_err(&self.path))?;
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        self.index.truncate(i);
+        self.len_bytes = offset;
+        self.epochs.retain(|&(_, first)| first <= seq);
+        self.last_seq = self.index.last().map_or(0, |&(s, _)| s);
+        self.last_epoch = self.epochs.last().map_or(0, |&(e, _)| e);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Op;
+
+    fn entry(seq: u64, epoch: u64) -> Entry {
+        Entry {
+            seq,
+            epoch,
+            op: Op::User {
+                user: seq as u32,
+                cluster: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn append_reopen_read_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.data");
+        let mut j = Journal::open(&p, |_| {}).unwrap();
+        j.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        j.append(&[entry(3, 2)]).unwrap();
+        assert!(j.append(&[entry(5, 2)]).is_err(), "gaps are refused");
+        drop(j);
+
+        // A torn line at the end is dropped on open.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"seq\":4,\"ep").unwrap();
+        let mut seen = Vec::new();
+        let mut j = Journal::open(&p, |e| seen.push(e.seq)).unwrap();
+        assert_eq!(seen, vec![1, 2, 3]);
+        assert_eq!(j.epochs(), &[(1, 1), (2, 3)]);
+        assert_eq!(j.read_after(1, 10, 1 << 20).len(), 2);
+        assert_eq!(j.read_after(3, 10, 1 << 20).len(), 0);
+        assert_eq!(j.read_after(0, 2, 1 << 20).len(), 2);
+
+        j.truncate_after(2).unwrap();
+        assert_eq!(j.last_seq(), 2);
+        assert_eq!(j.epochs(), &[(1, 1)]);
+        j.append(&[entry(3, 3)]).unwrap();
+        drop(j);
+        let mut seen = Vec::new();
+        Journal::open(&p, |e| seen.push((e.seq, e.epoch))).unwrap();
+        assert_eq!(seen, vec![(1, 1), (2, 1), (3, 3)]);
+    }
+
+    #[test]
+    fn corrupt_middle_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.data");
+        let a = entry(1, 1).to_line();
+        let c = entry(3, 1).to_line();
+        std::fs::write(&p, format!("{a}\nnot json at all\n{c}\n")).unwrap();
+        let mut seen = Vec::new();
+        let j = Journal::open(&p, |e| seen.push(e.seq)).unwrap();
+        assert_eq!(seen, vec![1, 3]);
+        assert_eq!(j.last_seq(), 3);
+    }
+}

@@ -1,0 +1,15 @@
+//! Limits of the datastore, each with its unit in its name.
+
+/// Longest post text, in bytes of UTF-8. Longer posts are refused.
+pub const POST_TEXT_MAX_BYTES: usize = 1024;
+/// Longest line a reader accepts; a longer one is corrupt.
+pub const LINE_MAX_BYTES: usize = 64 * 1024;
+/// How many posts a timeline read returns at most.
+pub const TIMELINE_READ_MAX_POSTS: usize = 1000;
+/// Size of the blocks read backwards from the end of a file.
+pub const READ_BACK_BLOCK_BYTES: u64 = 16 * 1024;
+/// Open append handles kept; past this, the cache is emptied.
+pub const OPEN_FILES_MAX: usize = 512;
+/// Largest user id (client ids are positive 31-bit integers, as in the
+/// classic protocol's `int32`).
+pub const USER_ID_MAX: u32 = i32::MAX as u32;

@@ -1,0 +1,178 @@
+//! The records of tsn, one JSON object per line, in the files and on the wire.
+//!
+//! Every change is an [`Op`]. The primary wraps it in an [`Entry`] with the
+//! next journal sequence number and its epoch; secondaries store the very
+//! same entries. Each op names the one record it creates (a user, a follow
+//! edge version, a post in one timeline), which is what makes applying it a
+//! second time a no-op: see [`crate::state::State::is_duplicate`].
+
+use serde::{Deserialize, Serialize};
+
+/// One change to a cluster's data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Op {
+    /// A user exists; `cluster` serves it.
+    User { user: u32, cluster: u32 },
+    /// `user` (served here) follows `target` from `since_ms` on.
+    Follow {
+        user: u32,
+        target: u32,
+        since_ms: i64,
+    },
+    /// `user` (served here) no longer follows `target`.
+    Unfollow { user: u32, target: u32 },
+    /// `author` (served here) posted; goes into the author's own timeline.
+    Post(Post),
+    /// A post of someone `to` follows; goes into `to`'s timeline.
+    Deliver { to: u32, post: Post },
+    /// `follower` follows `user` (served here). `version` is the journal
+    /// sequence number of the follow in the follower's cluster, so of two
+    /// changes of the same edge the later one wins, in any arrival order.
+    AddFollower {
+        user: u32,
+        follower: u32,
+        since_ms: i64,
+        version: u64,
+    },
+    /// `follower` no longer follows `user` (served here).
+    RemoveFollower {
+        user: u32,
+        follower: u32,
+        version: u64,
+    },
+}
+
+/// A post as it appears in any timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Post {
+    /// Unique across tsn: `<author>-<client chosen or server chosen token>`.
+    pub id: String,
+    pub author: u32,
+    pub text: String,
+    /// Milliseconds since the Unix epoch, set by the author's primary.
+    pub ts_ms: i64,
+}
+
+/// One line of `journal.data`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub epoch: u64,
+    pub op: Op,
+}
+
+/// One line of `timeline.data`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineLine {
+    pub seq: u64,
+    /// Human-readable time of the post (RFC 3339, UTC).
+    pub time: String,
+    #[serde(flatten)]
+    pub post: Post,
+}
+
+/// One line of `following.data` or `followers.data`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeLine {
+    pub seq: u64,
+    /// `follow` / `unfollow` in following.data, `add` / `remove` in followers.data.
+    pub op: String,
+    pub user: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// One line of `global_clients.data`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientLine {
+    pub seq: u64,
+    pub user: u32,
+    pub cluster: u32,
+}
+
+/// The `seq` of any line, for recovery; other fields are not looked at.
+#[derive(Deserialize)]
+pub struct SeqOnly {
+    pub seq: u64,
+}
+
+impl Entry {
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("entries always serialize")
+    }
+
+    pub fn from_line(line: &[u8]) -> Option<Entry> {
+        serde_json::from_slice(line).ok()
+    }
+}
+
+impl Op {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("ops always serialize")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Option<Op> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// RFC 3339 text of a millisecond timestamp, for people reading the files.
+pub fn time_text(ts_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ts_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_round_trips_through_one_line() {
+        let e = Entry {
+            seq: 7,
+            epoch: 2,
+            op: Op::Deliver {
+                to: 3,
+                post: Post {
+                    id: "1-abc".into(),
+                    author: 1,
+                    text: "hi \"there\"\nnew line".into(),
+                    ts_ms: 1_700_000_000_000,
+                },
+            },
+        };
+        let line = e.to_line();
+        assert!(!line.contains('\n'), "a record is exactly one line");
+        assert_eq!(Entry::from_line(line.as_bytes()), Some(e));
+    }
+
+    #[test]
+    fn timeline_line_is_flat() {
+        let l = TimelineLine {
+            seq: 1,
+            time: time_text(0),
+            post: Post {
+                id: "1-a".into(),
+                author: 1,
+                text: "x".into(),
+                ts_ms: 0,
+            },
+        };
+        let s = serde_json::to_string(&l).unwrap();
+        assert_eq!(
+            s,
+            r#"{"seq":1,"time":"1970-01-01T00:00:00.000Z","id":"1-a","author":1,"text":"x","ts_ms":0}"#
+        );
+        let back: TimelineLine = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, l);
+    }
+}

@@ -1,0 +1,234 @@
+//! The in-memory fold of the journal: who exists, who follows whom, which
+//! posts each timeline holds. Pure logic, no I/O.
+//!
+//! [`State::is_duplicate`] is what makes every op idempotent: an op whose
+//! record is already present (the same user, an edge version not newer than
+//! the one held, a post id already in that timeline) changes nothing.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use crate::record::{Entry, Op};
+
+#[derive(Default, Debug)]
+pub struct State {
+    /// Every known user and the cluster that serves it.
+    users: BTreeMap<u32, u32>,
+    /// Local user -> (followed user -> since_ms).
+    following: HashMap<u32, BTreeMap<u32, i64>>,
+    /// Local user -> (follower -> since_ms).
+    followers: HashMap<u32, BTreeMap<u32, i64>>,
+    /// (user, follower) -> version of the last change of that edge.
+    edge_versions: HashMap<(u32, u32), u64>,
+    /// Timeline owner -> hashes of the post ids it holds.
+    timeline_posts: HashMap<u32, HashSet<u64>>,
+    /// Timeline owner -> seq of its newest line.
+    timeline_last_seq: HashMap<u32, u64>,
+    last_seq: u64,
+}
+
+fn post_key(id: &str) -> u64 {
+    // DefaultHasher::new() uses fixed keys, so the hash is stable.
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+impl State {
+    /// True when applying `op` would change nothing.
+    pub fn is_duplicate(&self, op: &Op) -> bool {
+        match op {
+            Op::User { user, cluster } => self.users.get(user) == Some(cluster),
+            Op::Follow { user, target, .. } => self.follows(*user, *target),
+            Op::Unfollow { user, target } => !self.follows(*user, *target),
+            Op::Post(p) => self.has_post(p.author, &p.id),
+            Op::Deliver { to, post } => self.has_post(*to, &post.id),
+            Op::AddFollower {
+                user,
+                follower,
+                version,
+                ..
+            }
+            | Op::RemoveFollower {
+                user,
+                follower,
+                version,
+            } => self
+                .edge_versions
+                .get(&(*user, *follower))
+                .is_some_and(|v| v >= version),
+        }
+    }
+
+    pub fn apply(&mut self, entry: &Entry) {
+        debug_assert!(entry.seq > self.last_seq, "entries apply in order");
+        self.last_seq = entry.seq;
+        match &entry.op {
+            Op::User { user, cluster } => {
+                self.users.insert(*user, *cluster);
+            }
+            Op::Follow {
+                user,
+                target,
+                since_ms,
+            } => {
+                self.following
+                    .entry(*user)
+                    .or_default()
+                    .insert(*target, *since_ms);
+            }
+            Op::Unfollow { user, target } => {
+                if let Some(f) = self.following.get_mut(user) {
+                    f.remove(target);
+                }
+            }
+            Op::Post(p) => self.add_post(p.author, &p.id, entry.seq),
+            Op::Deliver { to, post } => self.add_post(*to, &post.id, entry.seq),
+            Op::AddFollower {
+                user,
+                follower,
+                since_ms,
+                version,
+            } => {
+                self.edge_versions.insert((*user, *follower), *version);
+                self.followers
+                    .entry(*user)
+                    .or_default()
+                    .insert(*follower, *since_ms);
+            }
+            Op::RemoveFollower {
+                user,
+                follower,
+                version,
+            } => {
+                self.edge_versions.insert((*user, *follower), *version);
+                if let Some(f) = self.followers.get_mut(user) {
+                    f.remove(follower);
+                }
+            }
+        }
+    }
+
+    fn add_post(&mut self, owner: u32, id: &str, seq: u64) {
+        self.timeline_posts
+            .entry(owner)
+            .or_default()
+            .insert(post_key(id));
+        self.timeline_last_seq.insert(owner, seq);
+    }
+
+    pub fn has_post(&self, owner: u32, id: &str) -> bool {
+        self.timeline_posts
+            .get(&owner)
+            .is_some_and(|s| s.contains(&post_key(id)))
+    }
+
+    pub fn user_cluster(&self, user: u32) -> Option<u32> {
+        self.users.get(&user).copied()
+    }
+
+    /// Every known user, in id order.
+    pub fn users(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.users.iter().map(|(u, c)| (*u, *c))
+    }
+
+    pub fn follows(&self, user: u32, target: u32) -> bool {
+        self.following
+            .get(&user)
+            .is_some_and(|f| f.contains_key(&target))
+    }
+
+    pub fn following(&self, user: u32) -> Vec<(u32, i64)> {
+        self.following
+            .get(&user)
+            .map(|f| f.iter().map(|(u, s)| (*u, *s)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn followers(&self, user: u32) -> Vec<(u32, i64)> {
+        self.followers
+            .get(&user)
+            .map(|f| f.iter().map(|(u, s)| (*u, *s)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn timeline_last_seq(&self, user: u32) -> u64 {
+        self.timeline_last_seq.get(&user).copied().unwrap_or(0)
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Post;
+
+    fn apply_all(ops: &[Op]) -> State {
+        let mut s = State::default();
+        for (i, op) in ops.iter().enumerate() {
+            if !s.is_duplicate(op) {
+                s.apply(&Entry {
+                    seq: i as u64 + 1,
+                    epoch: 1,
+                    op: op.clone(),
+                });
+            }
+        }
+        s
+    }
+
+    fn post(id: &str, author: u32) -> Post {
+        Post {
+            id: id.into(),
+            author,
+            text: "t".into(),
+            ts_ms: 1,
+        }
+    }
+
+    #[test]
+    fn ops_applied_twice_act_once() {
+        let ops = [
+            Op::User { user: 1, cluster: 1 },
+            Op::User { user: 1, cluster: 1 },
+            Op::Post(post("1-a", 1)),
+            Op::Post(post("1-a", 1)),
+            Op::Deliver { to: 2, post: post("1-a", 1) },
+            Op::Deliver { to: 2, post: post("1-a", 1) },
+        ];
+        let s = apply_all(&ops);
+        assert_eq!(s.last_seq(), 5, "three duplicates were skipped");
+        assert!(s.has_post(1, "1-a") && s.has_post(2, "1-a"));
+        assert!(!s.has_post(3, "1-a"));
+    }
+
+    #[test]
+    fn follower_edges_take_the_newest_version_in_any_order() {
+        let add = |v| Op::AddFollower { user: 1, follower: 2, since_ms: 10, version: v };
+        let remove = |v| Op::RemoveFollower { user: 1, follower: 2, version: v };
+        // follow (v5), unfollow (v7) arriving in reverse order: not a follower.
+        let s = apply_all(&[remove(7), add(5)]);
+        assert!(s.followers(1).is_empty());
+        // unfollow (v5), follow again (v7), any order: a follower.
+        let s = apply_all(&[add(7), remove(5), add(7)]);
+        assert_eq!(s.followers(1), vec![(2, 10)]);
+    }
+
+    #[test]
+    fn follow_and_unfollow_are_idempotent() {
+        let f = Op::Follow { user: 1, target: 2, since_ms: 3 };
+        let u = Op::Unfollow { user: 1, target: 2 };
+        let s = State::default();
+        assert!(s.is_duplicate(&u), "unfollowing someone not followed changes nothing");
+        let s = apply_all(&[f.clone(), f.clone()]);
+        assert_eq!(s.last_seq(), 1);
+        assert_eq!(s.following(1), vec![(2, 3)]);
+        let s = apply_all(&[f, u.clone(), u]);
+        assert_eq!(s.last_seq(), 2);
+        assert!(!s.follows(1, 2));
+    }
+}
