@@ -22,6 +22,8 @@ pub struct Store {
     state: State,
     /// Open append handles of the derived files.
     files: HashMap<PathBuf, File>,
+    /// Entries applied to `state` by [`Store::stage`] but not yet written.
+    staged: Vec<Entry>,
 }
 
 impl Store {
@@ -65,6 +67,7 @@ impl Store {
             journal,
             state,
             files: HashMap::new(),
+            staged: Vec::new(),
         };
         if !repairs.is_empty() {
             tracing::warn!(
@@ -86,6 +89,33 @@ impl Store {
             lines.extend(view_lines(&self.layout, self.cluster_id, e));
         }
         self.write_lines(lines)
+    }
+
+    /// Gives `op` the next sequence number and applies it to the in-memory
+    /// state at once, so the next op of the same batch is decided against
+    /// it; [`Store::commit_staged`] then writes the whole batch with one
+    /// fsync (group commit). Returns the op's sequence number.
+    pub fn stage(&mut self, op: Op, epoch: u64) -> u64 {
+        assert!(epoch >= self.journal.last_epoch(), "epochs never go back");
+        let seq = self.journal.last_seq() + self.staged.len() as u64 + 1;
+        let entry = Entry { seq, epoch, op };
+        self.state.apply(&entry);
+        self.staged.push(entry);
+        seq
+    }
+
+    /// Writes the staged entries: journal (fsynced), then derived files.
+    /// On error the in-memory state is ahead of the disk: the caller must
+    /// stop the process, and recovery at the next start is exact.
+    pub fn commit_staged(&mut self) -> Result<Vec<Entry>> {
+        let entries = std::mem::take(&mut self.staged);
+        self.journal.append(&entries)?;
+        let mut lines = Vec::new();
+        for e in &entries {
+            lines.extend(view_lines(&self.layout, self.cluster_id, e));
+        }
+        self.write_lines(lines)?;
+        Ok(entries)
     }
 
     fn write_lines(&mut self, lines: Vec<(PathBuf, String)>) -> Result<()> {

@@ -1,1 +1,144 @@
-fn main() {}
+//! `tsn_server`: one server of a cluster. The primary and the secondaries
+//! run this same program; the coordinator tells each which it is.
+
+mod config;
+mod directory;
+mod node;
+mod posts;
+mod reconcile;
+mod replica;
+mod replication;
+mod role;
+mod sns;
+mod timeline;
+mod validate;
+mod writer;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tsn_cluster::coord::CoordClient;
+use tsn_cluster::heartbeat::{self, Identity};
+use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
+use tsn_cluster::shutdown::Shutdown;
+use tsn_datastore::{Layout, Store};
+use tsn_proto::csce438::sns_service_server::SnsServiceServer;
+use tsn_proto::tsn::posts_server::PostsServer;
+use tsn_proto::tsn::replica_server::ReplicaServer;
+use tsn_proto::tsn::{ProcessKind, Role as WireRole};
+
+use crate::config::{Config, RoleArg};
+use crate::node::{Node, WRITE_QUEUE_MAX_REQUESTS};
+
+fn main() {
+    let cfg = Config::parse();
+    tsn_cluster::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => fail(format!("cannot start the runtime: {e}")),
+    };
+    if let Err(e) = runtime.block_on(run(cfg)) {
+        fail(format!("{e:#}"));
+    }
+}
+
+fn fail(msg: String) -> ! {
+    eprintln!("tsn_server: error: {msg}");
+    std::process::exit(1);
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let server_id = cfg.server_id();
+    anyhow::ensure!(server_id >= 1, "--server-id must be a positive integer");
+    let bind = format!("{}:{}", cfg.bind, cfg.port);
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let layout = Layout::new(&cfg.datastore, cfg.cluster_id, server_id);
+    let cluster_id = cfg.cluster_id;
+    let store = tokio::task::spawn_blocking(move || Store::open(layout, cluster_id))
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot open the datastore: {e}"))?;
+    tracing::info!(
+        dir = %store.layout().dir().display(),
+        last_seq = store.last_seq(),
+        users = store.state().users().count(),
+        "datastore open"
+    );
+    let coord = CoordClient::new(&cfg.coordinator)?;
+    let shutdown = Shutdown::on_signals();
+    let (write_tx, write_rx) = tokio::sync::mpsc::channel(WRITE_QUEUE_MAX_REQUESTS);
+    let node = Arc::new(Node::new(
+        cfg.cluster_id,
+        server_id,
+        store,
+        coord.clone(),
+        cfg.mirror_timeout_ms,
+        cfg.heartbeat_interval_ms,
+        write_tx,
+    ));
+    writer::spawn(node.clone(), write_rx);
+
+    let progress_node = node.clone();
+    let heard = heartbeat::spawn(
+        coord,
+        Identity {
+            cluster_id: cfg.cluster_id,
+            server_id,
+            kind: ProcessKind::Server,
+            address: cfg.advertise_address(),
+            requested_role: match cfg.role {
+                RoleArg::Primary => WireRole::Primary,
+                RoleArg::Secondary => WireRole::Secondary,
+            },
+        },
+        cfg.heartbeat_interval_ms,
+        Box::new(move || {
+            (
+                progress_node.role().epoch,
+                progress_node.last_seq(),
+                progress_node.last_epoch(),
+            )
+        }),
+        shutdown.clone(),
+    );
+    let replicators = Arc::new(replication::Replicators::default());
+    tokio::spawn(role::follow(node.clone(), heard, replicators.clone(), shutdown.clone()));
+
+    let directory = Arc::new(directory::Directory::default());
+    let sns = SnsServiceServer::new(sns::Sns {
+        node: node.clone(),
+        directory,
+    })
+    .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
+    let posts = PostsServer::new(posts::PostsService { node: node.clone() })
+        .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
+    let replica = ReplicaServer::new(replica::ReplicaService { node: node.clone() })
+        .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
+        .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES);
+
+    println!(
+        "tsn_server cluster {} server {} listening on {} (datastore {})",
+        cfg.cluster_id,
+        server_id,
+        cfg.advertise_address(),
+        node.layout.dir().display()
+    );
+    let _ = std::io::stdout().flush();
+    let mut stop = shutdown.clone();
+    Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
+        .add_service(sns)
+        .add_service(posts)
+        .add_service(replica)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.wait().await })
+        .await?;
+    replicators.stop_all();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! Command-line flags of `tsn_server`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Primary,
+    Secondary,
+}
+
+/// Serves one cluster's clients (as primary) or keeps a synchronous copy of
+/// its data (as secondary). The coordinator decides the role: `-t` is the
+/// role asked for when the cluster is new.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tsn_server", version)]
+pub struct Config {
+    /// Address of the coordinator, host:port.
+    #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
+    pub coordinator: String,
+    /// Port to listen on.
+    #[arg(short = 'p', long = "port")]
+    pub port: u16,
+    /// Cluster this server belongs to (1..).
+    #[arg(short = 'i', long = "cluster", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cluster_id: u32,
+    /// Role asked for: primary or secondary.
+    #[arg(short = 't', long = "type", value_enum)]
+    pub role: RoleArg,
+    /// Root of the datastore; this server's files live in <dir>/<cluster>/<server-id>/.
+    #[arg(long, default_value = "./datastore")]
+    pub datastore: PathBuf,
+    /// Id of this server within its cluster; names its datastore directory,
+    /// so keep it across restarts (default: the port).
+    #[arg(long)]
+    pub server_id: Option<u32>,
+    /// Host that clients and other servers use to reach this server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub advertise_host: String,
+    /// Address to listen on (0.0.0.0 to accept other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// How often to heartbeat the coordinator, in milliseconds.
+    #[arg(long, default_value_t = tsn_cluster::limits::HEARTBEAT_INTERVAL_MS)]
+    pub heartbeat_interval_ms: u64,
+    /// How long the primary waits for a secondary's acknowledgement before
+    /// it asks the coordinator to drop that secondary from the in-sync set.
+    #[arg(long, default_value_t = 300)]
+    pub mirror_timeout_ms: u64,
+}
+
+impl Config {
+    pub fn server_id(&self) -> u32 {
+        self.server_id.unwrap_or(self.port as u32)
+    }
+
+    pub fn advertise_address(&self) -> String {
+        format!("{}:{}", self.advertise_host, self.port)
+    }
+}

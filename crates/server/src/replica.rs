@@ -1,0 +1,250 @@
+//! `tsn.Replica`: what servers and sync services ask of a server.
+//!
+//! * `Append` and `EpochHistory`: the secondary's side of mirroring.
+//! * `Apply`, `ReadChanges`, `Followers`, `PostsSince`, `UserExists`: the
+//!   primary's side of synchronization between clusters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use tsn_datastore::limits::{TIMELINE_READ_MAX_POSTS, USER_ID_MAX};
+use tsn_datastore::store::read_posts_since;
+use tsn_datastore::{Entry, Op};
+use tsn_proto::tsn::replica_server::Replica;
+use tsn_proto::tsn::*;
+
+use crate::node::{lock, not_primary, Node, Role};
+use crate::writer::Outcome;
+
+/// Most ops in one Apply.
+pub const APPLY_MAX_OPS: usize = 1000;
+/// Most entries in one ReadChanges reply.
+pub const READ_CHANGES_MAX_ENTRIES: usize = 2048;
+/// Most bytes of entries in one ReadChanges reply.
+pub const READ_CHANGES_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Longest a ReadChanges call waits for a new entry.
+pub const READ_CHANGES_WAIT_MAX_MS: u64 = 60_000;
+/// Most users in one Followers call.
+pub const FOLLOWERS_MAX_USERS: usize = 10_000;
+
+pub struct ReplicaService {
+    pub node: Arc<Node>,
+}
+
+impl ReplicaService {
+    fn primary(&self) -> Result<(), Status> {
+        let view = self.node.role();
+        if view.role == Role::Primary {
+            Ok(())
+        } else {
+            Err(not_primary(&view, self.node.cluster_id))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Replica for ReplicaService {
+    async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendReply>, Status> {
+        let req = request.into_inner();
+        let node = self.node.clone();
+        let refuse = |node: &Node| AppendReply {
+            ok: false,
+            last_seq: node.last_seq(),
+            epoch: node.role().epoch,
+        };
+        let view = node.role();
+        // Fencing: entries from an older epoch, or from anyone while this
+        // server is primary, or before this server reconciled with the
+        // sender's history, are refused.
+        if view.role != Role::Secondary
+            || req.epoch != view.epoch
+            || req.primary_id != view.primary_id
+            || *lock(&node.reconciled) != Some((req.epoch, req.primary_id))
+        {
+            return Ok(Response::new(refuse(&node)));
+        }
+        let mut entries = Vec::with_capacity(req.entries.len());
+        for (i, line) in req.entries.iter().enumerate() {
+            match Entry::from_line(line) {
+                Some(e) if e.seq == req.prev_seq + 1 + i as u64 && e.epoch <= req.epoch => entries.push(e),
+                _ => return Err(Status::invalid_argument(format!("entry {i} is malformed or out of order"))),
+            }
+        }
+        let result = tokio::task::spawn_blocking(move || {
+            let mut store = lock(&node.store);
+            if store.last_seq() != req.prev_seq {
+                return Ok(AppendReply {
+                    ok: false,
+                    last_seq: store.last_seq(),
+                    epoch: req.epoch,
+                });
+            }
+            if let Err(e) = store.append(&entries) {
+                tracing::error!(error = %e, "the journal cannot be written; stopping");
+                std::process::exit(1);
+            }
+            node.set_position(store.last_seq(), store.last_epoch());
+            Ok(AppendReply {
+                ok: true,
+                last_seq: store.last_seq(),
+                epoch: req.epoch,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        result.map(Response::new)
+    }
+
+    async fn epoch_history(
+        &self,
+        _request: Request<EpochHistoryRequest>,
+    ) -> Result<Response<EpochHistoryReply>, Status> {
+        self.primary()?;
+        let store = lock(&self.node.store);
+        Ok(Response::new(EpochHistoryReply {
+            epochs: store
+                .epochs()
+                .iter()
+                .map(|&(epoch, first_seq)| EpochStart { epoch, first_seq })
+                .collect(),
+            last_seq: store.last_seq(),
+        }))
+    }
+
+    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
+        self.primary()?;
+        let req = request.into_inner();
+        if req.ops.len() > APPLY_MAX_OPS {
+            return Err(Status::invalid_argument(format!(
+                "{} ops in one call; the limit is {APPLY_MAX_OPS}",
+                req.ops.len()
+            )));
+        }
+        let mut ops = Vec::with_capacity(req.ops.len());
+        for (i, bytes) in req.ops.iter().enumerate() {
+            let op = Op::from_json(bytes)
+                .ok_or_else(|| Status::invalid_argument(format!("op {i} is not a valid operation")))?;
+            validate_synced(&op, self.node.cluster_id).map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
+            ops.push(op);
+        }
+        if ops.is_empty() {
+            return Ok(Response::new(ApplyReply::default()));
+        }
+        let outcomes = self.node.write(ops).await?;
+        let applied = outcomes.iter().filter(|o| matches!(o, Outcome::Applied(_))).count() as u32;
+        Ok(Response::new(ApplyReply {
+            applied,
+            duplicates: outcomes.len() as u32 - applied,
+        }))
+    }
+
+    async fn read_changes(
+        &self,
+        request: Request<ReadChangesRequest>,
+    ) -> Result<Response<ReadChangesReply>, Status> {
+        self.primary()?;
+        let req = request.into_inner();
+        let max = (req.max_entries as usize).clamp(1, READ_CHANGES_MAX_ENTRIES);
+        let wait = Duration::from_millis((req.wait_ms as u64).min(READ_CHANGES_WAIT_MAX_MS));
+        let mut commit = self.node.subscribe_commit();
+        let _ = tokio::time::timeout(wait, commit.wait_for(|c| *c > req.after_seq)).await;
+        let committed = *commit.borrow();
+        let node = self.node.clone();
+        let entries = tokio::task::spawn_blocking(move || {
+            if committed <= req.after_seq {
+                return Vec::new();
+            }
+            let store = lock(&node.store);
+            store
+                .read_journal(req.after_seq, max, READ_CHANGES_MAX_BYTES)
+                .into_iter()
+                .take_while(|e| e.seq <= committed)
+                .map(|e| e.to_line().into_bytes())
+                .collect()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        self.primary()?;
+        Ok(Response::new(ReadChangesReply {
+            entries,
+            commit_seq: committed,
+            epoch: self.node.role().epoch,
+        }))
+    }
+
+    async fn followers(
+        &self,
+        request: Request<FollowersRequest>,
+    ) -> Result<Response<FollowersReply>, Status> {
+        self.primary()?;
+        let req = request.into_inner();
+        if req.users.len() > FOLLOWERS_MAX_USERS {
+            return Err(Status::invalid_argument("too many users in one call"));
+        }
+        let store = lock(&self.node.store);
+        let lists = req
+            .users
+            .iter()
+            .map(|&u| FollowerList {
+                user: u,
+                followers: store
+                    .state()
+                    .followers(u)
+                    .into_iter()
+                    .map(|(user, since_ms)| Follower { user, since_ms })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(FollowersReply { lists }))
+    }
+
+    async fn posts_since(
+        &self,
+        request: Request<PostsSinceRequest>,
+    ) -> Result<Response<PostsSinceReply>, Status> {
+        self.primary()?;
+        let req = request.into_inner();
+        let limit = (req.limit as usize).clamp(1, TIMELINE_READ_MAX_POSTS);
+        let layout = self.node.layout.clone();
+        let posts = tokio::task::spawn_blocking(move || read_posts_since(&layout, req.author, req.since_ms, limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(PostsSinceReply {
+            posts: posts
+                .iter()
+                .map(|p| serde_json::to_vec(p).unwrap_or_default())
+                .collect(),
+        }))
+    }
+
+    async fn user_exists(
+        &self,
+        request: Request<UserExistsRequest>,
+    ) -> Result<Response<UserExistsReply>, Status> {
+        self.primary()?;
+        let user = request.into_inner().user;
+        let exists = lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id);
+        Ok(Response::new(UserExistsReply { exists }))
+    }
+}
+
+/// Checks an op from a sync service: ids in range, and only the kinds a
+/// sync service sends (a client's own follows and posts come through the
+/// client-facing service, never through Apply).
+fn validate_synced(op: &Op, cluster_id: u32) -> Result<(), String> {
+    let ok_id = |u: u32| (1..=USER_ID_MAX).contains(&u);
+    match op {
+        Op::User { user, cluster } if ok_id(*user) && *cluster >= 1 => Ok(()),
+        Op::Deliver { to, post } if ok_id(*to) && ok_id(post.author) && !post.id.is_empty() => Ok(()),
+        Op::AddFollower { user, follower, .. } | Op::RemoveFollower { user, follower, .. }
+            if ok_id(*user) && ok_id(*follower) =>
+        {
+            Ok(())
+        }
+        Op::Follow { .. } | Op::Unfollow { .. } | Op::Post(_) => {
+            Err(format!("only a client of cluster {cluster_id} follows or posts"))
+        }
+        _ => Err("a user id is out of range".into()),
+    }
+}

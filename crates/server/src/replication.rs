@@ -1,0 +1,259 @@
+//! The primary's side of mirroring: one task per live secondary sends it
+//! every journal entry it lacks (`Replica.Append`), in order.
+//!
+//! The same loop does the live mirroring and the catch-up of a secondary
+//! that was down: it starts from whatever the secondary says it has. A
+//! secondary that has everything is added to the in-sync set (through the
+//! coordinator); one that stops answering is dropped from it (through the
+//! coordinator, before any commit goes on without it), so a write is
+//! acknowledged only once it is on every secondary that could be promoted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tsn_cluster::coord::channel;
+use tsn_proto::tsn::replica_client::ReplicaClient;
+use tsn_proto::tsn::{AppendRequest, InSyncChange, Peer};
+
+use crate::node::{lock, Expanding, Node, Role};
+
+/// Most entries in one Append.
+pub const APPEND_MAX_ENTRIES: usize = 512;
+/// Most bytes of entries in one Append.
+pub const APPEND_MAX_BYTES: usize = 4 * 1024 * 1024;
+const RETRY_BACKOFF_MIN_MS: u64 = 20;
+const RETRY_BACKOFF_MAX_MS: u64 = 1_000;
+
+/// The running replication tasks, by secondary id.
+#[derive(Default)]
+pub struct Replicators {
+    tasks: Mutex<HashMap<u32, (String, u64, JoinHandle<()>)>>,
+}
+
+impl Replicators {
+    /// Makes the set of tasks match the coordinator's list of live
+    /// secondaries for this epoch.
+    pub fn sync(&self, node: &Arc<Node>, epoch: u64, peers: &[Peer]) {
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|id, (addr, e, handle)| {
+            let keep = *e == epoch
+                && !handle.is_finished()
+                && peers.iter().any(|p| p.server_id == *id && p.address == *addr);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for p in peers {
+            if p.server_id == node.server_id || tasks.contains_key(&p.server_id) {
+                continue;
+            }
+            let handle = tokio::spawn(replicate(node.clone(), p.server_id, p.address.clone(), epoch));
+            tasks.insert(p.server_id, (p.address.clone(), epoch, handle));
+        }
+    }
+
+    pub fn stop_all(&self) {
+        for (_, (_, _, h)) in lock(&self.tasks).drain() {
+            h.abort();
+        }
+    }
+}
+
+async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
+    let client = match channel(&address, node.mirror_timeout_ms) {
+        Ok(ch) => ReplicaClient::new(ch)
+            .max_decoding_message_size(tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES),
+        Err(e) => {
+            tracing::warn!(peer = peer_id, error = %e, "cannot mirror to this secondary");
+            return;
+        }
+    };
+    tracing::info!(peer = peer_id, %address, epoch, "mirroring to secondary");
+    let mut appended = node.subscribe_appended();
+    let keepalive = Duration::from_millis(node.heartbeat_interval_ms.max(10));
+    // What the secondary has; None until it tells us.
+    let mut known: Option<u64> = None;
+    let mut backoff_ms = RETRY_BACKOFF_MIN_MS;
+    let mut failures: u64 = 0;
+    loop {
+        let view = node.role();
+        if view.role != Role::Primary || view.epoch != epoch {
+            return;
+        }
+        let local = node.last_seq();
+        let prev = known.unwrap_or(local);
+        let entries: Vec<Vec<u8>> = if prev < local {
+            lock(&node.store)
+                .read_journal(prev, APPEND_MAX_ENTRIES, APPEND_MAX_BYTES)
+                .into_iter()
+                .map(|e| e.to_line().into_bytes())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let sent_entries = entries.len();
+        let req = AppendRequest {
+            epoch,
+            primary_id: node.server_id,
+            prev_seq: prev,
+            entries,
+            commit_seq: node.commit_seq(),
+        };
+        let sent_at = Instant::now();
+        match client.clone().append(req).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                if failures > 0 {
+                    tracing::info!(peer = peer_id, "secondary answers again");
+                }
+                failures = 0;
+                known = Some(reply.last_seq);
+                if reply.ok {
+                    backoff_ms = RETRY_BACKOFF_MIN_MS;
+                    {
+                        let mut repl = lock(&node.repl);
+                        let p = repl.peers.entry(peer_id).or_default();
+                        p.acked_seq = reply.last_seq;
+                        p.ack_sent_at = Some(sent_at);
+                    }
+                    node.recompute_commit();
+                    maybe_expand(&node, peer_id, epoch, reply.last_seq).await;
+                    if sent_entries > 0 {
+                        continue; // more to send, maybe
+                    }
+                } else if reply.epoch > epoch {
+                    tracing::warn!(
+                        peer = peer_id, peer_epoch = reply.epoch, epoch,
+                        "a secondary knows a newer epoch: this server is no longer primary"
+                    );
+                    sleep_ms(backoff_ms).await;
+                    backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                    continue;
+                } else {
+                    // Not ready (reconciling) or at another position:
+                    // start again from where it is.
+                    sleep_ms(backoff_ms).await;
+                    backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                    continue;
+                }
+            }
+            Err(status) => {
+                failures += 1;
+                if failures == 1 || failures % 50 == 0 {
+                    tracing::warn!(peer = peer_id, failures, error = %status.message(), "mirroring failed");
+                }
+                known = None;
+                shrink(&node, peer_id, epoch).await;
+                sleep_ms(backoff_ms).await;
+                backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                continue;
+            }
+        }
+        // Caught up: wait for new entries, or send a keep-alive that also
+        // renews the lease.
+        let _ = tokio::time::timeout(keepalive, appended.changed()).await;
+    }
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Adds a caught-up secondary to the in-sync set. First locally: once it
+/// is within one batch of the journal's end, every later commit waits for
+/// it; once it has everything committed before that, the coordinator is
+/// asked, which makes it eligible for promotion. (Waiting for an exact tie
+/// with the journal's end would never happen under steady load.)
+async fn maybe_expand(node: &Arc<Node>, peer_id: u32, epoch: u64, acked: u64) {
+    {
+        let mut repl = lock(&node.repl);
+        if repl.required.contains(&peer_id) {
+            return;
+        }
+        let last = node.last_seq();
+        match repl.expanding.get_mut(&peer_id) {
+            None => {
+                if acked + APPEND_MAX_ENTRIES as u64 >= last {
+                    repl.expanding.insert(
+                        peer_id,
+                        Expanding {
+                            target_seq: last,
+                            asking: false,
+                        },
+                    );
+                }
+                return;
+            }
+            Some(x) if x.asking || acked < x.target_seq => return,
+            Some(x) => x.asking = true,
+        }
+    }
+    let change = InSyncChange {
+        cluster_id: node.cluster_id,
+        primary_id: node.server_id,
+        epoch,
+        server_id: peer_id,
+        in_sync: true,
+    };
+    let result = node.coord.change_in_sync(change).await;
+    let mut repl = lock(&node.repl);
+    match result {
+        Ok(reply) if reply.ok => {
+            repl.required = reply.in_sync.into_iter().collect();
+            repl.expanding.remove(&peer_id);
+            repl.changed_at = Some(Instant::now());
+            tracing::info!(peer = peer_id, "secondary caught up: now in sync");
+        }
+        Ok(_) => {
+            repl.expanding.remove(&peer_id);
+        }
+        Err(e) => {
+            // Unknown outcome: keep waiting for it, and ask again later.
+            if let Some(x) = repl.expanding.get_mut(&peer_id) {
+                x.asking = false;
+            }
+            tracing::warn!(peer = peer_id, error = %e.message(), "adding to the in-sync set failed");
+        }
+    }
+}
+
+/// Drops a secondary that stopped answering from the in-sync set. Commits
+/// go on without it only once the coordinator has agreed, so it can no
+/// longer be promoted.
+async fn shrink(node: &Arc<Node>, peer_id: u32, epoch: u64) {
+    {
+        let mut repl = lock(&node.repl);
+        repl.expanding.remove(&peer_id);
+        if !repl.required.contains(&peer_id) {
+            drop(repl);
+            node.recompute_commit();
+            return;
+        }
+    }
+    let change = InSyncChange {
+        cluster_id: node.cluster_id,
+        primary_id: node.server_id,
+        epoch,
+        server_id: peer_id,
+        in_sync: false,
+    };
+    match node.coord.change_in_sync(change).await {
+        Ok(reply) if reply.ok => {
+            {
+                let mut repl = lock(&node.repl);
+                repl.required = reply.in_sync.into_iter().collect();
+                repl.changed_at = Some(Instant::now());
+            }
+            tracing::warn!(peer = peer_id, "secondary dropped from the in-sync set; going on without it");
+            node.recompute_commit();
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(peer = peer_id, error = %e.message(), "cannot drop the secondary: the coordinator is unreachable; commits wait");
+        }
+    }
+}

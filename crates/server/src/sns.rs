@@ -1,0 +1,196 @@
+//! `csce438.SNSService`: the classic client-facing service, rule for rule.
+//!
+//! Only the primary serves clients; every other server answers UNAVAILABLE
+//! so that clients ask the coordinator for the current primary.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+use tsn_cluster::parse_user_id;
+use tsn_datastore::record::now_ms;
+use tsn_datastore::Op;
+use tsn_proto::csce438::sns_service_server::SnsService;
+use tsn_proto::csce438::{ListReply, Message, Reply, Request as SnsRequest};
+
+use crate::directory::{Directory, Existence};
+use crate::node::{lock, Node};
+use crate::timeline;
+use crate::writer::Outcome;
+
+pub const SUCCESS: &str = "SUCCESS";
+pub const FAILURE_ALREADY_EXISTS: &str = "FAILURE_ALREADY_EXISTS";
+pub const FAILURE_NOT_EXISTS: &str = "FAILURE_NOT_EXISTS";
+pub const FAILURE_INVALID_USERNAME: &str = "FAILURE_INVALID_USERNAME";
+pub const FAILURE_INVALID: &str = "FAILURE_INVALID";
+pub const FAILURE_UNKNOWN: &str = "FAILURE_UNKNOWN";
+
+pub struct Sns {
+    pub node: Arc<Node>,
+    pub directory: Arc<Directory>,
+}
+
+fn reply(msg: &str, detail: impl Into<String>) -> Response<Reply> {
+    Response::new(Reply {
+        msg: msg.to_string(),
+        detail: detail.into(),
+    })
+}
+
+impl Sns {
+    /// The caller: a valid id of a user that logged in on this cluster.
+    fn caller(&self, username: &str) -> Result<u32, Response<Reply>> {
+        let Some(user) = parse_user_id(username) else {
+            return Err(reply(
+                FAILURE_INVALID_USERNAME,
+                format!("{username:?} is not a client id (a positive integer)"),
+            ));
+        };
+        let registered = lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id);
+        if !registered {
+            return Err(reply(
+                FAILURE_NOT_EXISTS,
+                format!("user {user} has not logged in on cluster {}", self.node.cluster_id),
+            ));
+        }
+        Ok(user)
+    }
+
+    fn target<'a>(&self, req: &'a SnsRequest) -> Result<u32, Response<Reply>> {
+        let text = req.arguments.first().map(String::as_str).unwrap_or("");
+        parse_user_id(text)
+            .ok_or_else(|| reply(FAILURE_INVALID_USERNAME, format!("{text:?} is not a client id (a positive integer)")))
+    }
+
+    async fn write_one(&self, op: Op) -> Result<Outcome, Status> {
+        let mut outcomes = self.node.write(vec![op]).await?;
+        Ok(outcomes.pop().unwrap_or(Outcome::Duplicate))
+    }
+}
+
+fn outcome_reply(o: Outcome) -> Response<Reply> {
+    match o {
+        Outcome::Applied(_) | Outcome::Duplicate => reply(SUCCESS, ""),
+        Outcome::Rejected(code) => reply(code, ""),
+    }
+}
+
+#[tonic::async_trait]
+impl SnsService for Sns {
+    async fn login(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
+        self.node.may_write()?;
+        let username = request.into_inner().username;
+        let Some(user) = parse_user_id(&username) else {
+            return Ok(reply(
+                FAILURE_INVALID_USERNAME,
+                format!("{username:?} is not a client id (a positive integer)"),
+            ));
+        };
+        if lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id) {
+            return Ok(reply(SUCCESS, ""));
+        }
+        let home = match self.directory.home(&self.node, user).await {
+            Ok(h) => h,
+            Err(e) => return Ok(reply(FAILURE_UNKNOWN, e)),
+        };
+        if home != self.node.cluster_id {
+            return Ok(reply(
+                FAILURE_INVALID,
+                format!("user {user} is served by cluster {home}, not {}", self.node.cluster_id),
+            ));
+        }
+        let o = self
+            .write_one(Op::User {
+                user,
+                cluster: self.node.cluster_id,
+            })
+            .await?;
+        Ok(outcome_reply(o))
+    }
+
+    async fn list(&self, request: Request<SnsRequest>) -> Result<Response<ListReply>, Status> {
+        self.node.may_write()?;
+        let username = request.into_inner().username;
+        let user = parse_user_id(&username)
+            .ok_or_else(|| Status::invalid_argument(format!("{username:?} is not a client id")))?;
+        let store = lock(&self.node.store);
+        let state = store.state();
+        Ok(Response::new(ListReply {
+            all_users: state.users().map(|(u, _)| u.to_string()).collect(),
+            followers: state.followers(user).into_iter().map(|(u, _)| u.to_string()).collect(),
+        }))
+    }
+
+    async fn follow(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
+        self.node.may_write()?;
+        let req = request.into_inner();
+        let user = match self.caller(&req.username) {
+            Ok(u) => u,
+            Err(r) => return Ok(r),
+        };
+        let target = match self.target(&req) {
+            Ok(t) => t,
+            Err(r) => return Ok(r),
+        };
+        if target == user {
+            return Ok(reply(FAILURE_ALREADY_EXISTS, "you cannot follow yourself"));
+        }
+        if lock(&self.node.store).state().follows(user, target) {
+            return Ok(reply(FAILURE_ALREADY_EXISTS, format!("you already follow {target}")));
+        }
+        let mut ops = Vec::with_capacity(2);
+        match self.directory.exists(&self.node, target).await {
+            Existence::Yes => {}
+            Existence::No => return Ok(reply(FAILURE_INVALID_USERNAME, format!("user {target} does not exist"))),
+            Existence::Unknown(why) => return Ok(reply(FAILURE_UNKNOWN, why)),
+        }
+        if lock(&self.node.store).state().user_cluster(target).is_none() {
+            // Known to exist on its cluster, not yet synced here: record it
+            // now so LIST shows it (the sync service's copy is a duplicate).
+            if let Ok(home) = self.directory.home(&self.node, target).await {
+                ops.push(Op::User { user: target, cluster: home });
+            }
+        }
+        ops.push(Op::Follow {
+            user,
+            target,
+            since_ms: now_ms(),
+        });
+        let outcomes = self.node.write(ops).await?;
+        Ok(outcome_reply(outcomes.last().cloned().unwrap_or(Outcome::Duplicate)))
+    }
+
+    async fn un_follow(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
+        self.node.may_write()?;
+        let req = request.into_inner();
+        let user = match self.caller(&req.username) {
+            Ok(u) => u,
+            Err(r) => return Ok(r),
+        };
+        let target = match self.target(&req) {
+            Ok(t) => t,
+            Err(r) => return Ok(r),
+        };
+        if target == user {
+            return Ok(reply(FAILURE_INVALID_USERNAME, "you cannot unfollow yourself"));
+        }
+        {
+            let store = lock(&self.node.store);
+            let state = store.state();
+            if !state.follows(user, target) && state.user_cluster(target).is_none() {
+                return Ok(reply(FAILURE_INVALID_USERNAME, format!("user {target} does not exist")));
+            }
+        }
+        let o = self.write_one(Op::Unfollow { user, target }).await?;
+        Ok(outcome_reply(o))
+    }
+
+    type TimelineStream = timeline::MessageStream;
+
+    async fn timeline(
+        &self,
+        request: Request<Streaming<Message>>,
+    ) -> Result<Response<Self::TimelineStream>, Status> {
+        self.node.may_write()?;
+        timeline::open(self.node.clone(), request.into_inner()).await
+    }
+}

@@ -1,0 +1,182 @@
+//! The group-commit writer: the one thread that appends to this server's
+//! journal while it is primary.
+//!
+//! It takes every write request waiting in its queue (up to a batch limit),
+//! decides each op against the state as left by the ops before it, stages
+//! the applied ones, and writes the whole batch with a single fsync. Many
+//! concurrent clients therefore share one fsync, which is where the
+//! throughput of durable writes comes from.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use tsn_datastore::state::State;
+use tsn_datastore::Op;
+
+use crate::node::{lock, Node};
+
+/// Most requests taken into one batch.
+const BATCH_MAX_REQUESTS: usize = 512;
+/// Most ops taken into one batch.
+const BATCH_MAX_OPS: usize = 8192;
+
+pub struct WriteRequest {
+    pub ops: Vec<Op>,
+    pub reply: oneshot::Sender<Result<Written, Status>>,
+}
+
+pub struct Written {
+    pub outcomes: Vec<Outcome>,
+    pub epoch: u64,
+    /// The seq that must be committed before answering (0: none): the last
+    /// applied op, or the journal's end when an op was a duplicate of one
+    /// that may not be committed yet.
+    pub wait_for_seq: u64,
+}
+
+/// What became of one op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored under this seq.
+    Applied(u64),
+    /// Already present: nothing stored (this is how retries stay single).
+    Duplicate,
+    /// Refused by a rule of the service, with the classic reply code.
+    Rejected(&'static str),
+}
+
+/// The rules that depend on the current state. Pure.
+pub fn decide(state: &State, op: &Op) -> Outcome {
+    match op {
+        Op::Follow { user, target, .. } if user == target || state.follows(*user, *target) => {
+            Outcome::Rejected("FAILURE_ALREADY_EXISTS")
+        }
+        Op::Unfollow { user, target } if !state.follows(*user, *target) => {
+            Outcome::Rejected("FAILURE_NOT_A_FOLLOWER")
+        }
+        op if state.is_duplicate(op) => Outcome::Duplicate,
+        _ => Outcome::Applied(0),
+    }
+}
+
+/// Starts the writer thread.
+pub fn spawn(node: Arc<Node>, mut rx: mpsc::Receiver<WriteRequest>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                let mut ops = batch[0].ops.len();
+                while batch.len() < BATCH_MAX_REQUESTS && ops < BATCH_MAX_OPS {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            ops += r.ops.len();
+                            batch.push(r);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                write_batch(&node, batch);
+            }
+        })
+        .expect("spawning the writer thread")
+}
+
+fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
+    let epoch = match node.may_write() {
+        Ok(e) => e,
+        Err(status) => {
+            for r in batch {
+                let _ = r.reply.send(Err(status.clone()));
+            }
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    let committed = {
+        let mut store = lock(&node.store);
+        let end_before = store.last_seq();
+        for req in &batch {
+            let mut outcomes = Vec::with_capacity(req.ops.len());
+            let mut wait_for_seq = 0;
+            for op in &req.ops {
+                let outcome = match decide(store.state(), op) {
+                    Outcome::Applied(_) => {
+                        let seq = store.stage(op.clone(), epoch);
+                        wait_for_seq = seq;
+                        Outcome::Applied(seq)
+                    }
+                    Outcome::Duplicate => {
+                        wait_for_seq = wait_for_seq.max(end_before);
+                        Outcome::Duplicate
+                    }
+                    o => o,
+                };
+                outcomes.push(outcome);
+            }
+            results.push(Written {
+                outcomes,
+                epoch,
+                wait_for_seq,
+            });
+        }
+        match store.commit_staged() {
+            Ok(entries) => {
+                node.set_position(store.last_seq(), store.last_epoch());
+                entries
+            }
+            Err(e) => {
+                // The disk refused a write: the in-memory state is ahead of
+                // it. Stop; recovery at the next start is exact, and no
+                // client was told this batch is stored.
+                tracing::error!(error = %e, "the journal cannot be written; stopping");
+                std::process::exit(1);
+            }
+        }
+    };
+    for e in &committed {
+        match &e.op {
+            Op::Deliver { to, .. } => node.note_timeline_line(e.seq, *to),
+            Op::Post(p) => node.note_timeline_line(e.seq, p.author),
+            _ => {}
+        }
+    }
+    node.recompute_commit();
+    for (req, res) in batch.into_iter().zip(results) {
+        let _ = req.reply.send(Ok(res));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tsn_datastore::{Entry, Post};
+
+    #[test]
+    fn classic_follow_rules() {
+        let mut s = State::default();
+        assert_eq!(
+            decide(&s, &Op::Follow { user: 1, target: 1, since_ms: 0 }),
+            Outcome::Rejected("FAILURE_ALREADY_EXISTS")
+        );
+        assert_eq!(
+            decide(&s, &Op::Unfollow { user: 1, target: 2 }),
+            Outcome::Rejected("FAILURE_NOT_A_FOLLOWER")
+        );
+        let f = Op::Follow { user: 1, target: 2, since_ms: 0 };
+        assert_eq!(decide(&s, &f), Outcome::Applied(0));
+        s.apply(&Entry { seq: 1, epoch: 1, op: f.clone() });
+        assert_eq!(decide(&s, &f), Outcome::Rejected("FAILURE_ALREADY_EXISTS"));
+        assert_eq!(decide(&s, &Op::Unfollow { user: 1, target: 2 }), Outcome::Applied(0));
+    }
+
+    #[test]
+    fn a_post_sent_twice_is_a_duplicate() {
+        let mut s = State::default();
+        let p = Op::Post(Post { id: "1-x".into(), author: 1, text: "t".into(), ts_ms: 1 });
+        assert_eq!(decide(&s, &p), Outcome::Applied(0));
+        s.apply(&Entry { seq: 1, epoch: 1, op: p.clone() });
+        assert_eq!(decide(&s, &p), Outcome::Duplicate);
+    }
+}
