@@ -1,1 +1,468 @@
-fn main() {}
+//! `tsn_client`: the tsn client.
+//!
+//! Without a command it is an interactive session like the classic Tiny SNS
+//! client; with one (`follow`, `unfollow`, `list`, `post`, `timeline`) it
+//! runs it and exits, for scripts. Either way it finds the primary of the
+//! user's cluster through the coordinator and fails over by itself, and it
+//! first re-sends any post an earlier run left unacknowledged.
+//!
+//! Exit status: 0 on success; 1 with one line `error: <reason>` on stderr
+//! when the command failed; 2 for bad command-line usage; 130 when a
+//! one-shot command was interrupted by a signal.
+
+mod backoff;
+mod connection;
+mod display;
+mod follow;
+mod ids;
+mod interactive;
+mod limits;
+mod line_reader;
+mod list;
+mod lock;
+mod output;
+mod pending;
+mod post;
+mod post_text;
+mod reply;
+mod timeline;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use clap::{Parser, Subcommand};
+use tsn_cluster::coord::CoordClient;
+use tsn_cluster::shutdown::Shutdown;
+
+use crate::connection::Connection;
+use crate::follow::Relation;
+use crate::limits::{
+    RETRY_FOR_MS_DEFAULT, RETRY_FOR_MS_MAX, TIMELINE_LIMIT_DEFAULT, TIMELINE_LIMIT_MAX,
+    WATCH_DURATION_MS_MAX,
+};
+use crate::output::Output;
+use crate::pending::PendingStore;
+
+const EXIT_FAILURE: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+const EXIT_INTERRUPTED: i32 = 130;
+/// Worker threads of the runtime: the client waits on the network and
+/// stdin, it does not compute.
+const RUNTIME_WORKER_THREADS: usize = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tsn_client",
+    version,
+    about = "The tsn client: interactive without a command, scriptable with one. \
+             Finds the primary of your cluster through the coordinator and fails over by itself."
+)]
+struct Cli {
+    /// Address of the coordinator, as host:port.
+    #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
+    coordinator: String,
+
+    /// Your client id: a positive integer.
+    #[arg(
+        short = 'i',
+        long = "id",
+        value_name = "ID",
+        allow_hyphen_values = true
+    )]
+    id: String,
+
+    /// Print one JSON object per line on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Directory of the pending-post state files [default:
+    /// $XDG_STATE_HOME/tsn_client, else $HOME/.local/state/tsn_client,
+    /// else ./.tsn_client].
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// How long a command keeps retrying through a failover before it gives
+    /// up, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        default_value_t = RETRY_FOR_MS_DEFAULT,
+        value_parser = clap::value_parser!(u64).range(0..=RETRY_FOR_MS_MAX)
+    )]
+    retry_for_ms: u64,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Follow user ID.
+    Follow {
+        /// The user to follow.
+        #[arg(value_name = "ID", allow_hyphen_values = true)]
+        target: String,
+    },
+    /// Stop following user ID.
+    Unfollow {
+        /// The user to stop following.
+        #[arg(value_name = "ID", allow_hyphen_values = true)]
+        target: String,
+    },
+    /// Show every user and your followers.
+    List,
+    /// Post a message: the words of TEXT joined by one space (put flags
+    /// before the text).
+    Post {
+        /// The words of the post.
+        #[arg(
+            value_name = "TEXT",
+            required = true,
+            num_args = 1..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        words: Vec<String>,
+    },
+    /// Show your timeline, newest first; with --watch, keep showing new
+    /// posts as they arrive.
+    Timeline {
+        /// How many posts to show (without --watch).
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = TIMELINE_LIMIT_DEFAULT,
+            value_parser = clap::value_parser!(u32).range(1..=TIMELINE_LIMIT_MAX as i64)
+        )]
+        limit: u32,
+        /// Keep the timeline open: show the newest posts, then each new one,
+        /// reconnecting through failovers without repeating or skipping any.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: exit after showing N posts.
+        #[arg(
+            long,
+            value_name = "N",
+            requires = "watch",
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        max_posts: Option<u64>,
+        /// With --watch: exit after MS milliseconds.
+        #[arg(
+            long,
+            value_name = "MS",
+            requires = "watch",
+            value_parser = clap::value_parser!(u64).range(1..=WATCH_DURATION_MS_MAX)
+        )]
+        duration_ms: Option<u64>,
+    },
+}
+
+/// What to do, with every argument checked: nothing invalid gets this far.
+enum Action {
+    Interactive,
+    Relation(Relation, u32),
+    List,
+    Post(String),
+    Read {
+        limit: u32,
+    },
+    Watch {
+        max_posts: Option<u64>,
+        duration: Option<Duration>,
+    },
+}
+
+impl Action {
+    fn from_command(command: Option<Command>) -> anyhow::Result<Action> {
+        Ok(match command {
+            None => Action::Interactive,
+            Some(Command::Follow { target }) => Action::Relation(
+                Relation::Follow,
+                ids::parse_id(&target, "user id").map_err(anyhow::Error::msg)?,
+            ),
+            Some(Command::Unfollow { target }) => Action::Relation(
+                Relation::Unfollow,
+                ids::parse_id(&target, "user id").map_err(anyhow::Error::msg)?,
+            ),
+            Some(Command::List) => Action::List,
+            Some(Command::Post { words }) => {
+                let text = words.join(" ");
+                post_text::validate(&text).map_err(anyhow::Error::msg)?;
+                Action::Post(text)
+            }
+            Some(Command::Timeline {
+                limit,
+                watch: false,
+                ..
+            }) => Action::Read { limit },
+            Some(Command::Timeline {
+                watch: true,
+                max_posts,
+                duration_ms,
+                ..
+            }) => Action::Watch {
+                max_posts,
+                duration: duration_ms.map(Duration::from_millis),
+            },
+        })
+    }
+
+    /// Whether a signal is the normal way to end it (exit 0), rather than
+    /// an interruption of a command that did not finish.
+    fn ends_by_signal(&self) -> bool {
+        matches!(self, Action::Interactive | Action::Watch { .. })
+    }
+}
+
+/// The log level when `RUST_LOG` does not say: the client's stderr belongs
+/// to its user (one `error:` line on failure), so only warnings are logged.
+const LOG_LEVEL_DEFAULT: &str = "warn";
+
+fn main() {
+    tsn_cluster::init_logging_with_default(LOG_LEVEL_DEFAULT);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => match error.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                let _ = error.print();
+                std::process::exit(0);
+            }
+            _ => {
+                eprintln!("error: {}", clap_reason(&error));
+                std::process::exit(EXIT_USAGE);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_WORKER_THREADS)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            std::process::exit(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Reading stdin blocks a thread that cannot be cancelled; exiting
+    // without waiting for it keeps EXIT and signals immediate.
+    runtime.shutdown_background();
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    let mut shutdown = Shutdown::on_signals();
+    let (action, prepared) = match prepare(cli) {
+        Ok(ready) => ready,
+        Err(error) => return fail(&error),
+    };
+    let quiet_on_signal = action.ends_by_signal();
+    tokio::select! {
+        result = execute(action, prepared) => match result {
+            Ok(()) => 0,
+            Err(error) => fail(&error),
+        },
+        _ = shutdown.wait() => {
+            if quiet_on_signal {
+                0
+            } else {
+                eprintln!("error: interrupted");
+                EXIT_INTERRUPTED
+            }
+        }
+    }
+}
+
+/// Everything checked before anything is sent or stored.
+struct Prepared {
+    coord: CoordClient,
+    user: u32,
+    state_dir: PathBuf,
+    out: Output,
+    retry_for: Duration,
+}
+
+fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
+    let user = ids::parse_id(&cli.id, "client id").map_err(anyhow::Error::msg)?;
+    let action = Action::from_command(cli.command)?;
+    let coord =
+        CoordClient::new(&cli.coordinator).map_err(|e| anyhow!("bad coordinator address: {e}"))?;
+    let prepared = Prepared {
+        coord,
+        user,
+        state_dir: cli.state_dir.unwrap_or_else(default_state_dir),
+        out: Output::new(cli.json),
+        retry_for: Duration::from_millis(cli.retry_for_ms),
+    };
+    Ok((action, prepared))
+}
+
+async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
+    let store = PendingStore::open(&p.state_dir, p.user)?;
+    let mut conn = Connection::new(p.coord, p.user);
+    post::resend_pending(&mut conn, &store, p.retry_for).await?;
+    let out = p.out;
+    let retry_for = Some(p.retry_for);
+    match action {
+        Action::Interactive => interactive::run(&mut conn, &store, out, p.retry_for).await,
+        Action::Relation(relation, target) => {
+            let answer = follow::run(&mut conn, relation, target, retry_for).await?;
+            let success = reply::is_success(&answer);
+            // A failure is said once, on stderr; scripts reading --json
+            // still get the reply code on stdout.
+            if success || out.json() {
+                follow::print(&out, relation, target, &answer)?;
+            }
+            if !success {
+                bail!("{}", reply::describe(&answer));
+            }
+            Ok(())
+        }
+        Action::List => {
+            let answer = list::run(&mut conn, retry_for).await?;
+            list::print(&out, &answer)?;
+            Ok(())
+        }
+        Action::Post(text) => {
+            let (post_id, answer) = post::post(&mut conn, &store, &text, p.retry_for).await?;
+            post::print(&out, &post_id, &answer)?;
+            Ok(())
+        }
+        Action::Read { limit } => {
+            let posts = timeline::read(&mut conn, limit, retry_for).await?;
+            timeline::print(&out, &posts)?;
+            Ok(())
+        }
+        Action::Watch {
+            max_posts,
+            duration,
+        } => {
+            let watching = watch::watch(conn, out, max_posts);
+            match duration {
+                None => watching.await,
+                Some(duration) => tokio::time::timeout(duration, watching)
+                    .await
+                    .unwrap_or(Ok(())),
+            }
+        }
+    }
+}
+
+/// Prints the one `error:` line and gives the exit status.
+fn fail(error: &anyhow::Error) -> i32 {
+    eprintln!("error: {}", one_line(&format!("{error:#}")));
+    EXIT_FAILURE
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The reason of a command-line error on one line: clap's message without
+/// its `error:` prefix and usage block.
+fn clap_reason(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let reason = rendered.split("\n\n").next().unwrap_or("");
+    let reason = reason.trim().strip_prefix("error:").unwrap_or(reason);
+    let reason = one_line(reason);
+    if reason.is_empty() {
+        "bad command line; see --help".to_string()
+    } else {
+        reason
+    }
+}
+
+/// `$XDG_STATE_HOME/tsn_client`, else `$HOME/.local/state/tsn_client`, else
+/// `./.tsn_client`. A relative `XDG_STATE_HOME` is ignored, as the XDG
+/// specification asks.
+fn default_state_dir() -> PathBuf {
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(state) = absolute("XDG_STATE_HOME") {
+        return state.join("tsn_client");
+    }
+    if let Some(home) = absolute("HOME") {
+        return home.join(".local").join("state").join("tsn_client");
+    }
+    PathBuf::from(".tsn_client")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tsn_client").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn post_words_are_joined_by_one_space() {
+        let cli = parse(&["-c", "h:1", "-i", "3", "post", "hello", "-big", "world"]).unwrap();
+        let Ok(Action::Post(text)) = Action::from_command(cli.command) else {
+            panic!("not a post");
+        };
+        assert_eq!(text, "hello -big world");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_anything_is_sent() {
+        let cli = parse(&["-c", "h:1", "-i", "3", "follow", "-2"]).unwrap();
+        assert!(Action::from_command(cli.command).is_err());
+        let cli = parse(&["-c", "h:1", "-i", "3", "post", "   "]).unwrap();
+        assert!(Action::from_command(cli.command).is_err());
+        let long = "x".repeat(1025);
+        let cli = parse(&["-c", "h:1", "-i", "3", "post", &long]).unwrap();
+        let err = Action::from_command(cli.command).err().unwrap();
+        assert_eq!(err.to_string(), "post is longer than 1024 bytes");
+        let cli = parse(&["-c", "h:1", "-i", "x"]).unwrap();
+        assert!(prepare(cli).is_err());
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let err = parse(&["-i", "3"]).unwrap_err();
+        let reason = clap_reason(&err);
+        assert!(!reason.contains('\n'));
+        assert!(reason.contains("--coordinator"), "{reason}");
+        let err = parse(&["-c", "h:1", "-i", "3", "timeline", "--limit", "0"]).unwrap_err();
+        assert!(clap_reason(&err).contains("--limit"));
+        assert!(parse(&["-c", "h:1", "-i", "3", "timeline", "--max-posts", "2"]).is_err());
+        assert!(parse(&[
+            "-c",
+            "h:1",
+            "-i",
+            "3",
+            "--json",
+            "timeline",
+            "--watch",
+            "--max-posts",
+            "2"
+        ])
+        .is_ok());
+        assert!(parse(&[
+            "-c",
+            "h:1",
+            "-i",
+            "3",
+            "list",
+            "--json",
+            "--retry-for-ms",
+            "5"
+        ])
+        .is_ok());
+    }
+}

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
-use tsn_proto::csce438::{coord_service_client::CoordServiceClient, ServerInfo, Id};
+use tsn_proto::csce438::{coord_service_client::CoordServiceClient, Id, ServerInfo};
 use tsn_proto::tsn::{
     coordinator_client::CoordinatorClient, AssignRequest, ClusterView, ClustersRequest,
     HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
@@ -102,7 +102,12 @@ impl CoordClient {
     }
 
     pub async fn change_in_sync(&self, change: InSyncChange) -> Result<InSyncReply, tonic::Status> {
-        Ok(self.control.clone().change_in_sync(change).await?.into_inner())
+        Ok(self
+            .control
+            .clone()
+            .change_in_sync(change)
+            .await?
+            .into_inner())
     }
 }
 

@@ -78,7 +78,7 @@ pub fn spawn(
                 Err(status) => {
                     failures += 1;
                     // Say it once, then every 50 failures, not every beat.
-                    if failures == 1 || failures % 50 == 0 {
+                    if failures == 1 || failures.is_multiple_of(50) {
                         tracing::warn!(
                             coordinator = coord.addr(),
                             failures,

@@ -30,8 +30,13 @@ pub fn parse_user_id(text: &str) -> Option<u32> {
 
 /// Logs to stderr, at the level of `RUST_LOG` (default `info`).
 pub fn init_logging() {
+    init_logging_with_default("info");
+}
+
+/// Logs to stderr, at the level of `RUST_LOG`, else `default_level`.
+pub fn init_logging_with_default(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -54,7 +59,16 @@ mod tests {
     fn user_ids_are_positive_int32() {
         assert_eq!(parse_user_id("42"), Some(42));
         assert_eq!(parse_user_id(" 7 "), Some(7));
-        for bad in ["", "0", "-1", "abc", "1.5", "2147483648", "+3", "99999999999999"] {
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "abc",
+            "1.5",
+            "2147483648",
+            "+3",
+            "99999999999999",
+        ] {
             assert_eq!(parse_user_id(bad), None, "{bad:?}");
         }
         assert_eq!(parse_user_id("2147483647"), Some(i32::MAX as u32));

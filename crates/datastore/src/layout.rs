@@ -11,7 +11,9 @@ pub struct Layout {
 impl Layout {
     pub fn new(root: &Path, cluster_id: u32, server_id: u32) -> Self {
         Layout {
-            dir: root.join(cluster_id.to_string()).join(server_id.to_string()),
+            dir: root
+                .join(cluster_id.to_string())
+                .join(server_id.to_string()),
         }
     }
 

@@ -193,12 +193,24 @@ mod tests {
     #[test]
     fn ops_applied_twice_act_once() {
         let ops = [
-            Op::User { user: 1, cluster: 1 },
-            Op::User { user: 1, cluster: 1 },
+            Op::User {
+                user: 1,
+                cluster: 1,
+            },
+            Op::User {
+                user: 1,
+                cluster: 1,
+            },
             Op::Post(post("1-a", 1)),
             Op::Post(post("1-a", 1)),
-            Op::Deliver { to: 2, post: post("1-a", 1) },
-            Op::Deliver { to: 2, post: post("1-a", 1) },
+            Op::Deliver {
+                to: 2,
+                post: post("1-a", 1),
+            },
+            Op::Deliver {
+                to: 2,
+                post: post("1-a", 1),
+            },
         ];
         let s = apply_all(&ops);
         assert_eq!(s.last_seq(), 5, "three duplicates were skipped");
@@ -208,8 +220,17 @@ mod tests {
 
     #[test]
     fn follower_edges_take_the_newest_version_in_any_order() {
-        let add = |v| Op::AddFollower { user: 1, follower: 2, since_ms: 10, version: v };
-        let remove = |v| Op::RemoveFollower { user: 1, follower: 2, version: v };
+        let add = |v| Op::AddFollower {
+            user: 1,
+            follower: 2,
+            since_ms: 10,
+            version: v,
+        };
+        let remove = |v| Op::RemoveFollower {
+            user: 1,
+            follower: 2,
+            version: v,
+        };
         // follow (v5), unfollow (v7) arriving in reverse order: not a follower.
         let s = apply_all(&[remove(7), add(5)]);
         assert!(s.followers(1).is_empty());
@@ -220,10 +241,17 @@ mod tests {
 
     #[test]
     fn follow_and_unfollow_are_idempotent() {
-        let f = Op::Follow { user: 1, target: 2, since_ms: 3 };
+        let f = Op::Follow {
+            user: 1,
+            target: 2,
+            since_ms: 3,
+        };
         let u = Op::Unfollow { user: 1, target: 2 };
         let s = State::default();
-        assert!(s.is_duplicate(&u), "unfollowing someone not followed changes nothing");
+        assert!(
+            s.is_duplicate(&u),
+            "unfollowing someone not followed changes nothing"
+        );
         let s = apply_all(&[f.clone(), f.clone()]);
         assert_eq!(s.last_seq(), 1);
         assert_eq!(s.following(1), vec![(2, 3)]);

@@ -40,6 +40,13 @@ impl Store {
         let journal = Journal::open(&layout.journal(), |entry| {
             state.apply(entry);
             for (path, line) in view_lines(&layout, cluster_id, entry) {
+                if line.is_empty() {
+                    // The file must merely exist.
+                    if !path.exists() {
+                        repairs.push((path, line));
+                    }
+                    continue;
+                }
                 let last = match file_seq.get(&path) {
                     Some(s) => *s,
                     None => match last_line_seq(&path) {
@@ -69,13 +76,14 @@ impl Store {
             files: HashMap::new(),
             staged: Vec::new(),
         };
-        if !repairs.is_empty() {
+        let restored = repairs.iter().filter(|(_, l)| !l.is_empty()).count();
+        if restored > 0 {
             tracing::warn!(
-                lines = repairs.len(),
+                lines = restored,
                 "restored lines of derived files from the journal"
             );
-            store.write_lines(repairs)?;
         }
+        store.write_lines(repairs)?;
         Ok(store)
     }
 
@@ -434,11 +442,21 @@ mod tests {
         append_ops(
             &mut store,
             vec![
-                Op::User { user: 1, cluster: 1 },
-                Op::User { user: 2, cluster: 2 },
+                Op::User {
+                    user: 1,
+                    cluster: 1,
+                },
+                Op::User {
+                    user: 2,
+                    cluster: 2,
+                },
                 Op::Post(post("1-a", 1, 10)),
                 Op::Post(post("1-b", 1, 20)),
-                Op::Follow { user: 1, target: 2, since_ms: 15 },
+                Op::Follow {
+                    user: 1,
+                    target: 2,
+                    since_ms: 15,
+                },
             ],
         );
         let tl = read_timeline(&layout, 1, 20, u64::MAX);
@@ -465,10 +483,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), 1, 1);
         let mut store = Store::open(layout.clone(), 1).unwrap();
-        let mut ops = vec![Op::User { user: 1, cluster: 1 }];
+        let mut ops = vec![Op::User {
+            user: 1,
+            cluster: 1,
+        }];
         for i in 0..30 {
             ops.push(Op::Post(post(&format!("1-{i}"), 1, 100 + i)));
-            ops.push(Op::Deliver { to: 1, post: post(&format!("2-{i}"), 2, 100 + i) });
+            ops.push(Op::Deliver {
+                to: 1,
+                post: post(&format!("2-{i}"), 2, 100 + i),
+            });
         }
         append_ops(&mut store, ops);
         let last = read_timeline(&layout, 1, 20, u64::MAX);
@@ -495,7 +519,10 @@ mod tests {
         append_ops(
             &mut store,
             vec![
-                Op::User { user: 1, cluster: 1 },
+                Op::User {
+                    user: 1,
+                    cluster: 1,
+                },
                 Op::Post(post("1-a", 1, 10)),
                 Op::Post(post("1-b", 1, 20)),
             ],

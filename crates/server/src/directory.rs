@@ -72,7 +72,10 @@ impl Directory {
             Ok(c) => c,
             Err(e) => return Existence::Unknown(e.to_string()),
         };
-        match ReplicaClient::new(ch).user_exists(UserExistsRequest { user }).await {
+        match ReplicaClient::new(ch)
+            .user_exists(UserExistsRequest { user })
+            .await
+        {
             Ok(r) if r.get_ref().exists => Existence::Yes,
             Ok(_) => Existence::No,
             Err(e) => Existence::Unknown(format!("cluster {home}: {}", e.message())),

@@ -37,7 +37,10 @@ use crate::node::{Node, WRITE_QUEUE_MAX_REQUESTS};
 fn main() {
     let cfg = Config::parse();
     tsn_cluster::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => fail(format!("cannot start the runtime: {e}")),
     };
@@ -107,7 +110,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let replicators = Arc::new(replication::Replicators::default());
-    tokio::spawn(role::follow(node.clone(), heard, replicators.clone(), shutdown.clone()));
+    tokio::spawn(role::follow(
+        node.clone(),
+        heard,
+        replicators.clone(),
+        shutdown.clone(),
+    ));
 
     let directory = Arc::new(directory::Directory::default());
     let sns = SnsServiceServer::new(sns::Sns {
@@ -136,7 +144,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .add_service(sns)
         .add_service(posts)
         .add_service(replica)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.wait().await })
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            stop.wait().await
+        })
         .await?;
     replicators.stop_all();
     tracing::info!("stopped");

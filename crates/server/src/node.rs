@@ -158,7 +158,8 @@ impl Node {
     }
 
     pub fn confirm_lease(&self, sent_at: Instant, failure_timeout_ms: u64) {
-        let lease = failure_timeout_ms * tsn_cluster::limits::LEASE_PERCENT_OF_FAILURE_TIMEOUT / 100;
+        let lease =
+            failure_timeout_ms * tsn_cluster::limits::LEASE_PERCENT_OF_FAILURE_TIMEOUT / 100;
         self.lease_ms.store(lease, Ordering::Relaxed);
         *lock(&self.coordinator_confirmed_at) = Some(sent_at);
     }
@@ -264,7 +265,12 @@ impl Node {
 
     /// Waits until `seq` is committed in `epoch`; fails if this server stops
     /// being that epoch's primary first or the wait exceeds `timeout`.
-    pub async fn wait_committed(&self, seq: u64, epoch: u64, timeout: Duration) -> Result<(), Status> {
+    pub async fn wait_committed(
+        &self,
+        seq: u64,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<(), Status> {
         let mut commit = self.subscribe_commit();
         let mut role = self.subscribe_role();
         let wait = async {

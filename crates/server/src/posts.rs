@@ -74,9 +74,10 @@ impl Posts for PostsService {
         };
         let layout = self.node.layout.clone();
         let upto = self.node.commit_seq();
-        let lines = tokio::task::spawn_blocking(move || read_timeline(&layout, req.user, limit, upto))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let lines =
+            tokio::task::spawn_blocking(move || read_timeline(&layout, req.user, limit, upto))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ReadReply {
             posts: lines
                 .into_iter()

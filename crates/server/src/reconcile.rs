@@ -10,7 +10,12 @@
 /// `mine` and `theirs` are (epoch, first seq) of each epoch, in order;
 /// `my_last` and `their_last` the last seq of each journal. Returns the seq
 /// to keep up to, if anything must be cut.
-pub fn cut_after(mine: &[(u64, u64)], my_last: u64, theirs: &[(u64, u64)], their_last: u64) -> Option<u64> {
+pub fn cut_after(
+    mine: &[(u64, u64)],
+    my_last: u64,
+    theirs: &[(u64, u64)],
+    their_last: u64,
+) -> Option<u64> {
     let end_of = |list: &[(u64, u64)], last: u64, i: usize| -> u64 {
         match list.get(i + 1) {
             Some(&(_, next_first)) => next_first.saturating_sub(1),
@@ -48,14 +53,20 @@ mod tests {
         // Wrote 101..105 in epoch 1; the new primary has 1..100 of epoch 1
         // and has not written yet, or has written 101.. in epoch 2.
         assert_eq!(cut_after(&[(1, 1)], 105, &[(1, 1)], 100), Some(100));
-        assert_eq!(cut_after(&[(1, 1)], 105, &[(1, 1), (2, 101)], 130), Some(100));
+        assert_eq!(
+            cut_after(&[(1, 1)], 105, &[(1, 1), (2, 101)], 130),
+            Some(100)
+        );
     }
 
     #[test]
     fn an_epoch_the_primary_never_saw_goes_whole() {
         // Epoch 2 (45..60) was written by a primary whose entries never
         // got committed; the current primary went from epoch 1 to 3.
-        assert_eq!(cut_after(&[(1, 1), (2, 45)], 60, &[(1, 1), (3, 50)], 80), Some(44));
+        assert_eq!(
+            cut_after(&[(1, 1), (2, 45)], 60, &[(1, 1), (3, 50)], 80),
+            Some(44)
+        );
     }
 
     #[test]

@@ -45,7 +45,10 @@ impl ReplicaService {
 
 #[tonic::async_trait]
 impl Replica for ReplicaService {
-    async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendReply>, Status> {
+    async fn append(
+        &self,
+        request: Request<AppendRequest>,
+    ) -> Result<Response<AppendReply>, Status> {
         let req = request.into_inner();
         let node = self.node.clone();
         let refuse = |node: &Node| AppendReply {
@@ -67,8 +70,14 @@ impl Replica for ReplicaService {
         let mut entries = Vec::with_capacity(req.entries.len());
         for (i, line) in req.entries.iter().enumerate() {
             match Entry::from_line(line) {
-                Some(e) if e.seq == req.prev_seq + 1 + i as u64 && e.epoch <= req.epoch => entries.push(e),
-                _ => return Err(Status::invalid_argument(format!("entry {i} is malformed or out of order"))),
+                Some(e) if e.seq == req.prev_seq + 1 + i as u64 && e.epoch <= req.epoch => {
+                    entries.push(e)
+                }
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "entry {i} is malformed or out of order"
+                    )))
+                }
             }
         }
         let result = tokio::task::spawn_blocking(move || {
@@ -123,16 +132,21 @@ impl Replica for ReplicaService {
         }
         let mut ops = Vec::with_capacity(req.ops.len());
         for (i, bytes) in req.ops.iter().enumerate() {
-            let op = Op::from_json(bytes)
-                .ok_or_else(|| Status::invalid_argument(format!("op {i} is not a valid operation")))?;
-            validate_synced(&op, self.node.cluster_id).map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
+            let op = Op::from_json(bytes).ok_or_else(|| {
+                Status::invalid_argument(format!("op {i} is not a valid operation"))
+            })?;
+            validate_synced(&op, self.node.cluster_id)
+                .map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
             ops.push(op);
         }
         if ops.is_empty() {
             return Ok(Response::new(ApplyReply::default()));
         }
         let outcomes = self.node.write(ops).await?;
-        let applied = outcomes.iter().filter(|o| matches!(o, Outcome::Applied(_))).count() as u32;
+        let applied = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Applied(_)))
+            .count() as u32;
         Ok(Response::new(ApplyReply {
             applied,
             duplicates: outcomes.len() as u32 - applied,
@@ -207,9 +221,11 @@ impl Replica for ReplicaService {
         let req = request.into_inner();
         let limit = (req.limit as usize).clamp(1, TIMELINE_READ_MAX_POSTS);
         let layout = self.node.layout.clone();
-        let posts = tokio::task::spawn_blocking(move || read_posts_since(&layout, req.author, req.since_ms, limit))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let posts = tokio::task::spawn_blocking(move || {
+            read_posts_since(&layout, req.author, req.since_ms, limit)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(PostsSinceReply {
             posts: posts
                 .iter()
@@ -224,7 +240,8 @@ impl Replica for ReplicaService {
     ) -> Result<Response<UserExistsReply>, Status> {
         self.primary()?;
         let user = request.into_inner().user;
-        let exists = lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id);
+        let exists =
+            lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id);
         Ok(Response::new(UserExistsReply { exists }))
     }
 }
@@ -236,15 +253,17 @@ fn validate_synced(op: &Op, cluster_id: u32) -> Result<(), String> {
     let ok_id = |u: u32| (1..=USER_ID_MAX).contains(&u);
     match op {
         Op::User { user, cluster } if ok_id(*user) && *cluster >= 1 => Ok(()),
-        Op::Deliver { to, post } if ok_id(*to) && ok_id(post.author) && !post.id.is_empty() => Ok(()),
+        Op::Deliver { to, post } if ok_id(*to) && ok_id(post.author) && !post.id.is_empty() => {
+            Ok(())
+        }
         Op::AddFollower { user, follower, .. } | Op::RemoveFollower { user, follower, .. }
             if ok_id(*user) && ok_id(*follower) =>
         {
             Ok(())
         }
-        Op::Follow { .. } | Op::Unfollow { .. } | Op::Post(_) => {
-            Err(format!("only a client of cluster {cluster_id} follows or posts"))
-        }
+        Op::Follow { .. } | Op::Unfollow { .. } | Op::Post(_) => Err(format!(
+            "only a client of cluster {cluster_id} follows or posts"
+        )),
         _ => Err("a user id is out of range".into()),
     }
 }

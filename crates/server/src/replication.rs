@@ -26,10 +26,14 @@ pub const APPEND_MAX_BYTES: usize = 4 * 1024 * 1024;
 const RETRY_BACKOFF_MIN_MS: u64 = 20;
 const RETRY_BACKOFF_MAX_MS: u64 = 1_000;
 
+/// A running replication task: the secondary's address, the epoch it
+/// mirrors for, and the task.
+type Task = (String, u64, JoinHandle<()>);
+
 /// The running replication tasks, by secondary id.
 #[derive(Default)]
 pub struct Replicators {
-    tasks: Mutex<HashMap<u32, (String, u64, JoinHandle<()>)>>,
+    tasks: Mutex<HashMap<u32, Task>>,
 }
 
 impl Replicators {
@@ -40,7 +44,9 @@ impl Replicators {
         tasks.retain(|id, (addr, e, handle)| {
             let keep = *e == epoch
                 && !handle.is_finished()
-                && peers.iter().any(|p| p.server_id == *id && p.address == *addr);
+                && peers
+                    .iter()
+                    .any(|p| p.server_id == *id && p.address == *addr);
             if !keep {
                 handle.abort();
             }
@@ -50,7 +56,12 @@ impl Replicators {
             if p.server_id == node.server_id || tasks.contains_key(&p.server_id) {
                 continue;
             }
-            let handle = tokio::spawn(replicate(node.clone(), p.server_id, p.address.clone(), epoch));
+            let handle = tokio::spawn(replicate(
+                node.clone(),
+                p.server_id,
+                p.address.clone(),
+                epoch,
+            ));
             tasks.insert(p.server_id, (p.address.clone(), epoch, handle));
         }
     }
@@ -127,7 +138,9 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
                     }
                 } else if reply.epoch > epoch {
                     tracing::warn!(
-                        peer = peer_id, peer_epoch = reply.epoch, epoch,
+                        peer = peer_id,
+                        peer_epoch = reply.epoch,
+                        epoch,
                         "a secondary knows a newer epoch: this server is no longer primary"
                     );
                     sleep_ms(backoff_ms).await;
@@ -143,7 +156,7 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
             }
             Err(status) => {
                 failures += 1;
-                if failures == 1 || failures % 50 == 0 {
+                if failures == 1 || failures.is_multiple_of(50) {
                     tracing::warn!(peer = peer_id, failures, error = %status.message(), "mirroring failed");
                 }
                 known = None;
@@ -248,7 +261,10 @@ async fn shrink(node: &Arc<Node>, peer_id: u32, epoch: u64) {
                 repl.required = reply.in_sync.into_iter().collect();
                 repl.changed_at = Some(Instant::now());
             }
-            tracing::warn!(peer = peer_id, "secondary dropped from the in-sync set; going on without it");
+            tracing::warn!(
+                peer = peer_id,
+                "secondary dropped from the in-sync set; going on without it"
+            );
             node.recompute_commit();
         }
         Ok(_) => {}

@@ -118,7 +118,10 @@ async fn reconcile(node: Arc<Node>, target: (u64, u32), primary_address: String)
     let Ok(ch) = channel(&primary_address, RECONCILE_CALL_TIMEOUT_MS) else {
         return;
     };
-    let history = match ReplicaClient::new(ch).epoch_history(EpochHistoryRequest {}).await {
+    let history = match ReplicaClient::new(ch)
+        .epoch_history(EpochHistoryRequest {})
+        .await
+    {
         Ok(r) => r.into_inner(),
         Err(e) => {
             tracing::debug!(error = %e.message(), "the primary's history is not available yet");
@@ -126,7 +129,11 @@ async fn reconcile(node: Arc<Node>, target: (u64, u32), primary_address: String)
             return;
         }
     };
-    let theirs: Vec<(u64, u64)> = history.epochs.iter().map(|e| (e.epoch, e.first_seq)).collect();
+    let theirs: Vec<(u64, u64)> = history
+        .epochs
+        .iter()
+        .map(|e| (e.epoch, e.first_seq))
+        .collect();
     let node2 = node.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let node = node2;

@@ -29,36 +29,48 @@ pub struct Sns {
     pub directory: Arc<Directory>,
 }
 
-fn reply(msg: &str, detail: impl Into<String>) -> Response<Reply> {
-    Response::new(Reply {
+fn respond(msg: &str, detail: impl Into<String>) -> Response<Reply> {
+    Response::new(reply(msg, detail))
+}
+
+fn reply(msg: &str, detail: impl Into<String>) -> Reply {
+    Reply {
         msg: msg.to_string(),
         detail: detail.into(),
-    })
+    }
 }
 
 impl Sns {
     /// The caller: a valid id of a user that logged in on this cluster.
-    fn caller(&self, username: &str) -> Result<u32, Response<Reply>> {
+    fn caller(&self, username: &str) -> Result<u32, Reply> {
         let Some(user) = parse_user_id(username) else {
             return Err(reply(
                 FAILURE_INVALID_USERNAME,
                 format!("{username:?} is not a client id (a positive integer)"),
             ));
         };
-        let registered = lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id);
+        let registered =
+            lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id);
         if !registered {
             return Err(reply(
                 FAILURE_NOT_EXISTS,
-                format!("user {user} has not logged in on cluster {}", self.node.cluster_id),
+                format!(
+                    "user {user} has not logged in on cluster {}",
+                    self.node.cluster_id
+                ),
             ));
         }
         Ok(user)
     }
 
-    fn target<'a>(&self, req: &'a SnsRequest) -> Result<u32, Response<Reply>> {
+    fn target(&self, req: &SnsRequest) -> Result<u32, Reply> {
         let text = req.arguments.first().map(String::as_str).unwrap_or("");
-        parse_user_id(text)
-            .ok_or_else(|| reply(FAILURE_INVALID_USERNAME, format!("{text:?} is not a client id (a positive integer)")))
+        parse_user_id(text).ok_or_else(|| {
+            reply(
+                FAILURE_INVALID_USERNAME,
+                format!("{text:?} is not a client id (a positive integer)"),
+            )
+        })
     }
 
     async fn write_one(&self, op: Op) -> Result<Outcome, Status> {
@@ -67,7 +79,7 @@ impl Sns {
     }
 }
 
-fn outcome_reply(o: Outcome) -> Response<Reply> {
+fn outcome_reply(o: Outcome) -> Reply {
     match o {
         Outcome::Applied(_) | Outcome::Duplicate => reply(SUCCESS, ""),
         Outcome::Rejected(code) => reply(code, ""),
@@ -80,22 +92,25 @@ impl SnsService for Sns {
         self.node.may_write()?;
         let username = request.into_inner().username;
         let Some(user) = parse_user_id(&username) else {
-            return Ok(reply(
+            return Ok(respond(
                 FAILURE_INVALID_USERNAME,
                 format!("{username:?} is not a client id (a positive integer)"),
             ));
         };
         if lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id) {
-            return Ok(reply(SUCCESS, ""));
+            return Ok(respond(SUCCESS, ""));
         }
         let home = match self.directory.home(&self.node, user).await {
             Ok(h) => h,
-            Err(e) => return Ok(reply(FAILURE_UNKNOWN, e)),
+            Err(e) => return Ok(respond(FAILURE_UNKNOWN, e)),
         };
         if home != self.node.cluster_id {
-            return Ok(reply(
+            return Ok(respond(
                 FAILURE_INVALID,
-                format!("user {user} is served by cluster {home}, not {}", self.node.cluster_id),
+                format!(
+                    "user {user} is served by cluster {home}, not {}",
+                    self.node.cluster_id
+                ),
             ));
         }
         let o = self
@@ -104,7 +119,7 @@ impl SnsService for Sns {
                 cluster: self.node.cluster_id,
             })
             .await?;
-        Ok(outcome_reply(o))
+        Ok(Response::new(outcome_reply(o)))
     }
 
     async fn list(&self, request: Request<SnsRequest>) -> Result<Response<ListReply>, Status> {
@@ -116,7 +131,11 @@ impl SnsService for Sns {
         let state = store.state();
         Ok(Response::new(ListReply {
             all_users: state.users().map(|(u, _)| u.to_string()).collect(),
-            followers: state.followers(user).into_iter().map(|(u, _)| u.to_string()).collect(),
+            followers: state
+                .followers(user)
+                .into_iter()
+                .map(|(u, _)| u.to_string())
+                .collect(),
         }))
     }
 
@@ -125,29 +144,47 @@ impl SnsService for Sns {
         let req = request.into_inner();
         let user = match self.caller(&req.username) {
             Ok(u) => u,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(Response::new(r)),
         };
         let target = match self.target(&req) {
             Ok(t) => t,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(Response::new(r)),
         };
         if target == user {
-            return Ok(reply(FAILURE_ALREADY_EXISTS, "you cannot follow yourself"));
+            return Ok(respond(
+                FAILURE_ALREADY_EXISTS,
+                "you cannot follow yourself",
+            ));
         }
         if lock(&self.node.store).state().follows(user, target) {
-            return Ok(reply(FAILURE_ALREADY_EXISTS, format!("you already follow {target}")));
+            return Ok(respond(
+                FAILURE_ALREADY_EXISTS,
+                format!("you already follow {target}"),
+            ));
         }
         let mut ops = Vec::with_capacity(2);
         match self.directory.exists(&self.node, target).await {
             Existence::Yes => {}
-            Existence::No => return Ok(reply(FAILURE_INVALID_USERNAME, format!("user {target} does not exist"))),
-            Existence::Unknown(why) => return Ok(reply(FAILURE_UNKNOWN, why)),
+            Existence::No => {
+                return Ok(respond(
+                    FAILURE_INVALID_USERNAME,
+                    format!("user {target} does not exist"),
+                ))
+            }
+            Existence::Unknown(why) => return Ok(respond(FAILURE_UNKNOWN, why)),
         }
-        if lock(&self.node.store).state().user_cluster(target).is_none() {
+        if lock(&self.node.store)
+            .state()
+            .user_cluster(target)
+            .is_none()
+        {
             // Known to exist on its cluster, not yet synced here: record it
             // now so LIST shows it (the sync service's copy is a duplicate).
             if let Ok(home) = self.directory.home(&self.node, target).await {
-                ops.push(Op::User { user: target, cluster: home });
+                ops.push(Op::User {
+                    user: target,
+                    cluster: home,
+                });
             }
         }
         ops.push(Op::Follow {
@@ -156,7 +193,8 @@ impl SnsService for Sns {
             since_ms: now_ms(),
         });
         let outcomes = self.node.write(ops).await?;
-        Ok(outcome_reply(outcomes.last().cloned().unwrap_or(Outcome::Duplicate)))
+        let last = outcomes.last().cloned().unwrap_or(Outcome::Duplicate);
+        Ok(Response::new(outcome_reply(last)))
     }
 
     async fn un_follow(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
@@ -164,24 +202,30 @@ impl SnsService for Sns {
         let req = request.into_inner();
         let user = match self.caller(&req.username) {
             Ok(u) => u,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(Response::new(r)),
         };
         let target = match self.target(&req) {
             Ok(t) => t,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(Response::new(r)),
         };
         if target == user {
-            return Ok(reply(FAILURE_INVALID_USERNAME, "you cannot unfollow yourself"));
+            return Ok(respond(
+                FAILURE_INVALID_USERNAME,
+                "you cannot unfollow yourself",
+            ));
         }
         {
             let store = lock(&self.node.store);
             let state = store.state();
             if !state.follows(user, target) && state.user_cluster(target).is_none() {
-                return Ok(reply(FAILURE_INVALID_USERNAME, format!("user {target} does not exist")));
+                return Ok(respond(
+                    FAILURE_INVALID_USERNAME,
+                    format!("user {target} does not exist"),
+                ));
             }
         }
         let o = self.write_one(Op::Unfollow { user, target }).await?;
-        Ok(outcome_reply(o))
+        Ok(Response::new(outcome_reply(o)))
     }
 
     type TimelineStream = timeline::MessageStream;

@@ -33,13 +33,20 @@ const OUTBOUND_QUEUE_MAX_MESSAGES: usize = 256;
 /// How long a client may take to say who it is.
 const FIRST_MESSAGE_TIMEOUT_MS: u64 = 10_000;
 
-pub async fn open(node: Arc<Node>, mut inbound: Streaming<Message>) -> Result<Response<MessageStream>, Status> {
-    let first = tokio::time::timeout(Duration::from_millis(FIRST_MESSAGE_TIMEOUT_MS), inbound.next())
-        .await
-        .map_err(|_| Status::deadline_exceeded("the first message (who you are) did not come in time"))?
-        .ok_or_else(|| Status::invalid_argument("the stream ended before saying who you are"))??;
-    let user = parse_user_id(&first.username)
-        .ok_or_else(|| Status::invalid_argument(format!("{:?} is not a client id", first.username)))?;
+pub async fn open(
+    node: Arc<Node>,
+    mut inbound: Streaming<Message>,
+) -> Result<Response<MessageStream>, Status> {
+    let first = tokio::time::timeout(
+        Duration::from_millis(FIRST_MESSAGE_TIMEOUT_MS),
+        inbound.next(),
+    )
+    .await
+    .map_err(|_| Status::deadline_exceeded("the first message (who you are) did not come in time"))?
+    .ok_or_else(|| Status::invalid_argument("the stream ended before saying who you are"))??;
+    let user = parse_user_id(&first.username).ok_or_else(|| {
+        Status::invalid_argument(format!("{:?} is not a client id", first.username))
+    })?;
     if lock(&node.store).state().user_cluster(user) != Some(node.cluster_id) {
         return Err(Status::failed_precondition(format!(
             "user {user} has not logged in on cluster {}",
@@ -49,7 +56,9 @@ pub async fn open(node: Arc<Node>, mut inbound: Streaming<Message>) -> Result<Re
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_MAX_MESSAGES);
     tokio::spawn(send_posts(node.clone(), user, first.resume_after_seq, tx));
     tokio::spawn(take_posts(node, user, inbound));
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as MessageStream))
+    Ok(Response::new(
+        Box::pin(ReceiverStream::new(rx)) as MessageStream
+    ))
 }
 
 fn message(line: &TimelineLine) -> Message {
@@ -67,7 +76,12 @@ fn message(line: &TimelineLine) -> Message {
     }
 }
 
-async fn send_posts(node: Arc<Node>, user: u32, resume_after: u64, tx: mpsc::Sender<Result<Message, Status>>) {
+async fn send_posts(
+    node: Arc<Node>,
+    user: u32,
+    resume_after: u64,
+    tx: mpsc::Sender<Result<Message, Status>>,
+) {
     // Subscribe before reading, so that no line committed in between is missed.
     let mut changed = node.watch_timeline(user);
     let mut role = node.subscribe_role();
@@ -77,12 +91,14 @@ async fn send_posts(node: Arc<Node>, user: u32, resume_after: u64, tx: mpsc::Sen
     let first: Vec<TimelineLine> = if resume_after > 0 {
         let upto = last;
         let l = layout.clone();
-        tokio::task::spawn_blocking(move || read_timeline_after(&l, user, resume_after, upto, RESUME_MAX_POSTS))
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|line| line.post.author != user)
-            .collect()
+        tokio::task::spawn_blocking(move || {
+            read_timeline_after(&l, user, resume_after, upto, RESUME_MAX_POSTS)
+        })
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|line| line.post.author != user)
+        .collect()
     } else {
         let upto = last;
         let l = layout.clone();
@@ -117,9 +133,11 @@ async fn send_posts(node: Arc<Node>, user: u32, resume_after: u64, tx: mpsc::Sen
         }
         let l = layout.clone();
         let after = last;
-        let lines = tokio::task::spawn_blocking(move || read_timeline_after(&l, user, after, upto, RESUME_MAX_POSTS))
-            .await
-            .unwrap_or_default();
+        let lines = tokio::task::spawn_blocking(move || {
+            read_timeline_after(&l, user, after, upto, RESUME_MAX_POSTS)
+        })
+        .await
+        .unwrap_or_default();
         last = upto;
         for line in lines.iter().filter(|l| l.post.author != user) {
             if tx.send(Ok(message(line))).await.is_err() {

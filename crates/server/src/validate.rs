@@ -31,7 +31,9 @@ pub fn post_id(author: u32, id: &str) -> Result<String, String> {
         .ok_or_else(|| format!("post id {id:?} must start with \"{prefix}\""))?;
     let valid = !token.is_empty()
         && token.len() <= POST_TOKEN_MAX_BYTES
-        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(id.to_string())
     } else {

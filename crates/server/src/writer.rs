@@ -157,26 +157,53 @@ mod tests {
     fn classic_follow_rules() {
         let mut s = State::default();
         assert_eq!(
-            decide(&s, &Op::Follow { user: 1, target: 1, since_ms: 0 }),
+            decide(
+                &s,
+                &Op::Follow {
+                    user: 1,
+                    target: 1,
+                    since_ms: 0
+                }
+            ),
             Outcome::Rejected("FAILURE_ALREADY_EXISTS")
         );
         assert_eq!(
             decide(&s, &Op::Unfollow { user: 1, target: 2 }),
             Outcome::Rejected("FAILURE_NOT_A_FOLLOWER")
         );
-        let f = Op::Follow { user: 1, target: 2, since_ms: 0 };
+        let f = Op::Follow {
+            user: 1,
+            target: 2,
+            since_ms: 0,
+        };
         assert_eq!(decide(&s, &f), Outcome::Applied(0));
-        s.apply(&Entry { seq: 1, epoch: 1, op: f.clone() });
+        s.apply(&Entry {
+            seq: 1,
+            epoch: 1,
+            op: f.clone(),
+        });
         assert_eq!(decide(&s, &f), Outcome::Rejected("FAILURE_ALREADY_EXISTS"));
-        assert_eq!(decide(&s, &Op::Unfollow { user: 1, target: 2 }), Outcome::Applied(0));
+        assert_eq!(
+            decide(&s, &Op::Unfollow { user: 1, target: 2 }),
+            Outcome::Applied(0)
+        );
     }
 
     #[test]
     fn a_post_sent_twice_is_a_duplicate() {
         let mut s = State::default();
-        let p = Op::Post(Post { id: "1-x".into(), author: 1, text: "t".into(), ts_ms: 1 });
+        let p = Op::Post(Post {
+            id: "1-x".into(),
+            author: 1,
+            text: "t".into(),
+            ts_ms: 1,
+        });
         assert_eq!(decide(&s, &p), Outcome::Applied(0));
-        s.apply(&Entry { seq: 1, epoch: 1, op: p.clone() });
+        s.apply(&Entry {
+            seq: 1,
+            epoch: 1,
+            op: p.clone(),
+        });
         assert_eq!(decide(&s, &p), Outcome::Duplicate);
     }
 }

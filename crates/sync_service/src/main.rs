@@ -1,1 +1,202 @@
-fn main() {}
+//! `tsn_sync_service`: the sync service of one tsn cluster.
+//!
+//! It reads its cluster's committed changes from the cluster's current
+//! primary and carries users, follows and posts to every cluster that needs
+//! them, its own included: only sync services fan posts out into followers'
+//! timelines and keep followers lists, so one path serves every case.
+//! Availability over consistency: a cluster that cannot be reached stalls
+//! only the feed to that cluster, and everything converges once it is back.
+//!
+//! * [`config`]: the command line.
+//! * [`derive`]: which ops a destination needs for a batch of entries (pure).
+//! * [`feed`]: one task per destination: read, derive, send, persist.
+//! * [`position`]: the persisted per-destination positions.
+//! * [`peers`]: the own primary, other sync services, home clusters.
+//! * [`service`]: the `tsn.Sync` gRPC service.
+
+mod backoff;
+mod config;
+mod derive;
+mod feed;
+mod limits;
+mod peers;
+mod position;
+mod service;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tsn_cluster::coord::CoordClient;
+use tsn_cluster::heartbeat::{self, Heard, Identity};
+use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
+use tsn_cluster::shutdown::Shutdown;
+use tsn_proto::tsn::sync_server::SyncServer;
+use tsn_proto::tsn::{ProcessKind, Role};
+
+use crate::config::Config;
+use crate::limits::CLUSTERS_MAX;
+use crate::peers::Peers;
+use crate::position::{positions_path, Positions};
+use crate::service::SyncService;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    tsn_cluster::init_logging();
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tsn_sync_service: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let own = config.cluster_id;
+    let bind = SocketAddr::new(config.bind, config.port);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let local = listener.local_addr()?;
+    let coord = CoordClient::new(&config.coordinator)?;
+
+    // Whoever started the process may have closed stdout; that is no
+    // reason to stop (nor to panic, as println! would).
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "tsn_sync_service cluster {own} listening on {local}"
+    );
+    let _ = stdout.flush();
+
+    let shutdown = Shutdown::on_signals();
+    let me = Identity {
+        cluster_id: own,
+        server_id: 0,
+        kind: ProcessKind::SyncService,
+        address: config.advertise_address(),
+        requested_role: Role::Unspecified,
+    };
+    let heard = heartbeat::spawn(
+        coord.clone(),
+        me,
+        config.heartbeat_interval_ms,
+        Box::new(|| (0, 0, 0)),
+        shutdown.clone(),
+    );
+    let positions = Arc::new(Positions::load(positions_path(&config.datastore, own)));
+    let peers = Arc::new(Peers::new(
+        own,
+        coord,
+        heard.clone(),
+        config.poll_interval_ms,
+    ));
+    tracing::info!(
+        cluster = own,
+        address = %local,
+        advertise = %config.advertise_address(),
+        coordinator = %config.coordinator,
+        poll_interval_ms = config.poll_interval_ms,
+        "sync service started"
+    );
+
+    let feeds = tokio::spawn(start_feeds(
+        config.poll_interval_ms,
+        peers.clone(),
+        positions,
+        heard,
+        shutdown.clone(),
+    ));
+
+    let mut stop = shutdown.clone();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = Server::builder()
+        .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
+        .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
+        .add_service(
+            SyncServer::new(SyncService::new(peers))
+                .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+        .await;
+    // The server also ends on its own only on an error; stop the feeds too.
+    if let Err(e) = &served {
+        tracing::error!(error = %e, "the gRPC server stopped");
+    }
+    if let Err(e) = feeds.await {
+        tracing::error!(error = %e, "the feeds stopped abnormally");
+    }
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts one feed per destination cluster once the coordinator has told
+/// the number of clusters (and more if that number grows), then waits for
+/// all of them to stop at shutdown.
+async fn start_feeds(
+    poll_interval_ms: u64,
+    peers: Arc<Peers>,
+    positions: Arc<Positions>,
+    mut heard: watch::Receiver<Heard>,
+    mut shutdown: Shutdown,
+) {
+    let own = peers.own_cluster();
+    let mut started: u32 = 0;
+    let mut tasks = Vec::new();
+    let mut refused_count = 0;
+    loop {
+        let told = heard.borrow().reply.as_ref().map_or(0, |r| r.cluster_count);
+        if told > CLUSTERS_MAX && told != refused_count {
+            tracing::error!(
+                clusters = told,
+                clusters_max = CLUSTERS_MAX,
+                "refusing a cluster count above the limit"
+            );
+            refused_count = told;
+        }
+        if let Some(count) = peers.cluster_count() {
+            if count > started {
+                if own > count {
+                    tracing::error!(
+                        cluster = own,
+                        clusters = count,
+                        "this cluster is not one of the coordinator's clusters"
+                    );
+                }
+                tracing::info!(clusters = count, "number of clusters known");
+                for dest in started + 1..=count {
+                    tasks.push(feed::spawn(
+                        dest,
+                        poll_interval_ms,
+                        peers.clone(),
+                        positions.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                started = count;
+            }
+        }
+        tokio::select! {
+            changed = heard.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = shutdown.wait() => break,
+        }
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a feed stopped abnormally");
+        }
+    }
+}

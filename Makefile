@@ -1,0 +1,36 @@
+# tsn — the two commands of the Quick start are `make demo` and `make test`.
+
+CARGO ?= cargo
+
+.PHONY: all build release demo test test-unit lint fmt bench clean
+
+all: build
+
+build:
+	$(CARGO) build --bins
+
+release:
+	$(CARGO) build --release --bins
+
+## Starts the coordinator and three clusters (primary, secondary, sync
+## service) in the foreground; Ctrl-C stops them all.
+demo: release
+	./target/release/tsn_demo
+
+## Every test: unit tests and end-to-end tests that run the real binaries.
+test: build
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: release
+	./target/release/tsn_bench
+
+clean:
+	$(CARGO) clean
+	rm -rf run

@@ -1,0 +1,258 @@
+//! The interactive session, like the classic Tiny SNS client: a `Cmd> `
+//! prompt for FOLLOW, UNFOLLOW, LIST, TIMELINE, HELP and EXIT; TIMELINE
+//! switches to timeline mode for the rest of the session, where arriving
+//! posts print at once and every line typed is a post.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, BufReader};
+
+use crate::connection::Connection;
+use crate::follow::{self, Relation};
+use crate::ids;
+use crate::limits::STDIN_LINE_MAX_BYTES;
+use crate::line_reader::{Line, LineReader};
+use crate::list;
+use crate::output::Output;
+use crate::pending::PendingStore;
+use crate::post::{self, PostError};
+use crate::watch;
+
+pub const PROMPT: &str = "Cmd> ";
+
+/// Longest command word quoted back in an "Unknown command" message.
+const QUOTED_WORD_MAX_CHARS: usize = 64;
+
+pub const HELP: &str = "\
+Commands (upper or lower case):
+  FOLLOW <id>    follow user <id>
+  UNFOLLOW <id>  stop following user <id>
+  LIST           show every user and your followers
+  TIMELINE       switch to timeline mode: see posts as they arrive, type a line to post it
+  HELP           show this list
+  EXIT           leave";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Follow(u32),
+    Unfollow(u32),
+    List,
+    Timeline,
+    Help,
+    Exit,
+    /// A blank line.
+    Nothing,
+}
+
+/// Parses one typed line; the error is the message to show (nothing is
+/// sent for it).
+pub fn parse(line: &str) -> Result<Command, String> {
+    let mut words = line.split_whitespace();
+    let Some(word) = words.next() else {
+        return Ok(Command::Nothing);
+    };
+    let args: Vec<&str> = words.collect();
+    let name = word.to_ascii_uppercase();
+    match name.as_str() {
+        "FOLLOW" | "UNFOLLOW" => {
+            let [arg] = args[..] else {
+                return Err(format!("{name} takes one user id, for example: {name} 2"));
+            };
+            let target = ids::parse_id(arg, "user id")?;
+            Ok(if name == "FOLLOW" {
+                Command::Follow(target)
+            } else {
+                Command::Unfollow(target)
+            })
+        }
+        "LIST" | "TIMELINE" | "HELP" | "EXIT" => {
+            if !args.is_empty() {
+                return Err(format!("{name} takes no arguments"));
+            }
+            Ok(match name.as_str() {
+                "LIST" => Command::List,
+                "TIMELINE" => Command::Timeline,
+                "HELP" => Command::Help,
+                _ => Command::Exit,
+            })
+        }
+        _ => {
+            let quoted: String = word.chars().take(QUOTED_WORD_MAX_CHARS).collect();
+            Err(format!(
+                "Unknown command \"{quoted}\"; type HELP for the commands"
+            ))
+        }
+    }
+}
+
+/// Runs the session on stdin until EXIT or the end of input.
+pub async fn run(
+    conn: &mut Connection,
+    store: &PendingStore,
+    out: Output,
+    retry_for: Duration,
+) -> anyhow::Result<()> {
+    let stdin = BufReader::new(tokio::io::stdin());
+    let mut input = LineReader::new(stdin, STDIN_LINE_MAX_BYTES);
+    loop {
+        out.prompt(PROMPT)?;
+        let Some(line) = read_text(&mut input, out).await? else {
+            return Ok(());
+        };
+        let Some(line) = line else {
+            continue;
+        };
+        let command = match parse(&line) {
+            Ok(command) => command,
+            Err(message) => {
+                say(out, &message)?;
+                continue;
+            }
+        };
+        match command {
+            Command::Nothing => {}
+            Command::Help => {
+                if !out.json() {
+                    out.line(HELP)?;
+                }
+            }
+            Command::Exit => return Ok(()),
+            Command::Follow(target) => {
+                relation(conn, out, Relation::Follow, target, retry_for).await?
+            }
+            Command::Unfollow(target) => {
+                relation(conn, out, Relation::Unfollow, target, retry_for).await?
+            }
+            Command::List => match list::run(conn, Some(retry_for)).await {
+                Ok(reply) => list::print(&out, &reply)?,
+                Err(error) => say(out, &error.to_string())?,
+            },
+            Command::Timeline => {
+                return timeline_mode(conn, store, out, retry_for, input).await;
+            }
+        }
+    }
+}
+
+async fn relation(
+    conn: &mut Connection,
+    out: Output,
+    relation: Relation,
+    target: u32,
+    retry_for: Duration,
+) -> anyhow::Result<()> {
+    match follow::run(conn, relation, target, Some(retry_for)).await {
+        Ok(reply) => follow::print(&out, relation, target, &reply)?,
+        Err(error) => say(out, &error.to_string())?,
+    }
+    Ok(())
+}
+
+/// Timeline mode, for the rest of the session: the timeline stream prints
+/// posts as they arrive while each typed line is posted (through the
+/// pending file, like `post`). Ends at the end of input.
+async fn timeline_mode<R: AsyncBufRead + Unpin>(
+    conn: &mut Connection,
+    store: &PendingStore,
+    out: Output,
+    retry_for: Duration,
+    mut input: LineReader<R>,
+) -> anyhow::Result<()> {
+    if !out.json() {
+        out.line("Now you are in the timeline")?;
+    }
+    let watcher = watch::watch(conn.fork(), out, None);
+    let posting = async {
+        loop {
+            let Some(line) = read_text(&mut input, out).await? else {
+                return anyhow::Ok(());
+            };
+            let Some(text) = line else {
+                continue;
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            match post::post(conn, store, &text, retry_for).await {
+                Ok(_) => {}
+                Err(error @ PostError::Pending(_)) => return Err(error.into()),
+                Err(error) => say(out, &error.to_string())?,
+            }
+        }
+    };
+    tokio::select! {
+        result = watcher => result,
+        result = posting => result,
+    }
+}
+
+/// The next line as text: `Ok(None)` at the end of input, `Ok(Some(None))`
+/// for a line that was refused (and said so).
+async fn read_text<R: AsyncBufRead + Unpin>(
+    input: &mut LineReader<R>,
+    out: Output,
+) -> anyhow::Result<Option<Option<String>>> {
+    let Some(line) = input.next_line().await? else {
+        return Ok(None);
+    };
+    if let Some(complaint) = line.complaint(input.max_bytes()) {
+        say(out, &complaint)?;
+        return Ok(Some(None));
+    }
+    match line {
+        Line::Text(text) => Ok(Some(Some(text))),
+        _ => Ok(Some(None)),
+    }
+}
+
+/// A message for the user of the session: a line, or `{"error":..}`.
+fn say(out: Output, message: &str) -> std::io::Result<()> {
+    if out.json() {
+        out.json_line(&serde_json::json!({ "error": message }))
+    } else {
+        out.line(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_case_insensitive() {
+        assert_eq!(parse("follow 2"), Ok(Command::Follow(2)));
+        assert_eq!(parse("  FoLLoW   17  "), Ok(Command::Follow(17)));
+        assert_eq!(parse("UNFOLLOW 3"), Ok(Command::Unfollow(3)));
+        assert_eq!(parse("list"), Ok(Command::List));
+        assert_eq!(parse("Timeline"), Ok(Command::Timeline));
+        assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(parse("EXIT"), Ok(Command::Exit));
+        assert_eq!(parse("   "), Ok(Command::Nothing));
+    }
+
+    #[test]
+    fn unknown_words_are_named() {
+        assert_eq!(
+            parse("post hello"),
+            Err("Unknown command \"post\"; type HELP for the commands".to_string())
+        );
+        let long = "x".repeat(500);
+        let err = parse(&long).unwrap_err();
+        assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn arguments_are_checked_before_sending() {
+        assert!(parse("FOLLOW").unwrap_err().contains("takes one user id"));
+        assert!(parse("follow 1 2")
+            .unwrap_err()
+            .contains("takes one user id"));
+        assert!(parse("follow abc").unwrap_err().starts_with("bad user id"));
+        assert!(parse("unfollow 0").unwrap_err().starts_with("bad user id"));
+        assert!(parse("unfollow -4").unwrap_err().starts_with("bad user id"));
+        assert_eq!(
+            parse("list all"),
+            Err("LIST takes no arguments".to_string())
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Posting exactly once: record the post in the pending file, send it with
+//! the retry rule, forget it once acknowledged.
+
+use std::io::Read;
+use std::time::Duration;
+
+use tsn_proto::tsn::{PostReply, PostRequest};
+
+use crate::connection::{CallError, Connection};
+use crate::limits::POST_ID_RANDOM_HEX_CHARS;
+use crate::output::Output;
+use crate::pending::{PendingError, PendingPost, PendingStore};
+use crate::post_text;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Pending(#[from] PendingError),
+    #[error("cannot choose a post id: {0}")]
+    Random(std::io::Error),
+    /// The server finally refused the post; it is no longer pending.
+    #[error("{0}")]
+    Refused(CallError),
+    /// tsn stayed unreachable; the post stays pending and is sent again at
+    /// the next start.
+    #[error("{0}; the post is kept and will be sent again at the next start")]
+    Kept(CallError),
+    /// tsn stayed unreachable while re-sending the posts of an earlier run.
+    #[error("{error}; {pending} earlier post(s) still pending, kept for the next start")]
+    ResendKept { error: CallError, pending: usize },
+}
+
+/// A new post id: `<user>-<16 random hex characters>`, so ids of different
+/// users never collide and ids of one user collide with odds of 2^-64.
+pub fn new_post_id(user: u32) -> Result<String, std::io::Error> {
+    let mut bytes = [0u8; POST_ID_RANDOM_HEX_CHARS / 2];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex.len(), POST_ID_RANDOM_HEX_CHARS);
+    Ok(format!("{user}-{hex}"))
+}
+
+/// Posts `text` as the connection's user: validated, recorded as pending,
+/// sent until acknowledged or `retry_for` has passed.
+pub async fn post(
+    conn: &mut Connection,
+    store: &PendingStore,
+    text: &str,
+    retry_for: Duration,
+) -> Result<(String, PostReply), PostError> {
+    post_text::validate(text).map_err(PostError::Invalid)?;
+    let pending = PendingPost {
+        post_id: new_post_id(conn.user()).map_err(PostError::Random)?,
+        text: text.to_string(),
+    };
+    store.add(&pending)?;
+    let reply = send(conn, store, &pending, retry_for).await?;
+    Ok((pending.post_id, reply))
+}
+
+/// Sends one pending post and settles its entry in the pending file.
+async fn send(
+    conn: &mut Connection,
+    store: &PendingStore,
+    pending: &PendingPost,
+    retry_for: Duration,
+) -> Result<PostReply, PostError> {
+    let request = PostRequest {
+        user: conn.user(),
+        post_id: pending.post_id.clone(),
+        text: pending.text.clone(),
+    };
+    let result = conn
+        .call(Some(retry_for), |session| {
+            let request = request.clone();
+            async move {
+                let mut posts = session.posts;
+                Ok(posts.post(request).await?.into_inner())
+            }
+        })
+        .await;
+    match result {
+        Ok(reply) => {
+            store.remove(&pending.post_id)?;
+            Ok(reply)
+        }
+        Err(error @ CallError::GaveUp { .. }) => Err(PostError::Kept(error)),
+        Err(error) => {
+            store.remove(&pending.post_id)?;
+            Err(PostError::Refused(error))
+        }
+    }
+}
+
+/// Sends again every post left pending by an earlier run (a crash, or an
+/// outage longer than its retries), with its original id, so each is stored
+/// exactly once. Returns how many were acknowledged. A post the server
+/// finally refuses is dropped with a warning; an unreachable tsn stops the
+/// resend with an error and leaves the rest pending.
+pub async fn resend_pending(
+    conn: &mut Connection,
+    store: &PendingStore,
+    retry_for: Duration,
+) -> Result<usize, PostError> {
+    let posts = store.load()?;
+    let total = posts.len();
+    let mut resent = 0;
+    for (done, pending) in posts.iter().enumerate() {
+        match send(conn, store, pending, retry_for).await {
+            Ok(_) => resent += 1,
+            Err(PostError::Refused(error)) => {
+                eprintln!("warning: dropped pending post {}: {error}", pending.post_id);
+            }
+            Err(PostError::Kept(error)) => {
+                return Err(PostError::ResendKept {
+                    error,
+                    pending: total - done,
+                });
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if resent > 0 {
+        eprintln!("resent {resent} pending post(s)");
+    }
+    Ok(resent)
+}
+
+/// Prints the acknowledgement of a one-shot `post`.
+pub fn print(out: &Output, post_id: &str, reply: &PostReply) -> std::io::Result<()> {
+    if out.json() {
+        out.json_line(&serde_json::json!({
+            "post_id": post_id,
+            "seq": reply.seq,
+            "duplicate": reply.duplicate,
+        }))
+    } else if reply.duplicate {
+        out.line(&format!(
+            "Posted {post_id} (seq {}, already stored)",
+            reply.seq
+        ))
+    } else {
+        out.line(&format!("Posted {post_id} (seq {})", reply.seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_ids_name_the_user_and_differ() {
+        let a = new_post_id(12).unwrap();
+        let b = new_post_id(12).unwrap();
+        assert_ne!(a, b);
+        let (user, hex) = a.split_once('-').unwrap();
+        assert_eq!(user, "12");
+        assert_eq!(hex.len(), POST_ID_RANDOM_HEX_CHARS);
+        assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}

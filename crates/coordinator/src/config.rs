@@ -1,0 +1,131 @@
+//! Command-line flags and the coordinator's limits.
+//!
+//! Every limit is a named constant with its unit last, so a reader sees at
+//! once how much of anything the coordinator accepts.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tsn_cluster::limits::FAILURE_TIMEOUT_MS;
+
+/// Most clusters one coordinator manages (`--clusters`).
+pub const CLUSTERS_MAX: u32 = 64;
+/// Most servers registered in one cluster. Dead secondaries are forgotten to
+/// make room before a new server is refused.
+pub const SERVERS_PER_CLUSTER_MAX: usize = 64;
+/// Most users one `Assign` call may name.
+pub const ASSIGN_USERS_PER_CALL_MAX: usize = 10_000;
+/// Most users the coordinator remembers an assignment for. Every client id
+/// that ever asked costs memory and a line on disk, so there is a ceiling.
+pub const ASSIGNED_USERS_MAX: usize = 1_000_000;
+/// Longest `host:port` a process may register.
+pub const ADDRESS_MAX_BYTES: usize = 255;
+/// Largest epoch a heartbeat may report or the state file may hold. Far
+/// beyond any real count of failovers, and it leaves room so that `epoch + 1`
+/// can never overflow.
+pub const EPOCH_MAX: u64 = 1 << 53;
+/// Largest server id: the classic `ServerInfo.serverID` is an `int32`.
+pub const SERVER_ID_MAX: u32 = i32::MAX as u32;
+/// Bounds of `--failure-timeout-ms`.
+pub const FAILURE_TIMEOUT_MIN_MS: u64 = 20;
+pub const FAILURE_TIMEOUT_MAX_MS: u64 = 600_000;
+/// The failure detector runs this many times per failure timeout...
+pub const LIVENESS_TICKS_PER_FAILURE_TIMEOUT: u64 = 10;
+/// ...but never more often than this.
+pub const LIVENESS_TICK_MIN_MS: u64 = 10;
+
+/// tsn_coordinator: knows every cluster's servers and sync service, learns
+/// their liveness from heartbeats, decides each server's role, promotes a
+/// secondary when a primary dies, and tells clients which server serves them.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tsn_coordinator", version)]
+pub struct Args {
+    /// Port to serve tsn.Coordinator and csce438.CoordService on.
+    #[arg(short = 'p', long = "port")]
+    pub port: u16,
+
+    /// Delete the stored state (epochs, primaries, in-sync sets and client
+    /// assignments) before starting.
+    #[arg(short = 'c', long = "clear")]
+    pub clear: bool,
+
+    /// Number of clusters; new clients are spread over them by
+    /// ((id - 1) mod N) + 1.
+    #[arg(long = "clusters", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=CLUSTERS_MAX as i64))]
+    pub clusters: u32,
+
+    /// Directory of the stored state (clusters.json, assignments.data).
+    #[arg(long = "state-dir", default_value = "./coordinator_state")]
+    pub state_dir: PathBuf,
+
+    /// IP address to listen on (0.0.0.0 to serve other machines).
+    #[arg(long = "bind", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// Milliseconds without a heartbeat after which a process is dead (and a
+    /// dead primary is replaced by an in-sync secondary).
+    #[arg(long = "failure-timeout-ms", default_value_t = FAILURE_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(FAILURE_TIMEOUT_MIN_MS..=FAILURE_TIMEOUT_MAX_MS))]
+    pub failure_timeout_ms: u64,
+}
+
+impl Args {
+    pub fn failure_timeout(&self) -> Duration {
+        Duration::from_millis(self.failure_timeout_ms)
+    }
+
+    /// How often the failure detector looks at every process.
+    pub fn liveness_tick(&self) -> Duration {
+        let ms = (self.failure_timeout_ms / LIVENESS_TICKS_PER_FAILURE_TIMEOUT)
+            .max(LIVENESS_TICK_MIN_MS);
+        Duration::from_millis(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("tsn_coordinator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&["-p", "9000"]).unwrap();
+        assert_eq!(a.port, 9000);
+        assert!(!a.clear);
+        assert_eq!(a.clusters, 3);
+        assert_eq!(a.state_dir, PathBuf::from("./coordinator_state"));
+        assert_eq!(a.bind.to_string(), "127.0.0.1");
+        assert_eq!(a.failure_timeout_ms, FAILURE_TIMEOUT_MS);
+        assert_eq!(a.liveness_tick(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["-p", "9000", "--clusters", "0"]).is_err());
+        assert!(parse(&["-p", "9000", "--clusters", "65"]).is_err());
+        assert!(parse(&["-p", "9000", "--failure-timeout-ms", "5"]).is_err());
+        assert!(parse(&["-p", "70000"]).is_err());
+        let a = parse(&[
+            "-p",
+            "1",
+            "-c",
+            "--clusters",
+            "64",
+            "--failure-timeout-ms",
+            "20",
+        ])
+        .unwrap();
+        assert!(a.clear);
+        assert_eq!(
+            a.liveness_tick(),
+            Duration::from_millis(LIVENESS_TICK_MIN_MS)
+        );
+    }
+}

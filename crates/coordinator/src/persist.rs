@@ -1,0 +1,399 @@
+//! The coordinator's state files.
+//!
+//! Two files under `--state-dir`:
+//!
+//! * `clusters.json`: each cluster's epoch, primary and in-sync set. Small,
+//!   rewritten whole and atomically (temporary file, fsync, rename) on every
+//!   change, before the change is announced to anyone. Epochs only grow, so
+//!   a corrupt file stops the coordinator instead of being reset: starting
+//!   over from epoch 0 could hand out an epoch that was already used.
+//! * `assignments.data`: JSON Lines `{"user":U,"cluster":C}`, appended and
+//!   fsynced before a reply names the cluster. A torn last line is cut, a
+//!   corrupt line is reported and skipped (its user is assigned again).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tsn_datastore::jsonl;
+
+use crate::config::{CLUSTERS_MAX, EPOCH_MAX, SERVERS_PER_CLUSTER_MAX};
+
+pub const CLUSTERS_FILE: &str = "clusters.json";
+pub const ASSIGNMENTS_FILE: &str = "assignments.data";
+/// Largest `clusters.json` read; 64 clusters of 64 servers fit in far less.
+pub const CLUSTERS_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] tsn_datastore::Error),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is corrupt ({reason}); repair it, or start with -c to forget the stored state"
+    )]
+    Corrupt { path: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What the coordinator keeps of one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub cluster_id: u32,
+    /// Only grows; every promotion adds one.
+    pub epoch: u64,
+    /// 0: the cluster never had a primary.
+    pub primary_id: u32,
+    /// Secondaries the primary waits for before it acknowledges a change.
+    pub in_sync: BTreeSet<u32>,
+}
+
+impl ClusterRecord {
+    pub fn fresh(cluster_id: u32) -> ClusterRecord {
+        ClusterRecord {
+            cluster_id,
+            epoch: 0,
+            primary_id: 0,
+            in_sync: BTreeSet::new(),
+        }
+    }
+}
+
+/// The content of `clusters.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredClusters {
+    /// `--clusters` when the file was written.
+    pub cluster_count: u32,
+    /// Every cluster ever managed, also those beyond a later, smaller
+    /// `--clusters`: their epochs must not start over if they come back.
+    pub clusters: Vec<ClusterRecord>,
+}
+
+impl StoredClusters {
+    /// Checks what a hand edit or a foreign file could break.
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=CLUSTERS_MAX).contains(&self.cluster_count) {
+            return Err(format!(
+                "cluster_count {} is not in 1..={CLUSTERS_MAX}",
+                self.cluster_count
+            ));
+        }
+        let mut seen = HashSet::new();
+        for r in &self.clusters {
+            let c = r.cluster_id;
+            if !(1..=CLUSTERS_MAX).contains(&c) {
+                return Err(format!("cluster id {c} is not in 1..={CLUSTERS_MAX}"));
+            }
+            if !seen.insert(c) {
+                return Err(format!("cluster {c} appears twice"));
+            }
+            if r.epoch > EPOCH_MAX {
+                return Err(format!(
+                    "cluster {c}: epoch {} is beyond {EPOCH_MAX}",
+                    r.epoch
+                ));
+            }
+            if r.in_sync.len() > SERVERS_PER_CLUSTER_MAX {
+                return Err(format!(
+                    "cluster {c}: more than {SERVERS_PER_CLUSTER_MAX} in-sync servers"
+                ));
+            }
+            if r.in_sync.contains(&0) {
+                return Err(format!("cluster {c}: server id 0 in the in-sync set"));
+            }
+            if r.primary_id != 0 && r.in_sync.contains(&r.primary_id) {
+                return Err(format!(
+                    "cluster {c}: the primary is in its own in-sync set"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line of `assignments.data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub user: u32,
+    pub cluster: u32,
+}
+
+/// The open state directory.
+pub struct Files {
+    clusters_path: PathBuf,
+    assignments_path: PathBuf,
+    assignments: File,
+    /// Length of `assignments.data` after the last complete append, to cut a
+    /// failed (partial) append before the next one lands after it.
+    assignments_len: u64,
+}
+
+impl Files {
+    /// Opens `dir` (creating it), first deleting the stored state if `clear`.
+    /// A torn last line of `assignments.data` is cut here.
+    pub fn open(dir: &Path, clear: bool) -> Result<Files> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let clusters_path = dir.join(CLUSTERS_FILE);
+        let assignments_path = dir.join(ASSIGNMENTS_FILE);
+        if clear {
+            // `write_atomic` leaves `clusters.tmp` behind after a crash.
+            for path in [
+                &clusters_path,
+                &clusters_path.with_extension("tmp"),
+                &assignments_path,
+            ] {
+                remove_if_present(path)?;
+            }
+            tracing::info!(dir = %dir.display(), "cleared the stored state");
+        }
+        let assignments_len = jsonl::repair_tail(&assignments_path)?;
+        let assignments = jsonl::open_append(&assignments_path)?;
+        Ok(Files {
+            clusters_path,
+            assignments_path,
+            assignments,
+            assignments_len,
+        })
+    }
+
+    /// The stored clusters, or None if none were ever stored.
+    pub fn load_clusters(&self) -> Result<Option<StoredClusters>> {
+        let path = &self.clusters_path;
+        let shown = path.display().to_string();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: shown,
+                    source,
+                })
+            }
+        };
+        if bytes.len() as u64 > CLUSTERS_FILE_MAX_BYTES {
+            return Err(Error::Corrupt {
+                path: shown,
+                reason: format!("larger than {CLUSTERS_FILE_MAX_BYTES} bytes"),
+            });
+        }
+        let stored: StoredClusters =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        stored.validate().map_err(|reason| Error::Corrupt {
+            path: shown,
+            reason,
+        })?;
+        Ok(Some(stored))
+    }
+
+    /// Replaces `clusters.json` atomically; returns once it is durable.
+    pub fn save_clusters(&self, stored: &StoredClusters) -> Result<()> {
+        assert!(
+            stored.validate().is_ok(),
+            "writing an invalid cluster state"
+        );
+        let mut bytes = serde_json::to_vec_pretty(stored).map_err(|e| Error::Io {
+            path: self.clusters_path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        jsonl::write_atomic(&self.clusters_path, &bytes)?;
+        Ok(())
+    }
+
+    /// Every valid stored assignment, in the order written. Corrupt lines and
+    /// out-of-range values are reported and skipped.
+    pub fn load_assignments(&self) -> Result<Vec<Assignment>> {
+        let path = &self.assignments_path;
+        let mut out = Vec::new();
+        jsonl::read_forward(path, 0, |offset, line| {
+            if let Some(a) = jsonl::parse::<Assignment>(path, line) {
+                if valid_assignment(a) {
+                    out.push(a);
+                } else {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset,
+                        user = a.user,
+                        cluster = a.cluster,
+                        "skipped an assignment with an out-of-range user or cluster"
+                    );
+                }
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Appends `new` with one write and fsyncs it. On failure the file is cut
+    /// back to where it was, so a partial line cannot join the next one.
+    pub fn append_assignments(&mut self, new: &[Assignment]) -> Result<()> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(new.len() * 32);
+        for a in new {
+            assert!(valid_assignment(*a), "storing an invalid assignment {a:?}");
+            let line = serde_json::to_vec(a).map_err(|e| Error::Io {
+                path: self.assignments_path.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            bytes.extend_from_slice(&line);
+            bytes.push(b'\n');
+        }
+        let path = &self.assignments_path;
+        let written = jsonl::append(&mut self.assignments, path, &bytes).and_then(|()| {
+            self.assignments
+                .sync_data()
+                .map_err(|source| tsn_datastore::Error::Io {
+                    path: path.clone(),
+                    source,
+                })
+        });
+        match written {
+            Ok(()) => {
+                self.assignments_len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = self.assignments.set_len(self.assignments_len) {
+                    tracing::error!(file = %path.display(), error = %cut, "could not cut a failed append");
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn valid_assignment(a: Assignment) -> bool {
+    (1..=tsn_datastore::limits::USER_ID_MAX).contains(&a.user)
+        && (1..=CLUSTERS_MAX).contains(&a.cluster)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(c: u32, epoch: u64, primary: u32, in_sync: &[u32]) -> ClusterRecord {
+        ClusterRecord {
+            cluster_id: c,
+            epoch,
+            primary_id: primary,
+            in_sync: in_sync.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn clusters_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path(), false).unwrap();
+        assert_eq!(files.load_clusters().unwrap(), None);
+        let stored = StoredClusters {
+            cluster_count: 2,
+            clusters: vec![record(1, 3, 2, &[1, 5]), record(2, 0, 0, &[])],
+        };
+        files.save_clusters(&stored).unwrap();
+        assert_eq!(files.load_clusters().unwrap(), Some(stored));
+    }
+
+    #[test]
+    fn corrupt_clusters_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path(), false).unwrap();
+        let path = dir.path().join(CLUSTERS_FILE);
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(files.load_clusters(), Err(Error::Corrupt { .. })));
+        let bad = r#"{"cluster_count":1,"clusters":[{"cluster_id":1,"epoch":1,"primary_id":2,"in_sync":[2]}]}"#;
+        std::fs::write(&path, bad).unwrap();
+        let err = files.load_clusters().unwrap_err().to_string();
+        assert!(err.contains("own in-sync set"), "{err}");
+    }
+
+    #[test]
+    fn assignments_skip_corrupt_and_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ASSIGNMENTS_FILE);
+        std::fs::write(
+            &path,
+            b"{\"user\":1,\"cluster\":1}\ngarbage\n{\"user\":0,\"cluster\":1}\n{\"user\":2,\"cluster\":2}\n{\"user\":3,\"clu",
+        )
+        .unwrap();
+        let mut files = Files::open(dir.path(), false).unwrap();
+        let got = files.load_assignments().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Assignment {
+                    user: 1,
+                    cluster: 1
+                },
+                Assignment {
+                    user: 2,
+                    cluster: 2
+                }
+            ]
+        );
+        files
+            .append_assignments(&[Assignment {
+                user: 3,
+                cluster: 3,
+            }])
+            .unwrap();
+        let got = Files::open(dir.path(), false)
+            .unwrap()
+            .load_assignments()
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[2],
+            Assignment {
+                user: 3,
+                cluster: 3
+            }
+        );
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Files::open(dir.path(), false).unwrap();
+        files
+            .save_clusters(&StoredClusters {
+                cluster_count: 1,
+                clusters: vec![record(1, 4, 1, &[])],
+            })
+            .unwrap();
+        files
+            .append_assignments(&[Assignment {
+                user: 7,
+                cluster: 1,
+            }])
+            .unwrap();
+        let files = Files::open(dir.path(), true).unwrap();
+        assert_eq!(files.load_clusters().unwrap(), None);
+        assert!(files.load_assignments().unwrap().is_empty());
+    }
+}

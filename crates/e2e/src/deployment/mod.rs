@@ -1,0 +1,547 @@
+//! A whole tsn deployment on one machine: a coordinator, and per cluster a
+//! primary, its secondaries and a sync service, all sharing one temp dir.
+//!
+//! The deployment owns every process: dropping it kills them all. When it is
+//! dropped because a test panicked, it first prints the tail of every
+//! process's logs and keeps the temp dir, so a failure can be read without
+//! running it again. Setting `TSN_E2E_KEEP` keeps the dir of passing tests
+//! too.
+//!
+//! * `health.rs`: whether every cluster and process is up, as the
+//!   coordinator sees it.
+//! * `users.rs`: what users do and see, and the waits for it to converge.
+
+mod health;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tsn_datastore::Layout;
+use tsn_proto::tsn::Role;
+
+use crate::api::Api;
+use crate::bins::{bin_path, COORDINATOR, SERVER, SYNC_SERVICE};
+use crate::limits::{
+    DEPLOYMENTS_CONCURRENT_LIMIT, DEPLOYMENTS_CONCURRENT_MAX, FAILURE_TIMEOUT_DEFAULT_MS,
+    HEALTHY_DEADLINE_MS,
+};
+use crate::proc::{Proc, Ready};
+use crate::wait::wait_for;
+
+/// What the coordinator prints on stdout once it listens.
+pub const COORDINATOR_READY_LINE: &str = "tsn_coordinator listening on";
+/// The environment variable that keeps the temp dir of passing tests.
+pub const KEEP_ENV: &str = "TSN_E2E_KEEP";
+/// The environment variable that overrides [`DEPLOYMENTS_CONCURRENT_MAX`].
+pub const DEPLOYMENTS_MAX_ENV: &str = "TSN_E2E_DEPLOYMENTS_MAX";
+/// Most clusters a test deployment may have.
+pub const CLUSTERS_MAX: u32 = 16;
+/// Most secondaries per cluster a test deployment may have.
+pub const SECONDARIES_PER_CLUSTER_MAX: u32 = 4;
+/// Largest sync poll interval a test may ask for.
+pub const Q_MAX_MS: u64 = 60_000;
+/// The server id of the server started as a cluster's primary; secondaries
+/// follow from 2. Ids are given explicitly so that a restart on another
+/// port keeps the same datastore directory.
+pub const FIRST_SERVER_ID: u32 = 1;
+
+/// The shape of a deployment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub clusters: u32,
+    pub secondaries_per_cluster: u32,
+    /// The sync services' poll interval (`-q`).
+    pub q_ms: u64,
+    /// The coordinator's `--failure-timeout-ms`.
+    pub failure_timeout_ms: u64,
+    /// The servers' `--heartbeat-interval-ms`; their default if `None`.
+    pub heartbeat_interval_ms: Option<u64>,
+}
+
+impl Config {
+    pub fn new(clusters: u32, secondaries_per_cluster: u32, q_ms: u64) -> Config {
+        Config {
+            clusters,
+            secondaries_per_cluster,
+            q_ms,
+            failure_timeout_ms: FAILURE_TIMEOUT_DEFAULT_MS,
+            heartbeat_interval_ms: None,
+        }
+    }
+
+    fn check(&self) {
+        assert!(
+            (1..=CLUSTERS_MAX).contains(&self.clusters),
+            "clusters must be 1..={CLUSTERS_MAX}"
+        );
+        assert!(
+            self.secondaries_per_cluster <= SECONDARIES_PER_CLUSTER_MAX,
+            "at most {SECONDARIES_PER_CLUSTER_MAX} secondaries per cluster"
+        );
+        assert!(
+            (1..=Q_MAX_MS).contains(&self.q_ms),
+            "q_ms must be 1..={Q_MAX_MS}"
+        );
+        assert!(
+            self.failure_timeout_ms > 0,
+            "failure timeout must be positive"
+        );
+    }
+}
+
+/// Names one process of a deployment, to kill or restart it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Member {
+    Coordinator,
+    Server { cluster: u32, server_id: u32 },
+    Sync { cluster: u32 },
+}
+
+struct ServerProc {
+    cluster: u32,
+    server_id: u32,
+    proc: Proc,
+}
+
+struct SyncProc {
+    cluster: u32,
+    proc: Proc,
+}
+
+pub struct Deployment {
+    config: Config,
+    root: PathBuf,
+    coordinator: Proc,
+    servers: Vec<ServerProc>,
+    syncs: Vec<SyncProc>,
+    api: Api,
+    /// Dropped after the processes (fields drop in order), so nothing
+    /// writes into a removed directory.
+    dir: Option<tempfile::TempDir>,
+    _slot: SemaphorePermit<'static>,
+}
+
+fn slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let n = std::env::var(DEPLOYMENTS_MAX_ENV)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (1..=DEPLOYMENTS_CONCURRENT_LIMIT).contains(n))
+            .unwrap_or(DEPLOYMENTS_CONCURRENT_MAX);
+        Semaphore::new(n)
+    })
+}
+
+impl Deployment {
+    /// Starts `clusters` clusters of one primary, `secondaries_per_cluster`
+    /// secondaries and a sync service polling every `q_ms`, and waits until
+    /// the coordinator sees all of them alive.
+    pub async fn start(clusters: u32, secondaries_per_cluster: u32, q_ms: u64) -> Deployment {
+        Deployment::start_with(Config::new(clusters, secondaries_per_cluster, q_ms)).await
+    }
+
+    pub async fn start_with(config: Config) -> Deployment {
+        config.check();
+        // Wait for a slot before starting anything: the deadlines below
+        // assume the machine is not running every test at once.
+        let slot = match slots().acquire().await {
+            Ok(permit) => permit,
+            Err(_) => panic!("the deployment slots are never closed"),
+        };
+        let dir = match tempfile::Builder::new().prefix("tsn-e2e-").tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("cannot create a temp dir: {e}"),
+        };
+        let root = dir.path().to_path_buf();
+        let coordinator = {
+            let state_dir = root.join("coordinator");
+            let clusters = config.clusters;
+            let failure_timeout_ms = config.failure_timeout_ms;
+            let started = Proc::start_on_free_port(
+                "coordinator",
+                &bin_path(COORDINATOR),
+                &root.join("logs"),
+                Ready::StdoutContains(COORDINATOR_READY_LINE.to_string()),
+                |port| {
+                    strings(&[
+                        "-p",
+                        &port.to_string(),
+                        "--clusters",
+                        &clusters.to_string(),
+                        "--state-dir",
+                        &path_arg(&state_dir),
+                        "--failure-timeout-ms",
+                        &failure_timeout_ms.to_string(),
+                    ])
+                },
+            )
+            .await;
+            match started {
+                Ok(p) => p,
+                Err(e) => {
+                    let kept = dir.keep();
+                    panic!(
+                        "the coordinator did not start: {e:#}\n(logs kept in {})",
+                        kept.display()
+                    );
+                }
+            }
+        };
+        let api = Api::new(&coordinator.addr());
+        let mut d = Deployment {
+            config,
+            root,
+            coordinator,
+            servers: Vec::new(),
+            syncs: Vec::new(),
+            api,
+            dir: Some(dir),
+            _slot: slot,
+        };
+        // Primaries first: the first server asking for the primary role of
+        // a fresh cluster gets it, so start them before any secondary.
+        for cluster in 1..=d.config.clusters {
+            d.add_server(cluster, FIRST_SERVER_ID, Role::Primary).await;
+        }
+        d.wait_primaries_are_first().await;
+        for cluster in 1..=d.config.clusters {
+            for i in 0..d.config.secondaries_per_cluster {
+                d.add_server(cluster, FIRST_SERVER_ID + 1 + i, Role::Secondary)
+                    .await;
+            }
+            d.add_sync(cluster).await;
+        }
+        d.wait_healthy().await;
+        d
+    }
+
+    async fn add_server(&mut self, cluster: u32, server_id: u32, role: Role) {
+        let coord = self.coord_addr();
+        let datastore = path_arg(&self.datastore_root());
+        let role_arg = if role == Role::Primary {
+            "primary"
+        } else {
+            "secondary"
+        };
+        let heartbeat = self.config.heartbeat_interval_ms;
+        let name = format!("c{cluster}-server{server_id}");
+        let started = Proc::start_on_free_port(
+            &name,
+            &bin_path(SERVER),
+            &self.logs_dir(),
+            Ready::Listening,
+            |port| {
+                let mut args = strings(&[
+                    "-c",
+                    &coord,
+                    "-p",
+                    &port.to_string(),
+                    "-i",
+                    &cluster.to_string(),
+                    "-t",
+                    role_arg,
+                    "--datastore",
+                    &datastore,
+                    "--server-id",
+                    &server_id.to_string(),
+                ]);
+                if let Some(ms) = heartbeat {
+                    args.extend(strings(&["--heartbeat-interval-ms", &ms.to_string()]));
+                }
+                args
+            },
+        )
+        .await;
+        match started {
+            Ok(proc) => self.servers.push(ServerProc {
+                cluster,
+                server_id,
+                proc,
+            }),
+            Err(e) => panic!("{name} did not start: {e:#}"),
+        }
+    }
+
+    async fn add_sync(&mut self, cluster: u32) {
+        let coord = self.coord_addr();
+        let datastore = path_arg(&self.datastore_root());
+        let q_ms = self.config.q_ms;
+        let name = format!("c{cluster}-sync");
+        let started = Proc::start_on_free_port(
+            &name,
+            &bin_path(SYNC_SERVICE),
+            &self.logs_dir(),
+            Ready::Listening,
+            |port| {
+                strings(&[
+                    "-c",
+                    &coord,
+                    "-s",
+                    &cluster.to_string(),
+                    "-p",
+                    &port.to_string(),
+                    "-q",
+                    &q_ms.to_string(),
+                    "--datastore",
+                    &datastore,
+                ])
+            },
+        )
+        .await;
+        match started {
+            Ok(proc) => self.syncs.push(SyncProc { cluster, proc }),
+            Err(e) => panic!("{name} did not start: {e:#}"),
+        }
+    }
+
+    // ------------------------------------------------------------ access
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The temp dir holding logs, datastore and state.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The `--datastore` root shared by every server and sync service.
+    pub fn datastore_root(&self) -> PathBuf {
+        self.root.join("datastore")
+    }
+
+    /// The `--state-dir` given to `tsn_client` runs.
+    pub fn client_state_dir(&self) -> PathBuf {
+        self.root.join("client")
+    }
+
+    /// The files of server `server_id` of `cluster`.
+    pub fn layout(&self, cluster: u32, server_id: u32) -> Layout {
+        Layout::new(&self.datastore_root(), cluster, server_id)
+    }
+
+    pub fn coord_addr(&self) -> String {
+        self.coordinator.addr()
+    }
+
+    /// A gRPC client of this deployment.
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    pub fn coordinator(&mut self) -> &mut Proc {
+        &mut self.coordinator
+    }
+
+    /// The ids of `cluster`'s servers, the one started as primary first.
+    pub fn server_ids(&self, cluster: u32) -> Vec<u32> {
+        self.servers
+            .iter()
+            .filter(|s| s.cluster == cluster)
+            .map(|s| s.server_id)
+            .collect()
+    }
+
+    pub fn server(&mut self, cluster: u32, server_id: u32) -> &mut Proc {
+        match self
+            .servers
+            .iter_mut()
+            .find(|s| s.cluster == cluster && s.server_id == server_id)
+        {
+            Some(s) => &mut s.proc,
+            None => panic!("no server {server_id} in cluster {cluster}"),
+        }
+    }
+
+    pub fn sync(&mut self, cluster: u32) -> &mut Proc {
+        match self.syncs.iter_mut().find(|s| s.cluster == cluster) {
+            Some(s) => &mut s.proc,
+            None => panic!("no sync service in cluster {cluster}"),
+        }
+    }
+
+    pub fn member(&mut self, member: Member) -> &mut Proc {
+        match member {
+            Member::Coordinator => self.coordinator(),
+            Member::Server { cluster, server_id } => self.server(cluster, server_id),
+            Member::Sync { cluster } => self.sync(cluster),
+        }
+    }
+
+    /// Every process, coordinator first.
+    pub fn members(&self) -> Vec<Member> {
+        let mut all = vec![Member::Coordinator];
+        all.extend(self.servers.iter().map(|s| Member::Server {
+            cluster: s.cluster,
+            server_id: s.server_id,
+        }));
+        all.extend(
+            self.syncs
+                .iter()
+                .map(|s| Member::Sync { cluster: s.cluster }),
+        );
+        all
+    }
+
+    // ------------------------------------------------------------ faults
+
+    /// The current primary of `cluster` as the coordinator names it,
+    /// waiting for it to name one.
+    pub async fn primary_of(&self, cluster: u32) -> (u32, String) {
+        let api = self.api();
+        wait_for(
+            Duration::from_millis(HEALTHY_DEADLINE_MS),
+            &format!("the coordinator to name a primary of cluster {cluster}"),
+            || {
+                let api = api.clone();
+                async move {
+                    match api.primary_of(cluster).await {
+                        Ok(Some(p)) => Ok(p),
+                        Ok(None) => Err(format!("cluster {cluster} has no primary")),
+                        Err(status) => Err(format!("Clusters failed: {status}")),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// The files of `cluster`'s current primary.
+    pub async fn primary_layout(&self, cluster: u32) -> Layout {
+        let (server_id, _) = self.primary_of(cluster).await;
+        self.layout(cluster, server_id)
+    }
+
+    /// SIGKILLs the current primary of `cluster`; returns its server id.
+    pub async fn kill9_primary(&mut self, cluster: u32) -> u32 {
+        let (server_id, _) = self.primary_of(cluster).await;
+        self.server(cluster, server_id).kill9();
+        server_id
+    }
+
+    pub fn kill9(&mut self, member: Member) {
+        self.member(member).kill9();
+    }
+
+    /// Starts `member` again with its arguments; panics if it does not
+    /// come up. Does not wait for the coordinator to see it.
+    pub async fn restart(&mut self, member: Member) {
+        let proc = self.member(member);
+        if let Err(e) = proc.restart().await {
+            panic!("restarting {member:?} failed: {e:#}");
+        }
+    }
+
+    /// SIGKILLs every process: sync services, servers, the coordinator.
+    pub fn kill9_all(&mut self) {
+        for s in &mut self.syncs {
+            s.proc.kill9();
+        }
+        for s in &mut self.servers {
+            s.proc.kill9();
+        }
+        self.coordinator.kill9();
+    }
+
+    /// Stops every process gracefully (SIGTERM; SIGKILL after the stop
+    /// deadline): sync services, servers, then the coordinator. Returns each
+    /// one's exit code (`None`: killed by a signal).
+    pub async fn stop_all(&mut self) -> Vec<(Member, Option<i32>)> {
+        let mut members = self.members();
+        // Coordinator last: the others may talk to it while they stop.
+        members.rotate_left(1);
+        let mut codes = Vec::with_capacity(members.len());
+        for member in members {
+            let code = self.member(member).stop().await;
+            codes.push((member, code));
+        }
+        codes
+    }
+
+    /// Restarts every process that is not running (coordinator, servers,
+    /// sync services, in that order) and waits until the deployment is
+    /// healthy again.
+    pub async fn restart_all(&mut self) {
+        for member in self.members() {
+            if !self.member(member).is_running() {
+                self.restart(member).await;
+            }
+        }
+        self.wait_healthy().await;
+    }
+
+    // ------------------------------------------------------------ logs
+
+    /// The log tails of every process.
+    pub fn log_tails(&self) -> String {
+        let mut out = self.coordinator.log_tails();
+        for s in &self.servers {
+            out.push('\n');
+            out.push_str(&s.proc.log_tails());
+        }
+        for s in &self.syncs {
+            out.push('\n');
+            out.push_str(&s.proc.log_tails());
+        }
+        out
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.kill9_all();
+        let keep = std::env::var_os(KEEP_ENV).is_some();
+        if std::thread::panicking() {
+            eprintln!(
+                "\n======== tsn_e2e: the test failed; process logs follow\n{}\n======== end of logs",
+                self.log_tails()
+            );
+        }
+        if std::thread::panicking() || keep {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("tsn_e2e: logs and data kept in {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+pub(crate) fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+pub(crate) fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "clusters must be")]
+    fn zero_clusters_is_refused() {
+        Config::new(0, 0, 500).check();
+    }
+
+    #[test]
+    #[should_panic(expected = "q_ms must be")]
+    fn zero_q_is_refused() {
+        Config::new(1, 0, 0).check();
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = Config::new(3, 1, 500);
+        c.check();
+        assert_eq!(c.failure_timeout_ms, FAILURE_TIMEOUT_DEFAULT_MS);
+        assert_eq!(c.heartbeat_interval_ms, None);
+    }
+}

@@ -1,0 +1,36 @@
+//! The end-to-end test harness of tsn: it starts the real binaries, kills
+//! and restarts them, and talks to them as users do.
+//!
+//! * [`deployment`]: a whole deployment (coordinator, clusters of servers,
+//!   sync services) in a temp dir, with waits for its health and for
+//!   replicated state to converge.
+//! * [`proc`]: one child process: logs, SIGKILL, SIGTERM, SIGSTOP/SIGCONT,
+//!   restart with the same arguments, never left running.
+//! * [`api`] and [`stream`]: the gRPC API routed like a client routes it.
+//! * [`cli`]: `tsn_client` runs and interactive sessions.
+//! * [`wait`]: polling a condition with a deadline (never a fixed sleep).
+//! * [`check`]: pure helpers to read results.
+//! * [`bins`], [`port`], [`logs`], [`limits`]: where the binaries are, free
+//!   ports, log tails, and every limit of the harness.
+//!
+//! The tests themselves are in `tests/`.
+
+pub mod api;
+pub mod bins;
+pub mod check;
+pub mod cli;
+pub mod deployment;
+pub mod limits;
+pub mod logs;
+pub mod port;
+pub mod proc;
+pub mod stream;
+pub mod wait;
+
+pub use api::{Api, Listing};
+pub use cli::{run_client, run_client_with_stdin, InteractiveClient};
+pub use deployment::{Config, Deployment, Member};
+pub use port::free_port;
+pub use proc::{Proc, ProcSpec, Ready};
+pub use stream::{Recorder, TimelineStream};
+pub use wait::{wait_for, wait_until};

@@ -1,0 +1,610 @@
+//! The heart of the sync service: which operations a destination cluster
+//! needs, given a batch of this cluster's committed journal entries.
+//!
+//! Pure logic: everything it needs to know beyond the entries (followers,
+//! home clusters, posts for a backfill) is looked up first and handed in as
+//! [`Lookups`], in three steps, because each step depends on the one before:
+//! [`followers_needed`] -> [`homes_needed`] -> [`backfills_needed`] ->
+//! [`derive`]. A lookup that is missing is an error, never a silent skip, so
+//! the caller retries instead of losing a change.
+//!
+//! The rules, for destination `d` and an entry of cluster `own`:
+//!
+//! * `User{user, cluster: own}`, `d != own`: `User` (every cluster knows
+//!   every user; users of other clusters are not passed on again).
+//! * `Follow{a, b}`, `home(b) == d`: `AddFollower{b, a, since_ms, version: seq}`.
+//! * `Unfollow{a, b}`, `home(b) == d`: `RemoveFollower{b, a, version: seq}`.
+//! * `Post(p)`: `Deliver{f, p}` for each current follower `f` of the author
+//!   with `home(f) == d` that followed at or before the post.
+//! * `AddFollower{b, a}`, `home(a) == d`, `a` still follows `b`: `Deliver{a, p}`
+//!   for each post of `b` since the follow (a backfill: the post may have been
+//!   processed before the follow reached this cluster).
+//!
+//! Only posts made after the follow reach a follower.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tsn_datastore::{Entry, Op, Post};
+
+/// What [`derive`] needs to know beyond the entries themselves.
+#[derive(Debug, Default)]
+pub struct Lookups {
+    /// User served by this cluster -> its current followers, each with the
+    /// time it followed from.
+    pub followers: HashMap<u32, BTreeMap<u32, i64>>,
+    /// User -> the cluster that serves it.
+    pub homes: HashMap<u32, u32>,
+    /// (author, since_ms) -> the author's own posts at or after since_ms.
+    pub posts: HashMap<(u32, i64), Vec<Post>>,
+}
+
+/// A lookup the caller should have made and did not.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeriveError {
+    #[error("the followers of user {0} were not looked up")]
+    Followers(u32),
+    #[error("the home cluster of user {0} was not looked up")]
+    Home(u32),
+    #[error("the posts of user {author} since {since_ms} ms were not looked up")]
+    Posts { author: u32, since_ms: i64 },
+}
+
+/// Users whose current followers the batch needs: post authors, and the
+/// followed user of each `AddFollower` (to check the follower still follows).
+pub fn followers_needed(entries: &[Entry]) -> BTreeSet<u32> {
+    let mut users = BTreeSet::new();
+    for entry in entries {
+        match &entry.op {
+            Op::Post(post) => {
+                users.insert(post.author);
+            }
+            Op::AddFollower { user, .. } => {
+                users.insert(*user);
+            }
+            _ => {}
+        }
+    }
+    users
+}
+
+/// Users whose home cluster the batch needs, given the followers looked up:
+/// follow targets, followers that may receive a post, and new followers
+/// that may need a backfill.
+pub fn homes_needed(entries: &[Entry], lookups: &Lookups) -> BTreeSet<u32> {
+    let mut users = BTreeSet::new();
+    for entry in entries {
+        match &entry.op {
+            Op::Follow { target, .. } | Op::Unfollow { target, .. } => {
+                users.insert(*target);
+            }
+            Op::Post(post) => {
+                if let Some(followers) = lookups.followers.get(&post.author) {
+                    users.extend(
+                        followers
+                            .iter()
+                            .filter(|(_, since_ms)| **since_ms <= post.ts_ms)
+                            .map(|(follower, _)| *follower),
+                    );
+                }
+            }
+            Op::AddFollower { follower, .. } => {
+                users.insert(*follower);
+            }
+            _ => {}
+        }
+    }
+    users
+}
+
+/// The (author, since_ms) post lists the batch needs for backfills to `dest`.
+pub fn backfills_needed(
+    dest: u32,
+    entries: &[Entry],
+    lookups: &Lookups,
+) -> Result<BTreeSet<(u32, i64)>, DeriveError> {
+    let mut wanted = BTreeSet::new();
+    for entry in entries {
+        if let Op::AddFollower {
+            user,
+            follower,
+            since_ms,
+            ..
+        } = &entry.op
+        {
+            if home(lookups, *follower)? != dest {
+                continue;
+            }
+            if let Some(since_ms) = backfill_since(lookups, *user, *follower, *since_ms)? {
+                wanted.insert((*user, since_ms));
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// The operations destination cluster `dest` needs for `entries` (committed
+/// entries of cluster `own`, in journal order), in that order.
+pub fn derive(
+    own: u32,
+    dest: u32,
+    entries: &[Entry],
+    lookups: &Lookups,
+) -> Result<Vec<Op>, DeriveError> {
+    debug_assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut ops = Vec::new();
+    for entry in entries {
+        match &entry.op {
+            Op::User { user, cluster } => {
+                if *cluster == own && dest != own {
+                    ops.push(Op::User {
+                        user: *user,
+                        cluster: *cluster,
+                    });
+                }
+            }
+            Op::Follow {
+                user,
+                target,
+                since_ms,
+            } => {
+                if home(lookups, *target)? == dest {
+                    ops.push(Op::AddFollower {
+                        user: *target,
+                        follower: *user,
+                        since_ms: *since_ms,
+                        version: entry.seq,
+                    });
+                }
+            }
+            Op::Unfollow { user, target } => {
+                if home(lookups, *target)? == dest {
+                    ops.push(Op::RemoveFollower {
+                        user: *target,
+                        follower: *user,
+                        version: entry.seq,
+                    });
+                }
+            }
+            Op::Post(post) => {
+                let followers = lookups
+                    .followers
+                    .get(&post.author)
+                    .ok_or(DeriveError::Followers(post.author))?;
+                for (follower, since_ms) in followers {
+                    if *since_ms <= post.ts_ms && home(lookups, *follower)? == dest {
+                        ops.push(Op::Deliver {
+                            to: *follower,
+                            post: post.clone(),
+                        });
+                    }
+                }
+            }
+            Op::AddFollower {
+                user,
+                follower,
+                since_ms,
+                ..
+            } => {
+                if home(lookups, *follower)? != dest {
+                    continue;
+                }
+                let Some(since_ms) = backfill_since(lookups, *user, *follower, *since_ms)? else {
+                    continue;
+                };
+                let posts = lookups
+                    .posts
+                    .get(&(*user, since_ms))
+                    .ok_or(DeriveError::Posts {
+                        author: *user,
+                        since_ms,
+                    })?;
+                // Only the author's own posts since the follow, whatever the
+                // primary sent.
+                for post in posts {
+                    if post.author == *user && post.ts_ms >= since_ms {
+                        ops.push(Op::Deliver {
+                            to: *follower,
+                            post: post.clone(),
+                        });
+                    }
+                }
+            }
+            Op::Deliver { .. } | Op::RemoveFollower { .. } => {}
+        }
+    }
+    Ok(ops)
+}
+
+fn home(lookups: &Lookups, user: u32) -> Result<u32, DeriveError> {
+    lookups
+        .homes
+        .get(&user)
+        .copied()
+        .ok_or(DeriveError::Home(user))
+}
+
+/// From when a backfill of `user`'s posts to `follower` starts: `None` when
+/// the follower no longer follows. Of the follow in the entry and the
+/// current one, the later counts: after an unfollow and a new follow, the
+/// posts in between must not reach the follower.
+fn backfill_since(
+    lookups: &Lookups,
+    user: u32,
+    follower: u32,
+    entry_since_ms: i64,
+) -> Result<Option<i64>, DeriveError> {
+    let followers = lookups
+        .followers
+        .get(&user)
+        .ok_or(DeriveError::Followers(user))?;
+    Ok(followers
+        .get(&follower)
+        .map(|current_since_ms| entry_since_ms.max(*current_since_ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: u32 = 1;
+
+    fn entry(seq: u64, op: Op) -> Entry {
+        Entry { seq, epoch: 1, op }
+    }
+
+    fn post(author: u32, id: &str, ts_ms: i64) -> Post {
+        Post {
+            id: id.to_string(),
+            author,
+            text: format!("text of {id}"),
+            ts_ms,
+        }
+    }
+
+    /// Users live in cluster `(u - 1) % 3 + 1`, as with three clusters.
+    fn lookups(followers: &[(u32, &[(u32, i64)])]) -> Lookups {
+        let mut l = Lookups::default();
+        for u in 1..=30 {
+            l.homes.insert(u, tsn_cluster::home_cluster(u, 3));
+        }
+        for (user, list) in followers {
+            l.followers
+                .insert(*user, list.iter().copied().collect::<BTreeMap<_, _>>());
+        }
+        l
+    }
+
+    #[test]
+    fn local_user_goes_to_every_other_cluster() {
+        let entries = [entry(
+            1,
+            Op::User {
+                user: 4,
+                cluster: OWN,
+            },
+        )];
+        let l = lookups(&[]);
+        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![]);
+        for dest in [2, 3] {
+            assert_eq!(
+                derive(OWN, dest, &entries, &l).unwrap(),
+                vec![Op::User {
+                    user: 4,
+                    cluster: OWN
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn remote_users_are_not_propagated_again() {
+        let entries = [entry(
+            1,
+            Op::User {
+                user: 2,
+                cluster: 2,
+            },
+        )];
+        let l = lookups(&[]);
+        for dest in 1..=3 {
+            assert_eq!(derive(OWN, dest, &entries, &l).unwrap(), vec![]);
+        }
+    }
+
+    #[test]
+    fn follow_goes_to_the_target_cluster_with_the_seq_as_version() {
+        // 1 follows 5 (cluster 2) and 7 (cluster 1, the own cluster).
+        let entries = [
+            entry(
+                10,
+                Op::Follow {
+                    user: 1,
+                    target: 5,
+                    since_ms: 100,
+                },
+            ),
+            entry(
+                11,
+                Op::Follow {
+                    user: 1,
+                    target: 7,
+                    since_ms: 101,
+                },
+            ),
+        ];
+        let l = lookups(&[]);
+        assert_eq!(
+            derive(OWN, 2, &entries, &l).unwrap(),
+            vec![Op::AddFollower {
+                user: 5,
+                follower: 1,
+                since_ms: 100,
+                version: 10
+            }]
+        );
+        assert_eq!(
+            derive(OWN, OWN, &entries, &l).unwrap(),
+            vec![Op::AddFollower {
+                user: 7,
+                follower: 1,
+                since_ms: 101,
+                version: 11
+            }]
+        );
+        assert_eq!(derive(OWN, 3, &entries, &l).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn unfollow_removes_the_follower_with_the_seq_as_version() {
+        let entries = [entry(42, Op::Unfollow { user: 1, target: 6 })];
+        let l = lookups(&[]);
+        assert_eq!(
+            derive(OWN, 3, &entries, &l).unwrap(),
+            vec![Op::RemoveFollower {
+                user: 6,
+                follower: 1,
+                version: 42
+            }]
+        );
+        assert_eq!(derive(OWN, 2, &entries, &l).unwrap(), vec![]);
+        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn post_is_split_by_the_followers_clusters() {
+        // Author 1 (cluster 1) has followers 2, 5 (cluster 2), 3 (cluster 3)
+        // and 4 (cluster 1).
+        let p = post(1, "1-a", 1_000);
+        let entries = [entry(3, Op::Post(p.clone()))];
+        let l = lookups(&[(1, &[(2, 10), (3, 10), (4, 10), (5, 10)])]);
+        assert_eq!(followers_needed(&entries), BTreeSet::from([1]));
+        assert_eq!(homes_needed(&entries, &l), BTreeSet::from([2, 3, 4, 5]));
+        let deliver = |to| Op::Deliver {
+            to,
+            post: p.clone(),
+        };
+        assert_eq!(
+            derive(OWN, 2, &entries, &l).unwrap(),
+            vec![deliver(2), deliver(5)]
+        );
+        assert_eq!(derive(OWN, 3, &entries, &l).unwrap(), vec![deliver(3)]);
+        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![deliver(4)]);
+    }
+
+    #[test]
+    fn post_made_before_the_follow_is_not_delivered() {
+        let entries = [
+            entry(1, Op::Post(post(1, "1-old", 500))),
+            entry(2, Op::Post(post(1, "1-new", 1_500))),
+        ];
+        // 2 follows 1 from 1000 on.
+        let l = lookups(&[(1, &[(2, 1_000)])]);
+        assert_eq!(
+            derive(OWN, 2, &entries, &l).unwrap(),
+            vec![Op::Deliver {
+                to: 2,
+                post: post(1, "1-new", 1_500)
+            }]
+        );
+    }
+
+    #[test]
+    fn post_at_the_follow_time_is_delivered() {
+        let entries = [entry(1, Op::Post(post(1, "1-a", 1_000)))];
+        let l = lookups(&[(1, &[(2, 1_000)])]);
+        assert_eq!(derive(OWN, 2, &entries, &l).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn post_without_followers_gives_nothing() {
+        let entries = [entry(1, Op::Post(post(1, "1-a", 1_000)))];
+        let l = lookups(&[(1, &[])]);
+        for dest in 1..=3 {
+            assert_eq!(derive(OWN, dest, &entries, &l).unwrap(), vec![]);
+        }
+    }
+
+    #[test]
+    fn backfill_sends_posts_since_the_follow_to_a_current_follower() {
+        // 2 (cluster 2) now follows 1 (served here) from 1000 on.
+        let entries = [entry(
+            9,
+            Op::AddFollower {
+                user: 1,
+                follower: 2,
+                since_ms: 1_000,
+                version: 4,
+            },
+        )];
+        let mut l = lookups(&[(1, &[(2, 1_000)])]);
+        assert_eq!(followers_needed(&entries), BTreeSet::from([1]));
+        assert_eq!(homes_needed(&entries, &l), BTreeSet::from([2]));
+        assert_eq!(
+            backfills_needed(2, &entries, &l).unwrap(),
+            BTreeSet::from([(1, 1_000)])
+        );
+        assert_eq!(backfills_needed(3, &entries, &l).unwrap(), BTreeSet::new());
+        assert_eq!(
+            derive(OWN, 2, &entries, &l),
+            Err(DeriveError::Posts {
+                author: 1,
+                since_ms: 1_000
+            })
+        );
+        // An older post, or one of someone else, is not passed on even if
+        // the primary sends it.
+        l.posts.insert(
+            (1, 1_000),
+            vec![
+                post(1, "1-a", 1_000),
+                post(1, "1-b", 2_000),
+                post(1, "1-old", 999),
+                post(3, "3-x", 2_000),
+            ],
+        );
+        assert_eq!(
+            derive(OWN, 2, &entries, &l).unwrap(),
+            vec![
+                Op::Deliver {
+                    to: 2,
+                    post: post(1, "1-a", 1_000)
+                },
+                Op::Deliver {
+                    to: 2,
+                    post: post(1, "1-b", 2_000)
+                },
+            ]
+        );
+        assert_eq!(derive(OWN, 3, &entries, &l).unwrap(), vec![]);
+        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn no_backfill_for_a_follower_that_unfollowed() {
+        let entries = [entry(
+            9,
+            Op::AddFollower {
+                user: 1,
+                follower: 2,
+                since_ms: 1_000,
+                version: 4,
+            },
+        )];
+        // 5 follows 1, but 2 no longer does.
+        let l = lookups(&[(1, &[(5, 1_000)])]);
+        assert_eq!(backfills_needed(2, &entries, &l).unwrap(), BTreeSet::new());
+        assert_eq!(derive(OWN, 2, &entries, &l).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn backfill_starts_at_the_latest_follow() {
+        // 2 followed at 1000, unfollowed, and followed again at 3000: the
+        // old AddFollower must not bring the posts in between.
+        let entries = [entry(
+            9,
+            Op::AddFollower {
+                user: 1,
+                follower: 2,
+                since_ms: 1_000,
+                version: 4,
+            },
+        )];
+        let l = lookups(&[(1, &[(2, 3_000)])]);
+        assert_eq!(
+            backfills_needed(2, &entries, &l).unwrap(),
+            BTreeSet::from([(1, 3_000)])
+        );
+    }
+
+    #[test]
+    fn received_changes_are_not_passed_on() {
+        let entries = [
+            entry(
+                1,
+                Op::Deliver {
+                    to: 1,
+                    post: post(2, "2-a", 5),
+                },
+            ),
+            entry(
+                2,
+                Op::RemoveFollower {
+                    user: 1,
+                    follower: 2,
+                    version: 7,
+                },
+            ),
+        ];
+        let l = lookups(&[]);
+        for dest in 1..=3 {
+            assert_eq!(derive(OWN, dest, &entries, &l).unwrap(), vec![]);
+        }
+    }
+
+    #[test]
+    fn ops_keep_the_journal_order() {
+        let p = post(1, "1-a", 2_000);
+        let entries = [
+            entry(
+                1,
+                Op::User {
+                    user: 1,
+                    cluster: OWN,
+                },
+            ),
+            entry(
+                2,
+                Op::Follow {
+                    user: 1,
+                    target: 2,
+                    since_ms: 1_000,
+                },
+            ),
+            entry(3, Op::Post(p.clone())),
+            entry(4, Op::Unfollow { user: 1, target: 2 }),
+        ];
+        let l = lookups(&[(1, &[(2, 1_500)])]);
+        assert_eq!(
+            derive(OWN, 2, &entries, &l).unwrap(),
+            vec![
+                Op::User {
+                    user: 1,
+                    cluster: OWN
+                },
+                Op::AddFollower {
+                    user: 2,
+                    follower: 1,
+                    since_ms: 1_000,
+                    version: 2
+                },
+                Op::Deliver { to: 2, post: p },
+                Op::RemoveFollower {
+                    user: 2,
+                    follower: 1,
+                    version: 4
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_lookup_is_an_error_not_a_skip() {
+        let entries = [entry(1, Op::Post(post(1, "1-a", 5)))];
+        assert_eq!(
+            derive(OWN, 2, &entries, &Lookups::default()),
+            Err(DeriveError::Followers(1))
+        );
+        let mut l = Lookups::default();
+        l.followers.insert(1, BTreeMap::from([(2, 0)]));
+        assert_eq!(derive(OWN, 2, &entries, &l), Err(DeriveError::Home(2)));
+        let follow = [entry(
+            1,
+            Op::Follow {
+                user: 1,
+                target: 9,
+                since_ms: 0,
+            },
+        )];
+        assert_eq!(derive(OWN, 2, &follow, &l), Err(DeriveError::Home(9)));
+    }
+}
