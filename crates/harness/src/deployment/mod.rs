@@ -59,6 +59,24 @@ pub struct Config {
     pub failure_timeout_ms: u64,
     /// The servers' `--heartbeat-interval-ms`; their default if `None`.
     pub heartbeat_interval_ms: Option<u64>,
+    /// Fixed ports instead of free ones: the coordinator on `base`, server
+    /// `i` of cluster `c` on `base + 100 c + i`, the sync service of
+    /// cluster `c` on `base + 100 c + 50`.
+    pub base_port: Option<u16>,
+    /// A directory to keep everything in, instead of a temp dir removed at
+    /// the end.
+    pub root: Option<PathBuf>,
+}
+
+impl Config {
+    fn port_of(&self, member: Member) -> Option<u16> {
+        let base = self.base_port?;
+        Some(match member {
+            Member::Coordinator => base,
+            Member::Server { cluster, server_id } => base + 100 * cluster as u16 + server_id as u16,
+            Member::Sync { cluster } => base + 100 * cluster as u16 + 50,
+        })
+    }
 }
 
 impl Config {
@@ -69,6 +87,8 @@ impl Config {
             q_ms,
             failure_timeout_ms: FAILURE_TIMEOUT_DEFAULT_MS,
             heartbeat_interval_ms: None,
+            base_port: None,
+            root: None,
         }
     }
 
@@ -152,20 +172,31 @@ impl Deployment {
             Ok(permit) => permit,
             Err(_) => panic!("the deployment slots are never closed"),
         };
-        let dir = match tempfile::Builder::new().prefix("tsn-e2e-").tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("cannot create a temp dir: {e}"),
+        let (dir, root) = match &config.root {
+            Some(root) => {
+                if let Err(e) = std::fs::create_dir_all(root) {
+                    panic!("cannot create {}: {e}", root.display());
+                }
+                (None, root.clone())
+            }
+            None => match tempfile::Builder::new().prefix("tsn-e2e-").tempdir() {
+                Ok(d) => {
+                    let root = d.path().to_path_buf();
+                    (Some(d), root)
+                }
+                Err(e) => panic!("cannot create a temp dir: {e}"),
+            },
         };
-        let root = dir.path().to_path_buf();
         let coordinator = {
             let state_dir = root.join("coordinator");
             let clusters = config.clusters;
             let failure_timeout_ms = config.failure_timeout_ms;
-            let started = Proc::start_on_free_port(
+            let started = Proc::start_on(
                 "coordinator",
                 &bin_path(COORDINATOR),
                 &root.join("logs"),
                 Ready::StdoutContains(COORDINATOR_READY_LINE.to_string()),
+                config.port_of(Member::Coordinator),
                 |port| {
                     strings(&[
                         "-p",
@@ -183,7 +214,7 @@ impl Deployment {
             match started {
                 Ok(p) => p,
                 Err(e) => {
-                    let kept = dir.keep();
+                    let kept = dir.map_or(root, |d| d.keep());
                     panic!(
                         "the coordinator did not start: {e:#}\n(logs kept in {})",
                         kept.display()
@@ -199,7 +230,7 @@ impl Deployment {
             servers: Vec::new(),
             syncs: Vec::new(),
             api,
-            dir: Some(dir),
+            dir,
             _slot: slot,
         };
         // Primaries first: the first server asking for the primary role of
@@ -229,11 +260,12 @@ impl Deployment {
         };
         let heartbeat = self.config.heartbeat_interval_ms;
         let name = format!("c{cluster}-server{server_id}");
-        let started = Proc::start_on_free_port(
+        let started = Proc::start_on(
             &name,
             &bin_path(SERVER),
             &self.logs_dir(),
             Ready::Listening,
+            self.config.port_of(Member::Server { cluster, server_id }),
             |port| {
                 let mut args = strings(&[
                     "-c",
@@ -271,11 +303,12 @@ impl Deployment {
         let datastore = path_arg(&self.datastore_root());
         let q_ms = self.config.q_ms;
         let name = format!("c{cluster}-sync");
-        let started = Proc::start_on_free_port(
+        let started = Proc::start_on(
             &name,
             &bin_path(SYNC_SERVICE),
             &self.logs_dir(),
             Ready::Listening,
+            self.config.port_of(Member::Sync { cluster }),
             |port| {
                 strings(&[
                     "-c",
@@ -501,13 +534,16 @@ impl Drop for Deployment {
         let keep = std::env::var_os(KEEP_ENV).is_some();
         if std::thread::panicking() {
             eprintln!(
-                "\n======== tsn_e2e: the test failed; process logs follow\n{}\n======== end of logs",
+                "\n======== tsn_harness: the test failed; process logs follow\n{}\n======== end of logs",
                 self.log_tails()
             );
         }
         if std::thread::panicking() || keep {
             if let Some(dir) = self.dir.take() {
-                eprintln!("tsn_e2e: logs and data kept in {}", dir.keep().display());
+                eprintln!(
+                    "tsn_harness: logs and data kept in {}",
+                    dir.keep().display()
+                );
             }
         }
     }

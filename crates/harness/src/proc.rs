@@ -77,9 +77,25 @@ impl Proc {
         ready: Ready,
         make_args: impl Fn(u16) -> Vec<String>,
     ) -> anyhow::Result<Proc> {
+        Proc::start_on(name, bin, logs_dir, ready, None, make_args).await
+    }
+
+    /// Starts a process on `port` if given (failing if it is taken), else
+    /// on a free port as [`Proc::start_on_free_port`] does.
+    pub async fn start_on(
+        name: &str,
+        bin: &Path,
+        logs_dir: &Path,
+        ready: Ready,
+        port: Option<u16>,
+        make_args: impl Fn(u16) -> Vec<String>,
+    ) -> anyhow::Result<Proc> {
         let mut last = String::new();
         for attempt in 1..=START_ATTEMPTS_MAX {
-            let port = free_port();
+            if let (Some(fixed), true) = (port, attempt > 1) {
+                bail!("{name}: port {fixed} is already in use");
+            }
+            let port = port.unwrap_or_else(free_port);
             let spec = ProcSpec {
                 name: name.to_string(),
                 bin: bin.to_path_buf(),

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 use tsn_datastore::{Entry, Op, Post};
-use tsn_e2e::check::{
+use tsn_harness::check::{
     client_json_posts, duplicate_ids, ids, json_text, jsonl_problems, one_line_error, post_texts,
     texts,
 };
-use tsn_e2e::stream::texts_of;
-use tsn_e2e::{Api, Deployment};
+use tsn_harness::stream::texts_of;
+use tsn_harness::{Api, Deployment};
 use tsn_proto::csce438::Message;
 use tsn_proto::tsn::TimelinePost;
 
@@ -359,7 +359,7 @@ async fn everything_survives_kill_9_of_every_process() {
     for (i, user) in users.into_iter().enumerate() {
         let want = &before[i];
         let api2 = api.clone();
-        let got = tsn_e2e::wait_for(
+        let got = tsn_harness::wait_for(
             arrival_deadline(),
             &format!("user {user}'s LIST and timeline to be as before the crash"),
             || {
