@@ -69,7 +69,8 @@ pub struct Config {
 }
 
 impl Config {
-    fn port_of(&self, member: Member) -> Option<u16> {
+    /// The fixed port of `member`, when `base_port` is set.
+    pub fn port_of(&self, member: Member) -> Option<u16> {
         let base = self.base_port?;
         Some(match member {
             Member::Coordinator => base,

@@ -1,0 +1,163 @@
+//! `tsn_demo` (`make demo`): the whole system on this machine, in the
+//! foreground. It starts the coordinator and every cluster (primary,
+//! secondary, sync service) on fixed ports, prints who is where and the
+//! client command to use, and on Ctrl-C stops every process it started.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use clap::Parser;
+use tsn_cluster::coord::CoordClient;
+use tsn_harness::{Config, Deployment, Member};
+use tsn_proto::tsn::{ProcessKind, Role};
+
+/// Starts a local tsn deployment in the foreground; Ctrl-C stops it.
+#[derive(Parser, Debug)]
+#[command(name = "tsn_demo", version)]
+struct Args {
+    /// Port of the coordinator; server i of cluster c listens on
+    /// base + 100 c + i, the sync service of cluster c on base + 100 c + 50.
+    #[arg(long, default_value_t = 9000, value_parser = clap::value_parser!(u16).range(1024..=60000))]
+    base_port: u16,
+    /// Number of clusters.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    clusters: u32,
+    /// Secondaries per cluster.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
+    secondaries: u32,
+    /// The sync services' poll interval, in milliseconds (-q).
+    #[arg(short = 'q', long, default_value_t = 500)]
+    q_ms: u64,
+    /// Coordinator's failure timeout, in milliseconds.
+    #[arg(long, default_value_t = tsn_cluster::limits::FAILURE_TIMEOUT_MS)]
+    failure_timeout_ms: u64,
+    /// Where each run keeps its logs and datastore (a new folder per run).
+    #[arg(long, default_value = "run")]
+    run_dir: PathBuf,
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => fail(&format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(run(args));
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("tsn_demo: error: {msg}");
+    std::process::exit(1);
+}
+
+async fn run(args: Args) {
+    let mut config = Config::new(args.clusters, args.secondaries, args.q_ms);
+    config.failure_timeout_ms = args.failure_timeout_ms;
+    config.base_port = Some(args.base_port);
+    // Every port must be free before anything starts: a clear error now is
+    // better than a half-started deployment.
+    let mut members = vec![Member::Coordinator];
+    for c in 1..=args.clusters {
+        for i in 1..=1 + args.secondaries {
+            members.push(Member::Server {
+                cluster: c,
+                server_id: i,
+            });
+        }
+        members.push(Member::Sync { cluster: c });
+    }
+    for m in &members {
+        let Some(port) = config.port_of(*m) else {
+            continue;
+        };
+        if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
+            fail(&format!(
+                "port {port} ({}) is not available: {e}; stop what uses it or pick another --base-port",
+                describe(*m)
+            ));
+        }
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let root = args.run_dir.join(stamp.to_string());
+    config.root = Some(root.clone());
+    println!(
+        "starting tsn: coordinator and {} cluster(s) ...",
+        args.clusters
+    );
+    let mut deployment = Deployment::start_with(config).await;
+    let coord_addr = deployment.coord_addr();
+    print_table(&coord_addr).await;
+    let client = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("tsn_client")))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "tsn_client".into());
+    println!();
+    println!("logs and data:  {}", root.display());
+    println!("client:         {client} -c {coord_addr} -i <client id>");
+    println!("                (scripts: add a command, e.g. `post hello`, `timeline --watch`; --help lists them)");
+    println!();
+    println!("running; press Ctrl-C to stop every process");
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("tsn_demo: cannot wait for Ctrl-C: {e}");
+    }
+    println!();
+    println!("stopping ...");
+    let stopped = deployment.stop_all().await;
+    println!(
+        "stopped {} process(es); logs and data kept in {}",
+        stopped.len(),
+        root.display()
+    );
+    drop(deployment);
+}
+
+fn describe(m: Member) -> String {
+    match m {
+        Member::Coordinator => "coordinator".into(),
+        Member::Server { cluster, server_id } => format!("server {server_id} of cluster {cluster}"),
+        Member::Sync { cluster } => format!("sync service of cluster {cluster}"),
+    }
+}
+
+/// The clusters as the coordinator sees them.
+async fn print_table(coord_addr: &str) {
+    // The deployment is healthy: the coordinator has heard from everyone.
+    let views = match CoordClient::new(coord_addr) {
+        Ok(c) => c.clusters().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    println!();
+    println!(
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8}",
+        "cluster", "role", "id", "address", "alive", "last_seq"
+    );
+    println!(
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8}",
+        "-", "coordinator", "-", coord_addr, "yes", "-"
+    );
+    for c in &views {
+        let mut procs = c.processes.clone();
+        procs.sort_by_key(|p| (p.kind, p.role, p.server_id));
+        for p in procs {
+            let role = match (ProcessKind::try_from(p.kind), Role::try_from(p.role)) {
+                (Ok(ProcessKind::SyncService), _) => "sync",
+                (_, Ok(Role::Primary)) => "primary",
+                (_, Ok(Role::Secondary)) => "secondary",
+                _ => "?",
+            };
+            println!(
+                "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8}",
+                c.cluster_id,
+                role,
+                p.server_id,
+                p.address,
+                if p.alive { "yes" } else { "no" },
+                p.last_seq
+            );
+        }
+    }
+}
