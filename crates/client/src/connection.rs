@@ -20,9 +20,9 @@ use tsn_proto::csce438::sns_service_client::SnsServiceClient;
 use tsn_proto::csce438::Request;
 use tsn_proto::tsn::posts_client::PostsClient;
 
-use crate::backoff::Backoff;
-use crate::limits::SERVER_CALL_TIMEOUT_MS;
+use crate::limits::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_START_MS, SERVER_CALL_TIMEOUT_MS};
 use crate::reply;
+use tsn_cluster::retry::Backoff;
 
 /// Clients of one server, logged in as the user. Cheap to clone.
 #[derive(Clone)]
@@ -157,7 +157,7 @@ impl Connection {
         Fut: Future<Output = Result<T, Status>>,
     {
         let started = Instant::now();
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(RETRY_BACKOFF_START_MS, RETRY_BACKOFF_MAX_MS);
         let mut attempts: u64 = 0;
         loop {
             attempts += 1;

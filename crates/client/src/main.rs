@@ -10,7 +10,6 @@
 //! when the command failed; 2 for bad command-line usage; 130 when a
 //! one-shot command was interrupted by a signal.
 
-mod backoff;
 mod connection;
 mod display;
 mod follow;

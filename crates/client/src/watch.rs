@@ -18,12 +18,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tsn_proto::csce438::Message;
 
-use crate::backoff::Backoff;
 use crate::connection::{is_retryable, CallError, Connection};
 use crate::display::ShownPost;
-use crate::limits::{WATCH_OUTBOUND_QUEUE_MAX, WATCH_SHOWN_IDS_MAX};
+use crate::limits::{
+    RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_START_MS, WATCH_OUTBOUND_QUEUE_MAX, WATCH_SHOWN_IDS_MAX,
+};
 use crate::output::Output;
 use crate::timeline;
+use tsn_cluster::retry::Backoff;
 
 /// What the watcher has shown: the pure part of the resume logic.
 #[derive(Debug, Default)]
@@ -85,7 +87,7 @@ pub async fn watch(
     }
     let mut watcher = Watcher::new();
     let mut shown: u64 = 0;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(RETRY_BACKOFF_START_MS, RETRY_BACKOFF_MAX_MS);
     loop {
         let first = Message {
             username: conn.user().to_string(),

@@ -46,7 +46,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failures: u64 = 0;
+        let mut failures = crate::retry::FailureLog::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {},
@@ -66,22 +66,20 @@ pub fn spawn(
             let sent = Instant::now();
             match coord.heartbeat(req).await {
                 Ok(reply) => {
-                    if failures > 0 {
+                    if failures.succeeded() {
                         tracing::info!(coordinator = coord.addr(), "coordinator reachable again");
                     }
-                    failures = 0;
                     tx.send_replace(Heard {
                         reply: Some(reply),
                         confirmed_at: Some(sent),
                     });
                 }
                 Err(status) => {
-                    failures += 1;
-                    // Say it once, then every 50 failures, not every beat.
-                    if failures == 1 || failures.is_multiple_of(50) {
+                    // Said once, then every so many failures, not every beat.
+                    if failures.failed() {
                         tracing::warn!(
                             coordinator = coord.addr(),
-                            failures,
+                            failures = failures.failures(),
                             error = %status.message(),
                             "heartbeat failed"
                         );

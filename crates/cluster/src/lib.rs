@@ -9,6 +9,7 @@
 pub mod coord;
 pub mod heartbeat;
 pub mod limits;
+pub mod retry;
 pub mod shutdown;
 
 /// The cluster that serves `user` among `clusters` clusters:

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tsn_cluster::coord::channel;
+use tsn_cluster::retry::{Backoff, FailureLog};
 use tsn_proto::tsn::replica_client::ReplicaClient;
 use tsn_proto::tsn::{AppendRequest, InSyncChange, Peer};
 
@@ -88,8 +89,8 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
     let keepalive = Duration::from_millis(node.heartbeat_interval_ms.max(10));
     // What the secondary has; None until it tells us.
     let mut known: Option<u64> = None;
-    let mut backoff_ms = RETRY_BACKOFF_MIN_MS;
-    let mut failures: u64 = 0;
+    let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
+    let mut failures = FailureLog::default();
     loop {
         let view = node.role();
         if view.role != Role::Primary || view.epoch != epoch {
@@ -118,13 +119,12 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
         match client.clone().append(req).await {
             Ok(reply) => {
                 let reply = reply.into_inner();
-                if failures > 0 {
+                if failures.succeeded() {
                     tracing::info!(peer = peer_id, "secondary answers again");
                 }
-                failures = 0;
                 known = Some(reply.last_seq);
                 if reply.ok {
-                    backoff_ms = RETRY_BACKOFF_MIN_MS;
+                    backoff.reset();
                     {
                         let mut repl = lock(&node.repl);
                         let p = repl.peers.entry(peer_id).or_default();
@@ -143,26 +143,27 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
                         epoch,
                         "a secondary knows a newer epoch: this server is no longer primary"
                     );
-                    sleep_ms(backoff_ms).await;
-                    backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 } else {
                     // Not ready (reconciling) or at another position:
                     // start again from where it is.
-                    sleep_ms(backoff_ms).await;
-                    backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             }
             Err(status) => {
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(50) {
-                    tracing::warn!(peer = peer_id, failures, error = %status.message(), "mirroring failed");
+                if failures.failed() {
+                    tracing::warn!(
+                        peer = peer_id,
+                        failures = failures.failures(),
+                        error = %status.message(),
+                        "mirroring failed"
+                    );
                 }
                 known = None;
                 shrink(&node, peer_id, epoch).await;
-                sleep_ms(backoff_ms).await;
-                backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         }
@@ -170,10 +171,6 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
         // renews the lease.
         let _ = tokio::time::timeout(keepalive, appended.changed()).await;
     }
-}
-
-async fn sleep_ms(ms: u64) {
-    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 /// Adds a caught-up secondary to the in-sync set. First locally: once it

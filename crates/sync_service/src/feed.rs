@@ -21,14 +21,15 @@ use tsn_proto::tsn::{
     ApplyReply, ApplyRequest, FollowersRequest, PostsSinceRequest, ReadChangesRequest,
 };
 
-use crate::backoff::{Backoff, FailureLog};
 use crate::derive::{backfills_needed, derive, followers_needed, homes_needed, Lookups};
 use crate::limits::{
     APPLY_BATCH_MAX_BYTES, APPLY_BATCH_MAX_OPS, APPLY_CALL_TIMEOUT_MS, BACKFILL_MAX_POSTS,
     FOLLOWERS_BATCH_MAX_USERS, LOOKUP_CALL_TIMEOUT_MS, READ_BATCH_MAX_ENTRIES, READ_CALL_SLACK_MS,
+    RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS,
 };
 use crate::peers::{call_within, Peers};
 use crate::position::Positions;
+use tsn_cluster::retry::{Backoff, FailureLog};
 
 /// The feed of one destination cluster.
 pub struct Feed {
@@ -166,7 +167,7 @@ impl Feed {
     /// The next committed entries after `after_seq` (possibly none, after
     /// an idle poll); `None` on shutdown.
     async fn read(&mut self, after_seq: u64) -> Option<Vec<Entry>> {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
         loop {
             let mut shutdown = self.shutdown.clone();
             let started = Instant::now();
@@ -243,7 +244,7 @@ impl Feed {
 
     /// The ops of `entries` for this destination; `None` on shutdown.
     async fn derive(&mut self, entries: &[Entry]) -> Option<Vec<Op>> {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
         loop {
             let mut shutdown = self.shutdown.clone();
             let result = tokio::select! {
@@ -375,7 +376,7 @@ impl Feed {
                 from_cluster: self.peers.own_cluster(),
                 ops: chunk,
             };
-            let mut backoff = Backoff::default();
+            let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
             loop {
                 let mut shutdown = self.shutdown.clone();
                 let result = tokio::select! {

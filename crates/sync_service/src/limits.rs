@@ -23,8 +23,6 @@ pub const HOME_CACHE_MAX_USERS: usize = 1_000_000;
 pub const RETRY_BACKOFF_MIN_MS: u64 = 50;
 /// Longest wait between two attempts of the same call.
 pub const RETRY_BACKOFF_MAX_MS: u64 = 1_000;
-/// A failure is logged the first time, then once every this many failures.
-pub const WARN_EVERY_FAILURES: u64 = 50;
 
 /// Time limit of `Replica.Apply` and `Sync.Apply`.
 pub const APPLY_CALL_TIMEOUT_MS: u64 = 5_000;

@@ -14,7 +14,6 @@
 //! * [`peers`]: the own primary, other sync services, home clusters.
 //! * [`service`]: the `tsn.Sync` gRPC service.
 
-mod backoff;
 mod config;
 mod derive;
 mod feed;
