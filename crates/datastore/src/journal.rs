@@ -2,14 +2,79 @@
 //! sequence order. It is the only file fsynced before an acknowledgement;
 //! every other file can be re-derived from it.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::jsonl;
 use crate::record::Entry;
 use crate::{io_err, Error, Result};
 
+/// Most recent journal lines kept in memory.
+pub const RECENT_MAX_ENTRIES: usize = 200_000;
+/// Most bytes of recent journal lines kept in memory.
+pub const RECENT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// One journal line: its seq and its exact bytes (without the newline).
+pub type Line = (u64, Arc<[u8]>);
+
+/// The newest journal lines, in memory, as written. Mirroring and the sync
+/// services' change feed read the journal's tail over and over; serving it
+/// from here costs no file read and no JSON parsing, and needs no lock on
+/// the store (a handle is shared with [`Journal::recent`]).
+#[derive(Default)]
+pub struct RecentLines {
+    lines: VecDeque<Line>,
+    bytes: usize,
+}
+
+impl RecentLines {
+    fn push(&mut self, seq: u64, line: Arc<[u8]>) {
+        debug_assert!(self.lines.back().is_none_or(|(s, _)| *s < seq));
+        self.bytes += line.len();
+        self.lines.push_back((seq, line));
+        while self.lines.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
+            match self.lines.pop_front() {
+                Some((_, l)) => self.bytes -= l.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.lines.clear();
+        self.bytes = 0;
+    }
+
+    /// Lines after `after_seq` (up to `max_entries`, stopping past
+    /// `max_bytes`), or `None` when the lines right after `after_seq` are
+    /// no longer (or not yet) held here.
+    pub fn after(&self, after_seq: u64, max_entries: usize, max_bytes: usize) -> Option<Vec<Line>> {
+        let first = self.lines.front()?.0;
+        let last = self.lines.back()?.0;
+        if after_seq >= last {
+            return Some(Vec::new());
+        }
+        if after_seq + 1 < first {
+            return None;
+        }
+        let start = self.lines.partition_point(|(s, _)| *s <= after_seq);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (seq, line) in self.lines.range(start..) {
+            if out.len() >= max_entries || bytes >= max_bytes {
+                break;
+            }
+            bytes += line.len();
+            out.push((*seq, line.clone()));
+        }
+        Some(out)
+    }
+}
+
 pub struct Journal {
+    recent: Arc<Mutex<RecentLines>>,
     path: PathBuf,
     file: File,
     /// (seq, byte offset) of every entry, in order.
@@ -57,6 +122,7 @@ impl Journal {
         })?;
         let file = jsonl::open_append(path)?;
         Ok(Journal {
+            recent: Arc::default(),
             path: path.to_path_buf(),
             file,
             index,
@@ -88,6 +154,7 @@ impl Journal {
         }
         let mut buf = Vec::with_capacity(entries.len() * 128);
         let mut offsets = Vec::with_capacity(entries.len());
+        let mut lines = Vec::with_capacity(entries.len());
         let mut expect = self.last_seq + 1;
         for e in entries {
             if e.seq != expect || e.epoch < self.last_epoch {
@@ -97,14 +164,22 @@ impl Journal {
                 });
             }
             offsets.push((e.seq, self.len_bytes + buf.len() as u64));
-            buf.extend_from_slice(e.to_line().as_bytes());
+            let line = e.to_line();
+            buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
+            lines.push((e.seq, Arc::<[u8]>::from(line.into_bytes())));
             expect += 1;
         }
         jsonl::append(&mut self.file, &self.path, &buf)?;
         self.file.sync_data().map_err(io_err(&self.path))?;
         self.len_bytes += buf.len() as u64;
         self.index.extend(offsets);
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            for (seq, line) in lines {
+                recent.push(seq, line);
+            }
+        }
         for e in entries {
             if e.epoch != self.last_epoch {
                 self.epochs.push((e.epoch, e.seq));
@@ -113,6 +188,33 @@ impl Journal {
         }
         self.last_seq = expect - 1;
         Ok(())
+    }
+
+    /// The shared handle of the newest lines.
+    pub fn recent(&self) -> Arc<Mutex<RecentLines>> {
+        self.recent.clone()
+    }
+
+    /// Up to `max_entries` lines after `after_seq`, in order, stopping early
+    /// past `max_bytes`: from memory when held there, else from the file.
+    pub fn read_lines_after(
+        &self,
+        after_seq: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Vec<Line> {
+        let held = self.recent.lock().unwrap_or_else(|e| e.into_inner()).after(
+            after_seq,
+            max_entries,
+            max_bytes,
+        );
+        if let Some(lines) = held {
+            return lines;
+        }
+        self.read_after(after_seq, max_entries, max_bytes)
+            .into_iter()
+            .map(|e| (e.seq, Arc::<[u8]>::from(e.to_line().into_bytes())))
+            .collect()
     }
 
     /// Up to `max_entries` entries after `after_seq`, in order, stopping
@@ -152,6 +254,10 @@ impl Journal {
         };
         self.file.set_len(offset).map_err(io_err(&self.path))?;
         self.file.sync_all().map_err(io_err(&self.path))?;
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.index.truncate(i);
         self.len_bytes = offset;
         self.epochs.retain(|&(_, first)| first <= seq);
@@ -203,7 +309,21 @@ mod tests {
         assert_eq!(j.read_after(3, 10, 1 << 20).len(), 0);
         assert_eq!(j.read_after(0, 2, 1 << 20).len(), 2);
 
+        // Lines written since the open come from memory, older ones from
+        // the file; both give the same bytes.
+        j.append(&[entry(4, 2)]).unwrap();
+        let from_memory = j.read_lines_after(3, 10, 1 << 20);
+        assert_eq!(from_memory.len(), 1);
+        assert_eq!(&*from_memory[0].1, entry(4, 2).to_line().as_bytes());
+        let from_file = j.read_lines_after(0, 10, 1 << 20);
+        assert_eq!(
+            from_file.iter().map(|l| l.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(j.read_lines_after(0, 2, 1 << 20).len(), 2);
+
         j.truncate_after(2).unwrap();
+        assert!(j.read_lines_after(2, 10, 1 << 20).is_empty());
         assert_eq!(j.last_seq(), 2);
         assert_eq!(j.epochs(), &[(1, 1)]);
         j.append(&[entry(3, 3)]).unwrap();

@@ -208,6 +208,23 @@ impl Store {
     pub fn read_journal(&self, after_seq: u64, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
         self.journal.read_after(after_seq, max_entries, max_bytes)
     }
+
+    /// Journal lines after `after_seq`, as stored (see [`Journal::read_lines_after`]).
+    pub fn read_journal_lines(
+        &self,
+        after_seq: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Vec<crate::journal::Line> {
+        self.journal
+            .read_lines_after(after_seq, max_entries, max_bytes)
+    }
+
+    /// The shared handle of the journal's newest lines, readable without
+    /// this store's lock. Replaced when the store is rebuilt.
+    pub fn recent_lines(&self) -> std::sync::Arc<std::sync::Mutex<crate::journal::RecentLines>> {
+        self.journal.recent()
+    }
 }
 
 /// The last `limit` lines of a user's timeline with `seq <= max_seq`,

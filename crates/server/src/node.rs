@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 use tsn_cluster::coord::CoordClient;
+use tsn_datastore::journal::{Line, RecentLines};
 use tsn_datastore::{Layout, Op, Store};
 
 use crate::writer::{Outcome, WriteRequest, Written};
@@ -77,6 +78,9 @@ pub struct Node {
     pub server_id: u32,
     pub layout: Layout,
     pub store: Mutex<Store>,
+    /// The store's in-memory journal tail, readable without the store lock
+    /// (which the writer holds through each fsync).
+    recent: Mutex<Arc<Mutex<RecentLines>>>,
     pub coord: CoordClient,
     pub mirror_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -115,11 +119,13 @@ impl Node {
         writer: mpsc::Sender<WriteRequest>,
     ) -> Node {
         let layout = store.layout().clone();
+        let recent = Mutex::new(store.recent_lines());
         let (last_seq, last_epoch) = (store.last_seq(), store.last_epoch());
         Node {
             cluster_id,
             server_id,
             layout,
+            recent,
             store: Mutex::new(store),
             coord,
             mirror_timeout_ms,
@@ -211,6 +217,23 @@ impl Node {
         self.last_seq.store(last_seq, Ordering::Release);
         self.last_epoch.store(last_epoch, Ordering::Release);
         self.appended.send_replace(last_seq);
+    }
+
+    /// Journal lines after `after_seq`: from memory without taking the
+    /// store lock when they are held there, else from the file.
+    pub fn journal_lines(&self, after_seq: u64, max_entries: usize, max_bytes: usize) -> Vec<Line> {
+        let recent = lock(&self.recent).clone();
+        let held = lock(&recent).after(after_seq, max_entries, max_bytes);
+        match held {
+            Some(lines) => lines,
+            None => lock(&self.store).read_journal_lines(after_seq, max_entries, max_bytes),
+        }
+    }
+
+    /// Called after the store was rebuilt (its journal tail is a new one).
+    pub fn store_rebuilt(&self, store: &Store) {
+        *lock(&self.recent) = store.recent_lines();
+        self.set_position(store.last_seq(), store.last_epoch());
     }
 
     pub fn subscribe_appended(&self) -> watch::Receiver<u64> {

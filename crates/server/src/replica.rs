@@ -169,12 +169,10 @@ impl Replica for ReplicaService {
             if committed <= req.after_seq {
                 return Vec::new();
             }
-            let store = lock(&node.store);
-            store
-                .read_journal(req.after_seq, max, READ_CHANGES_MAX_BYTES)
+            node.journal_lines(req.after_seq, max, READ_CHANGES_MAX_BYTES)
                 .into_iter()
-                .take_while(|e| e.seq <= committed)
-                .map(|e| e.to_line().into_bytes())
+                .take_while(|(seq, _)| *seq <= committed)
+                .map(|(_, line)| line.to_vec())
                 .collect()
         })
         .await

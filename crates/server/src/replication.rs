@@ -99,10 +99,9 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
         let local = node.last_seq();
         let prev = known.unwrap_or(local);
         let entries: Vec<Vec<u8>> = if prev < local {
-            lock(&node.store)
-                .read_journal(prev, APPEND_MAX_ENTRIES, APPEND_MAX_BYTES)
+            node.journal_lines(prev, APPEND_MAX_ENTRIES, APPEND_MAX_BYTES)
                 .into_iter()
-                .map(|e| e.to_line().into_bytes())
+                .map(|(_, line)| line.to_vec())
                 .collect()
         } else {
             Vec::new()

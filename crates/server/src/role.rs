@@ -143,7 +143,7 @@ async fn reconcile(node: Arc<Node>, target: (u64, u32), primary_address: String)
             match crate::reconcile::cut_after(&mine, store.last_seq(), &theirs, history.last_seq) {
                 Some(keep) => {
                     store.truncate_after(keep).map_err(|e| e.to_string())?;
-                    node.set_position(store.last_seq(), store.last_epoch());
+                    node.store_rebuilt(&store);
                 }
                 None => return Ok(()),
             }
