@@ -5,14 +5,28 @@
 //! from the reply; a primary's lease is counted from `confirmed_at`, the
 //! moment the confirming heartbeat was *sent* (not received), so the lease
 //! always ends before the coordinator's failure timeout can.
+//!
+//! The loop runs on a thread and a runtime of its own, with its own
+//! connection: however busy the process's other threads are (a disk that
+//! takes its time with an fsync, a flood of client requests), its heartbeats
+//! leave on time — a process that is alive must not look dead. Beats do not
+//! wait for each other: each is sent on schedule with its own time limit,
+//! and a reply older than one already published is dropped.
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tsn_proto::tsn::{HeartbeatReply, HeartbeatRequest, ProcessKind, Role};
 
 use crate::coord::CoordClient;
+use crate::retry::FailureLog;
 use crate::shutdown::Shutdown;
+
+/// Most heartbeats waiting for a reply at once; a beat due while this many
+/// are out is skipped (the coordinator is not answering anyway).
+const IN_FLIGHT_MAX_BEATS: usize = 4;
+/// Time limit of one heartbeat, in heartbeat intervals.
+const CALL_TIMEOUT_INTERVALS: u32 = 4;
 
 #[derive(Clone, Debug)]
 pub struct Identity {
@@ -34,59 +48,120 @@ pub struct Heard {
 /// The journal position a server reports: (epoch, last_seq, last_epoch).
 pub type Progress = Box<dyn Fn() -> (u64, u64, u64) + Send + Sync>;
 
-/// Starts the loop; the receiver always holds the latest reply.
+/// Starts the loop on its own thread; the receiver always holds the latest
+/// reply. Fails only if the thread cannot be started.
 pub fn spawn(
-    coord: CoordClient,
+    coordinator: &str,
+    me: Identity,
+    interval_ms: u64,
+    progress: Progress,
+    shutdown: Shutdown,
+) -> anyhow::Result<watch::Receiver<Heard>> {
+    assert!(interval_ms >= 1, "the heartbeat interval must be positive");
+    let (tx, rx) = watch::channel(Heard::default());
+    let coordinator = coordinator.to_string();
+    // Checked here, so that a bad address is an error of the caller.
+    CoordClient::new(&coordinator)?;
+    std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "the heartbeat runtime cannot start");
+                    return;
+                }
+            };
+            runtime.block_on(beat(coordinator, me, interval_ms, progress, shutdown, tx));
+        })?;
+    Ok(rx)
+}
+
+async fn beat(
+    coordinator: String,
     me: Identity,
     interval_ms: u64,
     progress: Progress,
     mut shutdown: Shutdown,
-) -> watch::Receiver<Heard> {
-    let (tx, rx) = watch::channel(Heard::default());
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failures = crate::retry::FailureLog::default();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {},
-                _ = shutdown.wait() => return,
-            }
-            let (epoch, last_seq, last_epoch) = progress();
-            let req = HeartbeatRequest {
-                cluster_id: me.cluster_id,
-                server_id: me.server_id,
-                kind: me.kind as i32,
-                address: me.address.clone(),
-                requested_role: me.requested_role as i32,
-                epoch,
-                last_seq,
-                last_epoch,
-            };
-            let sent = Instant::now();
-            match coord.heartbeat(req).await {
-                Ok(reply) => {
-                    if failures.succeeded() {
-                        tracing::info!(coordinator = coord.addr(), "coordinator reachable again");
-                    }
-                    tx.send_replace(Heard {
-                        reply: Some(reply),
-                        confirmed_at: Some(sent),
-                    });
-                }
-                Err(status) => {
-                    // Said once, then every so many failures, not every beat.
-                    if failures.failed() {
-                        tracing::warn!(
-                            coordinator = coord.addr(),
-                            failures = failures.failures(),
-                            error = %status.message(),
-                            "heartbeat failed"
-                        );
-                    }
-                }
-            }
+    tx: watch::Sender<Heard>,
+) {
+    // Created on this runtime, so its connection is driven by this thread.
+    let coord = match CoordClient::new(&coordinator) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no heartbeats: bad coordinator address");
+            return;
         }
-    });
-    rx
+    };
+    let interval = Duration::from_millis(interval_ms);
+    let call_timeout = interval * CALL_TIMEOUT_INTERVALS;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (done_tx, mut done_rx) = mpsc::channel(IN_FLIGHT_MAX_BEATS);
+    let mut in_flight = 0usize;
+    let mut failures = FailureLog::default();
+    let mut newest_published: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if in_flight >= IN_FLIGHT_MAX_BEATS {
+                    continue;
+                }
+                let (epoch, last_seq, last_epoch) = progress();
+                let req = HeartbeatRequest {
+                    cluster_id: me.cluster_id,
+                    server_id: me.server_id,
+                    kind: me.kind as i32,
+                    address: me.address.clone(),
+                    requested_role: me.requested_role as i32,
+                    epoch,
+                    last_seq,
+                    last_epoch,
+                };
+                let coord = coord.clone();
+                let done = done_tx.clone();
+                in_flight += 1;
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let result = match tokio::time::timeout(call_timeout, coord.heartbeat(req)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(tonic::Status::deadline_exceeded("no heartbeat reply in time")),
+                    };
+                    let _ = done.send((sent, result)).await;
+                });
+            }
+            Some((sent, result)) = done_rx.recv() => {
+                in_flight -= 1;
+                match result {
+                    Ok(reply) => {
+                        if failures.succeeded() {
+                            tracing::info!(coordinator = coord.addr(), "coordinator reachable again");
+                        }
+                        if newest_published.is_none_or(|t| sent > t) {
+                            newest_published = Some(sent);
+                            tx.send_replace(Heard {
+                                reply: Some(reply),
+                                confirmed_at: Some(sent),
+                            });
+                        }
+                    }
+                    Err(status) => {
+                        // Said once, then every so many failures, not every beat.
+                        if failures.failed() {
+                            tracing::warn!(
+                                coordinator = coord.addr(),
+                                failures = failures.failures(),
+                                error = %status.message(),
+                                "heartbeat failed"
+                            );
+                        }
+                    }
+                }
+            }
+            _ = shutdown.wait() => return,
+        }
+    }
 }

@@ -60,8 +60,10 @@ impl Coordinator for CoordinatorService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let req = request.into_inner();
+        // The time it arrived, not the time the lock was free.
+        let arrived = Instant::now();
         let mut state = lock(&self.state);
-        let reply = state.heartbeat(&req, Instant::now()).map_err(|e| {
+        let reply = state.heartbeat(&req, arrived).map_err(|e| {
             // Every beat repeats a refusal: the sender logs it, not us.
             tracing::debug!(cluster = req.cluster_id, server = req.server_id, error = %e, "heartbeat refused");
             status(e)

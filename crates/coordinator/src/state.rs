@@ -67,6 +67,11 @@ pub struct State {
     assignments: HashMap<u32, u32>,
     failure_timeout: Duration,
     started_at: Instant,
+    /// Since when the coordinator has been listening without a stall of its
+    /// own: nobody is judged dead before a failure timeout has passed since.
+    listening_since: Instant,
+    /// When the failure detector last looked.
+    last_tick: Option<Instant>,
     /// Clusters whose "no in-sync secondary" wait is already logged.
     waiting_logged: BTreeSet<u32>,
     files: Files,
@@ -115,6 +120,8 @@ impl State {
             assignments,
             failure_timeout,
             started_at: now,
+            listening_since: now,
+            last_tick: None,
             waiting_logged: BTreeSet::new(),
             files,
         };
@@ -241,7 +248,7 @@ impl State {
                     tracing::info!(cluster = c, address = %p.address, "{name} is alive again");
                     p.reported_alive = true;
                 }
-                p.last_heartbeat = now;
+                p.last_heartbeat = p.last_heartbeat.max(now);
                 p.last_seq = req.last_seq;
                 p.last_epoch = req.last_epoch;
                 p.requested_role = requested_role;
@@ -360,8 +367,24 @@ impl State {
     // ------------------------------------------------------------ failure detector
 
     /// One look at every process: logs liveness transitions and replaces dead
-    /// primaries. Does nothing during the grace period after start.
+    /// primaries. Does nothing during the grace period after start, nor for a
+    /// failure timeout after the coordinator itself stalled: a coordinator
+    /// that was not running (descheduled on a saturated machine, or waiting
+    /// on its disk) did not hear heartbeats that were sent, and must not
+    /// read its own deafness as everyone else's death.
     pub fn tick(&mut self, now: Instant) {
+        if let Some(prev) = self.last_tick {
+            let gap = now.saturating_duration_since(prev);
+            if gap > self.stall_limit() {
+                self.listening_since = now;
+                tracing::warn!(
+                    stalled_ms = gap.as_millis() as u64,
+                    "the coordinator itself stalled; nobody is declared dead for the next {} ms",
+                    self.failure_timeout.as_millis()
+                );
+            }
+        }
+        self.last_tick = Some(now);
         if self.in_grace(now) {
             return;
         }
@@ -631,7 +654,13 @@ impl State {
     }
 
     fn in_grace(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.started_at) <= self.failure_timeout
+        now.saturating_duration_since(self.listening_since) <= self.failure_timeout
+    }
+
+    /// A gap between two looks of the failure detector longer than this is
+    /// a stall of the coordinator (it looks every tenth of the timeout).
+    fn stall_limit(&self) -> Duration {
+        (self.failure_timeout / 4).max(Duration::from_millis(20))
     }
 
     /// Alive: heard from within the failure timeout, or still in the grace
@@ -869,6 +898,44 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    #[test]
+    fn a_stalled_coordinator_declares_nobody_dead_for_a_timeout() {
+        let f = Fixture::new();
+        let mut st = f.open(1, 0);
+        st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+        st.heartbeat(&server(1, 2, Role::Secondary), f.at(0))
+            .unwrap();
+        in_sync(&mut st, 1, 2);
+        for t in (0..=1000).step_by(50) {
+            st.heartbeat(&server(1, 1, Role::Primary), f.at(t)).unwrap();
+            st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+                .unwrap();
+            st.tick(f.at(t));
+        }
+        // The coordinator does not run from 1000 to 1400; the primary's
+        // heartbeats stop at 1000 (it died), the secondary's go on.
+        for t in (1400..=1850).step_by(50) {
+            st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+                .unwrap();
+            st.tick(f.at(t));
+            assert_eq!(
+                st.record(1).primary_id,
+                1,
+                "no promotion at {t} ms: still in the grace after the stall"
+            );
+        }
+        for t in (1900..=2000).step_by(50) {
+            st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+                .unwrap();
+            st.tick(f.at(t));
+        }
+        assert_eq!(
+            st.record(1).primary_id,
+            2,
+            "promoted once the coordinator listened a full timeout"
+        );
     }
 
     #[test]

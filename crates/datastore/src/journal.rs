@@ -149,6 +149,24 @@ impl Journal {
     /// Appends entries and fsyncs: when this returns, they survive a crash.
     /// Entries must continue the sequence without a gap.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        self.write(entries)?;
+        self.sync()
+    }
+
+    /// fsyncs what was written.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+
+    /// A second handle of the journal file, to fsync it without holding
+    /// whatever lock guards this journal.
+    pub fn sync_handle(&self) -> Result<File> {
+        self.file.try_clone().map_err(io_err(&self.path))
+    }
+
+    /// Appends entries without fsync (see [`Journal::sync`]). Entries must
+    /// continue the sequence without a gap.
+    pub fn write(&mut self, entries: &[Entry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -171,7 +189,6 @@ impl Journal {
             expect += 1;
         }
         jsonl::append(&mut self.file, &self.path, &buf)?;
-        self.file.sync_data().map_err(io_err(&self.path))?;
         self.len_bytes += buf.len() as u64;
         self.index.extend(offsets);
         {

@@ -15,6 +15,20 @@ use crate::record::{time_text, ClientLine, EdgeLine, Entry, Op, Post, SeqOnly, T
 use crate::state::State;
 use crate::{io_err, Result};
 
+/// Journal entries written but not yet fsynced (see [`Store::write_staged`]).
+pub struct Pending {
+    file: File,
+    path: PathBuf,
+    pub entries: Vec<Entry>,
+}
+
+impl Pending {
+    /// fsyncs the journal: when this returns, the entries survive a crash.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+}
+
 pub struct Store {
     layout: Layout,
     cluster_id: u32,
@@ -116,14 +130,36 @@ impl Store {
     /// On error the in-memory state is ahead of the disk: the caller must
     /// stop the process, and recovery at the next start is exact.
     pub fn commit_staged(&mut self) -> Result<Vec<Entry>> {
+        let pending = self.write_staged()?;
+        pending.sync()?;
+        self.finish(&pending)?;
+        Ok(pending.entries)
+    }
+
+    /// The first half of [`Store::commit_staged`]: writes the staged
+    /// entries to the journal, not yet fsynced. The caller fsyncs with
+    /// [`Pending::sync`] — without holding the lock that guards this store,
+    /// so that readers are not held up by the disk — and then calls
+    /// [`Store::finish`].
+    pub fn write_staged(&mut self) -> Result<Pending> {
         let entries = std::mem::take(&mut self.staged);
-        self.journal.append(&entries)?;
+        self.journal.write(&entries)?;
+        Ok(Pending {
+            file: self.journal.sync_handle()?,
+            path: self.journal.path().to_path_buf(),
+            entries,
+        })
+    }
+
+    /// The second half: writes the derived files of durable entries. They
+    /// are written only once the journal holds the entries durably, so a
+    /// derived file never holds a line the journal could lose.
+    pub fn finish(&mut self, pending: &Pending) -> Result<()> {
         let mut lines = Vec::new();
-        for e in &entries {
+        for e in &pending.entries {
             lines.extend(view_lines(&self.layout, self.cluster_id, e));
         }
-        self.write_lines(lines)?;
-        Ok(entries)
+        self.write_lines(lines)
     }
 
     fn write_lines(&mut self, lines: Vec<(PathBuf, String)>) -> Result<()> {

@@ -46,7 +46,7 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// How long the primary waits for a secondary's acknowledgement before
     /// it asks the coordinator to drop that secondary from the in-sync set.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1_000)]
     pub mirror_timeout_ms: u64,
 }
 

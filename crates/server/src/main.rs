@@ -88,7 +88,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let progress_node = node.clone();
     let heard = heartbeat::spawn(
-        coord,
+        &cfg.coordinator,
         Identity {
             cluster_id: cfg.cluster_id,
             server_id,
@@ -108,7 +108,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             )
         }),
         shutdown.clone(),
-    );
+    )?;
     let replicators = Arc::new(replication::Replicators::default());
     tokio::spawn(role::follow(
         node.clone(),

@@ -94,7 +94,10 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
         }
     };
     let mut results = Vec::with_capacity(batch.len());
-    let committed = {
+    // Decide and write under the store lock; fsync without it, so that
+    // readers of the state are not held up by the disk; then write the
+    // derived files of the now durable entries.
+    let pending = {
         let mut store = lock(&node.store);
         let end_before = store.last_seq();
         for req in &batch {
@@ -121,18 +124,23 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
                 wait_for_seq,
             });
         }
-        match store.commit_staged() {
-            Ok(entries) => {
-                node.set_position(store.last_seq(), store.last_epoch());
-                entries
-            }
-            Err(e) => {
-                // The disk refused a write: the in-memory state is ahead of
-                // it. Stop; recovery at the next start is exact, and no
-                // client was told this batch is stored.
-                tracing::error!(error = %e, "the journal cannot be written; stopping");
-                std::process::exit(1);
-            }
+        store.write_staged()
+    };
+    let written = pending.and_then(|p| {
+        p.sync()?;
+        let mut store = lock(&node.store);
+        store.finish(&p)?;
+        node.set_position(store.last_seq(), store.last_epoch());
+        Ok(p.entries)
+    });
+    let committed = match written {
+        Ok(entries) => entries,
+        Err(e) => {
+            // The disk refused a write: the in-memory state is ahead of
+            // it. Stop; recovery at the next start is exact, and no client
+            // was told this batch is stored.
+            tracing::error!(error = %e, "the journal cannot be written; stopping");
+            std::process::exit(1);
         }
     };
     for e in &committed {

@@ -84,12 +84,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         requested_role: Role::Unspecified,
     };
     let heard = heartbeat::spawn(
-        coord.clone(),
+        &config.coordinator,
         me,
         config.heartbeat_interval_ms,
         Box::new(|| (0, 0, 0)),
         shutdown.clone(),
-    );
+    )?;
     let positions = Arc::new(Positions::load(positions_path(&config.datastore, own)));
     let peers = Arc::new(Peers::new(
         own,
