@@ -18,9 +18,11 @@
 pub mod api;
 pub mod bins;
 pub mod check;
+pub mod checker;
 pub mod cli;
 pub mod deployment;
 pub mod limits;
+pub mod load;
 pub mod logs;
 pub mod port;
 pub mod proc;
