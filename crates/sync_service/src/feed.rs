@@ -41,7 +41,6 @@ pub struct Feed {
     read_failures: FailureLog,
     lookup_failures: FailureLog,
     dest_failures: FailureLog,
-    disk_failures: FailureLog,
     /// Polls that found the position past the primary's commit point.
     ahead_polls: FailureLog,
 }
@@ -64,7 +63,6 @@ pub fn spawn(
         read_failures: FailureLog::default(),
         lookup_failures: FailureLog::default(),
         dest_failures: FailureLog::default(),
-        disk_failures: FailureLog::default(),
         ahead_polls: FailureLog::default(),
     };
     tokio::spawn(feed.run())
@@ -443,30 +441,10 @@ impl Feed {
         }
     }
 
-    /// Persists that the destination has everything up to `last_seq`.
+    /// Records that the destination has everything up to `last_seq`; the
+    /// file follows within a flush interval (see [`Positions::flush`]).
     async fn persist(&mut self, last_seq: u64) {
-        let positions = self.positions.clone();
-        let dest = self.dest;
-        let result = tokio::task::spawn_blocking(move || positions.advance(dest, last_seq)).await;
-        let error = match result {
-            Ok(Ok(())) => {
-                if self.disk_failures.succeeded() {
-                    tracing::info!(dest, "positions written again");
-                }
-                return;
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => format!("the writer stopped: {e}"),
-        };
-        // The destination has the ops; only a restart would resend them.
-        if self.disk_failures.failed() {
-            tracing::warn!(
-                dest,
-                failures = self.disk_failures.failures(),
-                %error,
-                "cannot write positions"
-            );
-        }
+        self.positions.advance(self.dest, last_seq);
     }
 }
 

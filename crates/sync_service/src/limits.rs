@@ -44,3 +44,7 @@ pub const CLUSTERS_MAX: u32 = 1_000;
 /// Bytes of operations sent in one Apply call, well under
 /// `GRPC_MESSAGE_MAX_BYTES` to leave room for framing.
 pub const APPLY_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Longest time between writes of the positions file while positions move;
+/// a crash sends at most this much of the changes again.
+pub const POSITIONS_FLUSH_INTERVAL_MS: u64 = 200;

@@ -22,7 +22,6 @@ mod peers;
 mod position;
 mod service;
 
-
 /// mimalloc: the servers allocate and free many small buffers per request
 /// (protobuf messages, JSON lines); profiles showed glibc malloc at about
 /// an eighth of the CPU time.
@@ -33,6 +32,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::watch;
@@ -46,7 +46,7 @@ use tsn_proto::tsn::sync_server::SyncServer;
 use tsn_proto::tsn::{ProcessKind, Role};
 
 use crate::config::Config;
-use crate::limits::CLUSTERS_MAX;
+use crate::limits::{CLUSTERS_MAX, POSITIONS_FLUSH_INTERVAL_MS};
 use crate::peers::Peers;
 use crate::position::{positions_path, Positions};
 use crate::service::SyncService;
@@ -116,10 +116,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let feeds = tokio::spawn(start_feeds(
         config.poll_interval_ms,
         peers.clone(),
-        positions,
+        positions.clone(),
         heard,
         shutdown.clone(),
     ));
+    let flusher = tokio::spawn(flush_positions(positions.clone(), shutdown.clone()));
 
     let mut stop = shutdown.clone();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -139,6 +140,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Err(e) = feeds.await {
         tracing::error!(error = %e, "the feeds stopped abnormally");
+    }
+    if let Err(e) = flusher.await {
+        tracing::error!(error = %e, "the positions writer stopped abnormally");
+    }
+    // After the feeds stopped: the last positions they reached.
+    match tokio::task::spawn_blocking(move || positions.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the last positions could not be written"),
+        Err(e) => tracing::error!(error = %e, "the last positions could not be written"),
     }
     served?;
     tracing::info!("stopped");
@@ -203,6 +213,35 @@ async fn start_feeds(
     for task in tasks {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a feed stopped abnormally");
+        }
+    }
+}
+
+/// Writes the positions file every [`POSITIONS_FLUSH_INTERVAL_MS`] while
+/// positions move, and once more at shutdown.
+async fn flush_positions(positions: Arc<Positions>, mut shutdown: Shutdown) {
+    let mut failures = tsn_cluster::retry::FailureLog::default();
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(POSITIONS_FLUSH_INTERVAL_MS)) => false,
+            _ = shutdown.wait() => true,
+        };
+        let p = positions.clone();
+        match tokio::task::spawn_blocking(move || p.flush()).await {
+            Ok(Ok(())) => {
+                if failures.succeeded() {
+                    tracing::info!("positions written again");
+                }
+            }
+            Ok(Err(e)) => {
+                if failures.failed() {
+                    tracing::warn!(failures = failures.failures(), error = %e, "cannot write positions");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the positions writer stopped"),
+        }
+        if stopping {
+            return;
         }
     }
 }
