@@ -14,7 +14,6 @@ mod timeline;
 mod validate;
 mod writer;
 
-
 /// mimalloc: the servers allocate and free many small buffers per request
 /// (protobuf messages, JSON lines); profiles showed glibc malloc at about
 /// an eighth of the CPU time.
