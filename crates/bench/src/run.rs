@@ -1,0 +1,618 @@
+//! The main run, phase by phase:
+//!
+//! 1. the deployment (local, or `-c`), the users and the follow graph,
+//!    waited for until it reached every cluster;
+//! 2. the sampled followers' Timeline streams, opened;
+//! 3. **posts**: the main load (closed loop of C posters, or open loop at
+//!    R/s), warm-up then the measured span, with the kill of cluster 1's
+//!    primary if asked; then the deliveries are waited for;
+//! 4. **half load**: an open loop at half the throughput the closed loop
+//!    reached, for the latency at a load the server is not saturated by;
+//! 5. **echo**: the same closed loop against a bare echo server, for the
+//!    limit of the RPC stack;
+//! 6. the audit (lost and duplicated posts), the report and the plot.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tsn_cluster::coord::CoordClient;
+use tsn_cluster::shutdown::Shutdown;
+use tsn_datastore::record::now_ms;
+use tsn_harness::{Api, Deployment, Member};
+
+use crate::audit::audit;
+use crate::cli::{Load, RunArgs};
+use crate::cpu::{figures as cpu_figures, snapshot, Snapshot, Tracked};
+use crate::delivery::{analyze, Delivery, DeliveryFigures, Watchers};
+use crate::deploy::{kill_primary, restart, start_local, wait_whole, SECONDARIES_PER_CLUSTER};
+use crate::echo;
+use crate::figures::{outage_ms, phase_figures, Span};
+use crate::graph::{follow_graph, followers_of, sample_followers};
+use crate::ids::new_run_id;
+use crate::limits::{
+    ACKS_MAX_RECORDS, DELIVERY_DRAIN_EXTRA_MS, GRAPH_CONVERGE_DEADLINE_MS, IN_SYNC_DEADLINE_MS,
+    RATE_MIN_PER_S, STREAMS_OPEN_DEADLINE_MS, WINDOW_MS,
+};
+use crate::load::{closed_loop, open_loop, LoadCtx};
+use crate::machine::Machine;
+use crate::plot::{write_svg, PlotInput};
+use crate::poster::Poster;
+use crate::progress::Progress;
+use crate::record::{Ack, Clock, Records};
+use crate::report::{
+    run_table, run_targets, write_json, DeliveryWindows, DeploymentInfo, KillFigures, PhaseReport,
+    RunResult, SetupFigures,
+};
+use crate::route::Router;
+use crate::stats::windows;
+
+/// The cluster whose primary `--kill-primary-at` kills.
+const KILLED_CLUSTER: u32 = 1;
+/// How often the delivery drain re-checks what arrived.
+const DELIVERY_CHECK_INTERVAL_MS: u64 = 100;
+
+/// What happened in one load phase besides its records.
+struct PhaseRun {
+    span: Span,
+    posts_due: Option<u64>,
+    kill: Option<Kill>,
+    /// CPU ticks of the tracked processes at the start and the end of the
+    /// measured span.
+    cpu: (Snapshot, Snapshot),
+}
+
+struct Kill {
+    at_us: u64,
+    server_id: u32,
+    addr: String,
+}
+
+/// Everything one phase needs.
+struct PhasePlan<'a> {
+    label: &'a str,
+    unit: &'static str,
+    load: Load,
+    warmup: Duration,
+    duration: Duration,
+    /// Kill cluster 1's primary this far into the measured span.
+    kill_at: Option<(Duration, &'a mut Deployment, &'a Api)>,
+    /// The processes whose CPU time is accounted for.
+    tracked: &'a [Tracked],
+}
+
+async fn run_phase(ctx: &LoadCtx, plan: PhasePlan<'_>) -> anyhow::Result<PhaseRun> {
+    let clock = ctx.poster.clock;
+    eprintln!(
+        "tsn_bench: {} phase: {} s warm-up, then {} s measured",
+        plan.label,
+        plan.warmup.as_secs(),
+        plan.duration.as_secs()
+    );
+    let start = Instant::now();
+    let measure_from = start + plan.warmup;
+    let end = measure_from + plan.duration;
+    let progress = Progress::start(
+        plan.label,
+        plan.unit,
+        ctx.poster.records.clone(),
+        start,
+        plan.warmup + plan.duration,
+    );
+    let load = async {
+        match plan.load {
+            Load::Closed { clients } => {
+                closed_loop(ctx, clients, end).await;
+                None
+            }
+            Load::Open {
+                rate_per_s,
+                schedule,
+            } => Some(
+                open_loop(
+                    ctx,
+                    rate_per_s,
+                    schedule,
+                    start,
+                    plan.warmup + plan.duration,
+                )
+                .await,
+            ),
+        }
+    };
+    let kill = async {
+        let Some((after, d, api)) = plan.kill_at else {
+            return Ok(None);
+        };
+        tokio::time::sleep_until((measure_from + after).into()).await;
+        let (server_id, addr, at) = kill_primary(d, api, KILLED_CLUSTER).await?;
+        let at_us = clock.us(at);
+        anyhow::Ok(Some(Kill {
+            at_us,
+            server_id,
+            addr,
+        }))
+    };
+    let tracked = plan.tracked;
+    let cpu = async {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = snapshot(tracked);
+        tokio::time::sleep_until(end.into()).await;
+        (before, snapshot(tracked))
+    };
+    let (posts_due, kill, cpu) = tokio::join!(load, kill, cpu);
+    progress.finish();
+    Ok(PhaseRun {
+        span: Span {
+            from_us: clock.us(measure_from),
+            to_us: clock.us(end),
+        },
+        posts_due,
+        kill: kill?,
+        cpu,
+    })
+}
+
+/// What the delivery figures of a phase need.
+struct DeliveryCtx<'a> {
+    watchers: &'a Watchers,
+    followers_of: &'a std::collections::BTreeMap<u32, BTreeSet<u32>>,
+    watched: &'a BTreeSet<u32>,
+    clusters: u32,
+    drain: Duration,
+}
+
+/// Waits until every expected delivery of `acks` arrived (or the drain
+/// time passed), then returns the figures.
+async fn deliveries(d: &DeliveryCtx<'_>, acks: &[Ack]) -> (DeliveryFigures, Vec<Delivery>) {
+    let start = Instant::now();
+    loop {
+        let (f, list) = analyze(
+            acks,
+            &d.watchers.arrivals(),
+            d.followers_of,
+            d.watched,
+            d.clusters,
+        );
+        let missing = f.same_cluster.missing + f.cross_cluster.missing;
+        if missing == 0 || start.elapsed() >= d.drain {
+            return (f, list);
+        }
+        tokio::time::sleep(Duration::from_millis(DELIVERY_CHECK_INTERVAL_MS)).await;
+    }
+}
+
+fn delivery_windows(list: &[Delivery], span: Span) -> DeliveryWindows {
+    let pick = |cross: bool| -> Vec<(u64, u64)> {
+        list.iter()
+            .filter(|d| d.cross == cross)
+            .map(|d| (d.acked_us, d.latency_us))
+            .collect()
+    };
+    let w = WINDOW_MS * 1000;
+    DeliveryWindows {
+        same_cluster: windows(&pick(false), span.from_us, span.to_us, w),
+        cross_cluster: windows(&pick(true), span.from_us, span.to_us, w),
+    }
+}
+
+fn in_span(acks: &[Ack], span: Span) -> Vec<Ack> {
+    acks.iter()
+        .copied()
+        .filter(|a| span.contains(a.acked_us))
+        .collect()
+}
+
+pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+    args.check().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let started_ms = now_ms();
+    let machine = Machine::read();
+    let clock = Clock::start();
+    let run_id = new_run_id();
+
+    let (mut deployment, coord_addr) = match &args.coordinator {
+        Some(addr) => (None, addr.clone()),
+        None => {
+            eprintln!(
+                "tsn_bench: starting a local deployment of {} clusters",
+                args.clusters
+            );
+            let d = start_local(args.clusters, args.q_ms).await?;
+            let addr = d.coord_addr();
+            (Some(d), addr)
+        }
+    };
+    // Checked before the harness's Api, which panics on a bad address.
+    let coord = CoordClient::new(&coord_addr)?;
+    let api = Api::new(&coord_addr);
+    let clusters = match deployment {
+        Some(_) => args.clusters,
+        None => {
+            let views = api
+                .clusters()
+                .await
+                .map_err(|s| anyhow::anyhow!("asking {coord_addr} for its clusters: {s}"))?;
+            anyhow::ensure!(
+                !views.is_empty(),
+                "the coordinator at {coord_addr} has no clusters"
+            );
+            views.len() as u32
+        }
+    };
+
+    // ---------------------------------------------------------- setup
+    let setup_start = Instant::now();
+    let edges = follow_graph(
+        args.users,
+        clusters,
+        args.follows,
+        args.cross_share,
+        args.seed,
+    )
+    .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "tsn_bench: creating {} users and {} follows",
+        args.users,
+        edges.len()
+    );
+    crate::setup::login_all(&api, args.users).await?;
+    crate::setup::follow_all(&api, &edges).await?;
+    let followers = followers_of(&edges);
+    crate::setup::wait_followers(
+        &api,
+        &followers,
+        Duration::from_millis(GRAPH_CONVERGE_DEADLINE_MS),
+    )
+    .await?;
+    let watched_list = sample_followers(&edges, args.sample_followers, args.seed);
+    let watched: BTreeSet<u32> = watched_list.iter().copied().collect();
+    let watchers = Watchers::start(&coord, &watched_list, &run_id, clock);
+    watchers
+        .wait_open(Duration::from_millis(STREAMS_OPEN_DEADLINE_MS))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let setup = SetupFigures {
+        users: args.users,
+        follow_edges: edges.len() as u64,
+        seconds: setup_start.elapsed().as_secs_f64(),
+        watched_followers: watched.len() as u64,
+    };
+    let dctx = DeliveryCtx {
+        watchers: &watchers,
+        followers_of: &followers,
+        watched: &watched,
+        clusters,
+        drain: Duration::from_millis(args.q_ms + DELIVERY_DRAIN_EXTRA_MS),
+    };
+
+    // ---------------------------------------------------------- posts
+    let router = Arc::new(Router::new(coord.clone(), clusters, args.connections));
+    let next_n = Arc::new(AtomicU64::new(1));
+    let authors: Arc<Vec<u32>> = Arc::new((1..=args.users).collect());
+    let ctx_for = |records: Arc<Records>, router: Arc<Router>, seed: u64| LoadCtx {
+        poster: Arc::new(Poster {
+            router,
+            records,
+            clock,
+            run: run_id.clone(),
+        }),
+        authors: authors.clone(),
+        next_n: next_n.clone(),
+        seed,
+        shutdown: shutdown.clone(),
+    };
+    let main_records = Arc::new(Records::new(ACKS_MAX_RECORDS));
+    let main_ctx = ctx_for(main_records.clone(), router.clone(), args.seed);
+    let load = args.load();
+    let tracked = tracked_processes(&mut deployment, &api).await;
+    let cores = machine.nproc;
+    let kill_at = match (args.kill_primary_at, deployment.as_mut()) {
+        (Some(s), Some(d)) => Some((Duration::from_secs_f64(s), d, &api)),
+        _ => None,
+    };
+    let main_run = run_phase(
+        &main_ctx,
+        PhasePlan {
+            label: "posts",
+            unit: "posts",
+            load,
+            warmup: Duration::from_secs(args.warmup_s),
+            duration: Duration::from_secs(args.duration_s),
+            kill_at,
+            tracked: &tracked,
+        },
+    )
+    .await?;
+    anyhow::ensure!(!shutdown.is_fired(), "interrupted");
+    let main_acks = main_records.acks();
+    let main_figures = phase_figures(
+        "posts",
+        load,
+        &main_acks,
+        &main_records.failures(),
+        main_records.dropped(),
+        main_run.span,
+        main_run.posts_due,
+    );
+    eprintln!("tsn_bench: waiting for the deliveries of the posts phase");
+    let (main_delivery, main_list) = deliveries(&dctx, &in_span(&main_acks, main_run.span)).await;
+    let mut kill = None;
+    if let Some(k) = &main_run.kill {
+        let killed = router.server_index(&k.addr);
+        let first = main_records.first_ack_after(KILLED_CLUSTER, k.at_us, killed);
+        let mut restarted_in_sync = false;
+        if let Some(d) = deployment.as_mut() {
+            restart(d, KILLED_CLUSTER, k.server_id).await?;
+            wait_whole(
+                &api,
+                KILLED_CLUSTER,
+                1 + SECONDARIES_PER_CLUSTER as usize,
+                Duration::from_millis(IN_SYNC_DEADLINE_MS),
+            )
+            .await?;
+            restarted_in_sync = true;
+        }
+        kill = Some(KillFigures {
+            at_s: main_run.span.offset_s(k.at_us),
+            cluster: KILLED_CLUSTER,
+            killed_server: k.addr.clone(),
+            outage_ms: outage_ms(k.at_us, first.as_ref()),
+            first_ack_server: first.and_then(|a| router.server_addr(a.server)),
+            restarted_in_sync,
+        });
+    }
+    let main_cpu = cpu_figures(
+        &tracked,
+        &main_run.cpu.0,
+        &main_run.cpu.1,
+        main_figures.acknowledged,
+        cores,
+    );
+    let main_report = PhaseReport {
+        delivery_windows: Some(delivery_windows(&main_list, main_run.span)),
+        delivery: Some(main_delivery),
+        figures: main_figures,
+        cpu: main_cpu,
+    };
+
+    // ---------------------------------------------------------- half load
+    let mut half_report = None;
+    let mut all_acks = main_acks.clone();
+    if let (Load::Closed { .. }, false) = (load, args.no_half_load) {
+        let rate = (main_report.figures.throughput_per_s / 2.0).max(RATE_MIN_PER_S);
+        let half_load = Load::Open {
+            rate_per_s: rate,
+            schedule: args.schedule,
+        };
+        let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
+        let ctx = ctx_for(records.clone(), router.clone(), args.seed.wrapping_add(1));
+        // Roles and pids may have changed since (a kill and a restart).
+        let half_tracked = tracked_processes(&mut deployment, &api).await;
+        let half = run_phase(
+            &ctx,
+            PhasePlan {
+                label: "half load",
+                unit: "posts",
+                load: half_load,
+                warmup: Duration::from_secs(args.warmup_s),
+                duration: Duration::from_secs(args.duration_s),
+                kill_at: None,
+                tracked: &half_tracked,
+            },
+        )
+        .await?;
+        anyhow::ensure!(!shutdown.is_fired(), "interrupted");
+        let acks = records.acks();
+        let figures = phase_figures(
+            "half load",
+            half_load,
+            &acks,
+            &records.failures(),
+            records.dropped(),
+            half.span,
+            half.posts_due,
+        );
+        eprintln!("tsn_bench: waiting for the deliveries of the half-load phase");
+        let (delivery, list) = deliveries(&dctx, &in_span(&acks, half.span)).await;
+        let cpu = cpu_figures(
+            &half_tracked,
+            &half.cpu.0,
+            &half.cpu.1,
+            figures.acknowledged,
+            cores,
+        );
+        half_report = Some(PhaseReport {
+            delivery_windows: Some(delivery_windows(&list, half.span)),
+            delivery: Some(delivery),
+            figures,
+            cpu,
+        });
+        all_acks.extend(acks);
+    }
+    let stream_reopens = watchers.reopened();
+    let stream_arrivals_dropped = watchers.dropped();
+    watchers.stop().await;
+
+    // ---------------------------------------------------------- echo
+    let mut echo_report = None;
+    if !args.no_echo {
+        let logs = match &deployment {
+            Some(d) => d.logs_dir(),
+            None => args.out.join("logs"),
+        };
+        let mut server = echo::spawn(&logs).await?;
+        let echo_router = Arc::new(Router::fixed(&server.addr(), args.connections)?);
+        let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
+        let ctx = ctx_for(records.clone(), echo_router, args.seed);
+        let echo_load = Load::Closed {
+            clients: args.clients(),
+        };
+        let mut echo_tracked = vec![Tracked {
+            kind: "tsn_bench (client)".into(),
+            pid: std::process::id(),
+        }];
+        if let Some(pid) = server.pid() {
+            echo_tracked.push(Tracked {
+                kind: "echo server".into(),
+                pid,
+            });
+        }
+        let echo_run = run_phase(
+            &ctx,
+            PhasePlan {
+                label: "echo",
+                unit: "calls",
+                load: echo_load,
+                warmup: Duration::from_secs(args.warmup_s),
+                duration: Duration::from_secs(args.duration_s),
+                kill_at: None,
+                tracked: &echo_tracked,
+            },
+        )
+        .await;
+        // Close the connections first, so that the server's graceful stop
+        // has nothing to wait for.
+        drop(ctx);
+        server.stop().await;
+        let echo_run = echo_run?;
+        anyhow::ensure!(!shutdown.is_fired(), "interrupted");
+        let figures = phase_figures(
+            "echo",
+            echo_load,
+            &records.acks(),
+            &records.failures(),
+            records.dropped(),
+            echo_run.span,
+            None,
+        );
+        let cpu = cpu_figures(
+            &echo_tracked,
+            &echo_run.cpu.0,
+            &echo_run.cpu.1,
+            figures.acknowledged,
+            cores,
+        );
+        echo_report = Some(PhaseReport {
+            figures,
+            delivery: None,
+            delivery_windows: None,
+            cpu,
+        });
+    }
+    let posts_per_echo_call = match (load, &echo_report) {
+        (Load::Closed { .. }, Some(e)) if e.figures.throughput_per_s > 0.0 => {
+            Some(main_report.figures.throughput_per_s / e.figures.throughput_per_s)
+        }
+        _ => None,
+    };
+
+    // ---------------------------------------------------------- audit
+    eprintln!("tsn_bench: auditing {} acknowledged posts", all_acks.len());
+    let audit = audit(&coord, &run_id, &all_acks, started_ms - 60_000).await;
+
+    let mut result = RunResult {
+        tool: "tsn_bench",
+        version: env!("CARGO_PKG_VERSION"),
+        started_at,
+        run_id,
+        settings: args.clone(),
+        machine,
+        deployment: DeploymentInfo {
+            local: deployment.is_some(),
+            coordinator: coord_addr,
+            clusters,
+            failure_timeout_ms: deployment.as_ref().map(|d| d.config().failure_timeout_ms),
+            q_ms: deployment.as_ref().map(|d| d.config().q_ms),
+            secondaries_per_cluster: deployment
+                .as_ref()
+                .map(|d| d.config().secondaries_per_cluster),
+        },
+        setup,
+        main: main_report,
+        half_load: half_report,
+        echo: echo_report,
+        posts_per_echo_call,
+        kill,
+        audit,
+        stream_reopens,
+        stream_arrivals_dropped,
+        targets: Vec::new(),
+    };
+    let q_ms = result.deployment.q_ms;
+    result.targets = run_targets(&result, q_ms);
+    write_json(&args.out.join("result.json"), &result)?;
+    let empty = DeliveryWindows {
+        same_cluster: Vec::new(),
+        cross_cluster: Vec::new(),
+    };
+    let dw = result.main.delivery_windows.as_ref().unwrap_or(&empty);
+    let plot = PlotInput {
+        title: format!(
+            "tsn: {} on {} cores, {} clusters (run {})",
+            describe(&result.main.figures.load),
+            result.machine.nproc,
+            clusters,
+            result.run_id
+        ),
+        duration_s: main_run.span.seconds(),
+        ack: &result.main.figures.windows,
+        delivery_same: &dw.same_cluster,
+        delivery_cross: &dw.cross_cluster,
+        kill_at_s: result.kill.as_ref().map(|k| k.at_s),
+        outage_end_s: result
+            .kill
+            .as_ref()
+            .and_then(|k| k.outage_ms.map(|o| k.at_s + o / 1000.0)),
+    };
+    write_svg(&args.out.join("latency.svg"), &plot)?;
+    println!("{}", run_table(&result));
+    println!(
+        "wrote {} and {}",
+        args.out.join("result.json").display(),
+        args.out.join("latency.svg").display()
+    );
+    Ok(())
+}
+
+/// The processes of the local deployment, each labelled by its kind
+/// (a server by its role now), and this process.
+async fn tracked_processes(deployment: &mut Option<Deployment>, api: &Api) -> Vec<Tracked> {
+    let mut tracked = vec![Tracked {
+        kind: "tsn_bench (client)".into(),
+        pid: std::process::id(),
+    }];
+    let Some(d) = deployment.as_mut() else {
+        return tracked;
+    };
+    let views = api.clusters().await.unwrap_or_default();
+    for m in d.members() {
+        let kind = match m {
+            Member::Coordinator => "coordinator",
+            Member::Server { cluster, server_id } => {
+                match views.iter().find(|v| v.cluster_id == cluster) {
+                    Some(v) if v.primary_id == server_id => "primary",
+                    _ => "secondary",
+                }
+            }
+            Member::Sync { .. } => "sync service",
+        };
+        if let Some(pid) = d.member(m).pid() {
+            tracked.push(Tracked {
+                kind: kind.into(),
+                pid,
+            });
+        }
+    }
+    tracked
+}
+
+fn describe(load: &Load) -> String {
+    match load {
+        Load::Closed { clients } => format!("closed loop of {clients} posters"),
+        Load::Open { rate_per_s, .. } => format!("open loop at {rate_per_s:.0} posts/s"),
+    }
+}
