@@ -73,6 +73,11 @@ impl Sns {
         })
     }
 
+    /// The caller and the user named in the first argument (FOLLOW, UNFOLLOW).
+    fn caller_and_target(&self, req: &SnsRequest) -> Result<(u32, u32), Reply> {
+        Ok((self.caller(&req.username)?, self.target(req)?))
+    }
+
     async fn write_one(&self, op: Op) -> Result<Outcome, Status> {
         let mut outcomes = self.node.write(vec![op]).await?;
         Ok(outcomes.pop().unwrap_or(Outcome::Duplicate))
@@ -141,13 +146,8 @@ impl SnsService for Sns {
 
     async fn follow(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
         self.node.may_write()?;
-        let req = request.into_inner();
-        let user = match self.caller(&req.username) {
-            Ok(u) => u,
-            Err(r) => return Ok(Response::new(r)),
-        };
-        let target = match self.target(&req) {
-            Ok(t) => t,
+        let (user, target) = match self.caller_and_target(&request.into_inner()) {
+            Ok(pair) => pair,
             Err(r) => return Ok(Response::new(r)),
         };
         if target == user {
@@ -199,13 +199,8 @@ impl SnsService for Sns {
 
     async fn un_follow(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
         self.node.may_write()?;
-        let req = request.into_inner();
-        let user = match self.caller(&req.username) {
-            Ok(u) => u,
-            Err(r) => return Ok(Response::new(r)),
-        };
-        let target = match self.target(&req) {
-            Ok(t) => t,
+        let (user, target) = match self.caller_and_target(&request.into_inner()) {
+            Ok(pair) => pair,
             Err(r) => return Ok(Response::new(r)),
         };
         if target == user {
