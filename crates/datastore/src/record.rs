@@ -109,6 +109,16 @@ impl Entry {
     }
 }
 
+/// Whether a journal line (as written by [`Entry::to_line`]) holds a
+/// `deliver` op, without parsing it: the op's tag is the first field of the
+/// `op` object, and user text cannot fake it (its quotes are escaped).
+pub fn line_is_delivery(line: &[u8]) -> bool {
+    const TAG: &[u8] = br#""op":{"type":""#;
+    line.windows(TAG.len())
+        .position(|w| w == TAG)
+        .is_some_and(|i| line[i + TAG.len()..].starts_with(b"deliver\""))
+}
+
 impl Op {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("ops always serialize")
@@ -153,6 +163,39 @@ mod tests {
         let line = e.to_line();
         assert!(!line.contains('\n'), "a record is exactly one line");
         assert_eq!(Entry::from_line(line.as_bytes()), Some(e));
+    }
+
+    #[test]
+    fn deliveries_are_told_from_the_line() {
+        let post = Post {
+            id: "1-a".into(),
+            author: 1,
+            text: r#"a "op":{"type":"deliver"} lookalike"#.into(),
+            ts_ms: 1,
+        };
+        let line = |op| {
+            Entry {
+                seq: 1,
+                epoch: 1,
+                op,
+            }
+            .to_line()
+        };
+        assert!(line_is_delivery(
+            line(Op::Deliver {
+                to: 2,
+                post: post.clone()
+            })
+            .as_bytes()
+        ));
+        assert!(!line_is_delivery(line(Op::Post(post)).as_bytes()));
+        assert!(!line_is_delivery(
+            line(Op::User {
+                user: 1,
+                cluster: 1
+            })
+            .as_bytes()
+        ));
     }
 
     #[test]

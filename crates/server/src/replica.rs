@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use tsn_datastore::limits::{TIMELINE_READ_MAX_POSTS, USER_ID_MAX};
+use tsn_datastore::record::line_is_delivery;
 use tsn_datastore::store::read_posts_since;
 use tsn_datastore::{Entry, Op};
 use tsn_proto::tsn::replica_server::Replica;
@@ -25,6 +26,9 @@ pub const READ_CHANGES_MAX_ENTRIES: usize = 2048;
 pub const READ_CHANGES_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Longest a ReadChanges call waits for a new entry.
 pub const READ_CHANGES_WAIT_MAX_MS: u64 = 60_000;
+/// How many more entries a ReadChanges that leaves deliveries out may look
+/// at than it may return.
+const SKIP_SCAN_FACTOR: usize = 8;
 /// Most users in one Followers call.
 pub const FOLLOWERS_MAX_USERS: usize = 10_000;
 
@@ -165,15 +169,30 @@ impl Replica for ReplicaService {
         let _ = tokio::time::timeout(wait, commit.wait_for(|c| *c > req.after_seq)).await;
         let committed = *commit.borrow();
         let node = self.node.clone();
-        let entries = tokio::task::spawn_blocking(move || {
+        let skip = req.skip_deliveries;
+        let (entries, scanned_to_seq) = tokio::task::spawn_blocking(move || {
+            let mut entries = Vec::new();
+            let mut scanned_to = req.after_seq;
             if committed <= req.after_seq {
-                return Vec::new();
+                return (entries, scanned_to);
             }
-            node.journal_lines(req.after_seq, max, READ_CHANGES_MAX_BYTES)
-                .into_iter()
-                .take_while(|(seq, _)| *seq <= committed)
-                .map(|(_, line)| line.to_vec())
-                .collect()
+            // Deliveries are most of a busy journal; when they are left out,
+            // look further for the entries that are wanted.
+            let scan = if skip { max * SKIP_SCAN_FACTOR } else { max };
+            for (seq, line) in node.journal_lines(req.after_seq, scan, READ_CHANGES_MAX_BYTES) {
+                if seq > committed {
+                    break;
+                }
+                scanned_to = seq;
+                if skip && line_is_delivery(&line) {
+                    continue;
+                }
+                entries.push(line.to_vec());
+                if entries.len() >= max {
+                    break;
+                }
+            }
+            (entries, scanned_to)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
@@ -182,6 +201,7 @@ impl Replica for ReplicaService {
             entries,
             commit_seq: committed,
             epoch: self.node.role().epoch,
+            scanned_to_seq,
         }))
     }
 

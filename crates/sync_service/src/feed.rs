@@ -127,11 +127,16 @@ impl Feed {
     async fn run(mut self) {
         let mut after_seq = self.positions.get(self.dest);
         tracing::info!(dest = self.dest, after_seq, "feeding cluster");
-        while let Some(entries) = self.read(after_seq).await {
+        while let Some((entries, scanned_to)) = self.read(after_seq).await {
             let Some(last) = entries.last() else {
+                // Only deliveries (which are never passed on), or nothing.
+                if scanned_to > after_seq {
+                    self.persist(scanned_to).await;
+                    after_seq = scanned_to;
+                }
                 continue;
             };
-            let last_seq = last.seq;
+            let last_seq = last.seq.max(scanned_to);
             assert!(last_seq > after_seq, "checked by parse_entries");
             let Some(ops) = self.derive(&entries).await else {
                 return;
@@ -163,8 +168,9 @@ impl Feed {
     }
 
     /// The next committed entries after `after_seq` (possibly none, after
-    /// an idle poll); `None` on shutdown.
-    async fn read(&mut self, after_seq: u64) -> Option<Vec<Entry>> {
+    /// an idle poll), and the seq up to which the primary looked (entries it
+    /// left out, deliveries, need nothing); `None` on shutdown.
+    async fn read(&mut self, after_seq: u64) -> Option<(Vec<Entry>, u64)> {
         let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
         loop {
             let mut shutdown = self.shutdown.clone();
@@ -174,11 +180,11 @@ impl Feed {
                 _ = shutdown.wait() => return None,
             };
             match result {
-                Ok(entries) => {
+                Ok((entries, scanned_to)) => {
                     if self.read_failures.succeeded() {
                         tracing::info!(dest = self.dest, "primary reachable again");
                     }
-                    if entries.is_empty() {
+                    if entries.is_empty() && scanned_to <= after_seq {
                         // A primary that answers an idle poll at once must
                         // not turn this loop into a busy one.
                         let rest = Duration::from_millis(self.poll_interval_ms)
@@ -187,7 +193,7 @@ impl Feed {
                             return None;
                         }
                     }
-                    return Some(entries);
+                    return Some((entries, scanned_to));
                 }
                 Err(error) => {
                     if self.read_failures.failed() {
@@ -206,12 +212,13 @@ impl Feed {
         }
     }
 
-    async fn read_once(&mut self, after_seq: u64) -> anyhow::Result<Vec<Entry>> {
+    async fn read_once(&mut self, after_seq: u64) -> anyhow::Result<(Vec<Entry>, u64)> {
         let (addr, mut client) = self.peers.primary()?;
         let request = ReadChangesRequest {
             after_seq,
             max_entries: READ_BATCH_MAX_ENTRIES,
             wait_ms: u32::try_from(self.poll_interval_ms).unwrap_or(u32::MAX),
+            skip_deliveries: true,
         };
         let reply = call_within(
             self.poll_interval_ms + READ_CALL_SLACK_MS,
@@ -237,7 +244,10 @@ impl Feed {
         } else {
             self.ahead_polls.succeeded();
         }
-        Ok(entries)
+        // What the primary looked at, but never past what it committed.
+        let last = entries.last().map_or(after_seq, |e| e.seq);
+        let scanned_to = reply.scanned_to_seq.min(reply.commit_seq).max(last);
+        Ok((entries, scanned_to))
     }
 
     /// The ops of `entries` for this destination; `None` on shutdown.

@@ -165,6 +165,8 @@ impl Replica for PrimaryHandle {
             entries,
             commit_seq: store.last_seq(),
             epoch: 1,
+            // Like a primary that ignores `skip_deliveries`.
+            scanned_to_seq: 0,
         }))
     }
 
