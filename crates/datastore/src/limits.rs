@@ -13,3 +13,7 @@ pub const OPEN_FILES_MAX: usize = 512;
 /// Largest user id (client ids are positive 31-bit integers, as in the
 /// classic protocol's `int32`).
 pub const USER_ID_MAX: u32 = i32::MAX as u32;
+/// Most recipients of one delivery entry. With ids of at most 10 digits a
+/// full list is ~45 KiB, so the journal line stays under [`LINE_MAX_BYTES`]
+/// even with a post text of the longest, fully escaped.
+pub const DELIVER_RECIPIENTS_MAX: usize = 4096;

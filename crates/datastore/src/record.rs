@@ -6,7 +6,9 @@
 //! edge version, a post in one timeline), which is what makes applying it a
 //! second time a no-op: see [`crate::state::State::is_duplicate`].
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use crate::limits::DELIVER_RECIPIENTS_MAX;
 
 /// One change to a cluster's data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,8 +26,16 @@ pub enum Op {
     Unfollow { user: u32, target: u32 },
     /// `author` (served here) posted; goes into the author's own timeline.
     Post(Post),
-    /// A post of someone `to` follows; goes into `to`'s timeline.
-    Deliver { to: u32, post: Post },
+    /// A post of someone each of `to` follows; goes into each of their
+    /// timelines. One entry per post and cluster, not per follower, so that
+    /// a post with many followers costs one journal line here, not one per
+    /// follower. At most [`DELIVER_RECIPIENTS_MAX`] recipients, sorted,
+    /// without repeats. (Older journals hold one recipient as a number.)
+    Deliver {
+        #[serde(deserialize_with = "one_or_many")]
+        to: Vec<u32>,
+        post: Post,
+    },
     /// `follower` follows `user` (served here). `version` is the journal
     /// sequence number of the follow in the follower's cluster, so of two
     /// changes of the same edge the later one wins, in any arrival order.
@@ -41,6 +51,20 @@ pub enum Op {
         follower: u32,
         version: u64,
     },
+}
+
+/// Reads `to` as a list, or as the single number of older journals.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(u32),
+        Many(Vec<u32>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(u) => vec![u],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// A post as it appears in any timeline.
@@ -151,7 +175,7 @@ mod tests {
             seq: 7,
             epoch: 2,
             op: Op::Deliver {
-                to: 3,
+                to: vec![3, 5],
                 post: Post {
                     id: "1-abc".into(),
                     author: 1,
@@ -163,6 +187,13 @@ mod tests {
         let line = e.to_line();
         assert!(!line.contains('\n'), "a record is exactly one line");
         assert_eq!(Entry::from_line(line.as_bytes()), Some(e));
+    }
+
+    #[test]
+    fn an_older_single_recipient_delivery_still_reads() {
+        let line = r#"{"seq":3,"epoch":1,"op":{"type":"deliver","to":7,"post":{"id":"1-a","author":1,"text":"t","ts_ms":5}}}"#;
+        let e = Entry::from_line(line.as_bytes()).expect("parses");
+        assert!(matches!(e.op, Op::Deliver { ref to, .. } if to == &vec![7]));
     }
 
     #[test]
@@ -183,7 +214,7 @@ mod tests {
         };
         assert!(line_is_delivery(
             line(Op::Deliver {
-                to: 2,
+                to: vec![2],
                 post: post.clone()
             })
             .as_bytes()

@@ -43,7 +43,7 @@ impl State {
             Op::Follow { user, target, .. } => self.follows(*user, *target),
             Op::Unfollow { user, target } => !self.follows(*user, *target),
             Op::Post(p) => self.has_post(p.author, &p.id),
-            Op::Deliver { to, post } => self.has_post(*to, &post.id),
+            Op::Deliver { to, post } => to.iter().all(|t| self.has_post(*t, &post.id)),
             Op::AddFollower {
                 user,
                 follower,
@@ -58,6 +58,30 @@ impl State {
                 .edge_versions
                 .get(&(*user, *follower))
                 .is_some_and(|v| v >= version),
+        }
+    }
+
+    /// What of `op` is not yet present: `None` when applying it would
+    /// change nothing; for a delivery, only the recipients that lack the
+    /// post, sorted and without repeats, so that the stored entry writes
+    /// each timeline line exactly once.
+    pub fn remaining(&self, op: &Op) -> Option<Op> {
+        match op {
+            Op::Deliver { to, post } => {
+                let mut to: Vec<u32> = to
+                    .iter()
+                    .copied()
+                    .filter(|t| !self.has_post(*t, &post.id))
+                    .collect();
+                to.sort_unstable();
+                to.dedup();
+                (!to.is_empty()).then(|| Op::Deliver {
+                    to,
+                    post: post.clone(),
+                })
+            }
+            op if self.is_duplicate(op) => None,
+            op => Some(op.clone()),
         }
     }
 
@@ -84,7 +108,11 @@ impl State {
                 }
             }
             Op::Post(p) => self.add_post(p.author, &p.id, entry.seq),
-            Op::Deliver { to, post } => self.add_post(*to, &post.id, entry.seq),
+            Op::Deliver { to, post } => {
+                for t in to {
+                    self.add_post(*t, &post.id, entry.seq);
+                }
+            }
             Op::AddFollower {
                 user,
                 follower,
@@ -204,11 +232,11 @@ mod tests {
             Op::Post(post("1-a", 1)),
             Op::Post(post("1-a", 1)),
             Op::Deliver {
-                to: 2,
+                to: vec![2],
                 post: post("1-a", 1),
             },
             Op::Deliver {
-                to: 2,
+                to: vec![2],
                 post: post("1-a", 1),
             },
         ];
@@ -216,6 +244,37 @@ mod tests {
         assert_eq!(s.last_seq(), 5, "three duplicates were skipped");
         assert!(s.has_post(1, "1-a") && s.has_post(2, "1-a"));
         assert!(!s.has_post(3, "1-a"));
+    }
+
+    #[test]
+    fn a_delivery_keeps_only_the_recipients_that_lack_the_post() {
+        let s = apply_all(&[Op::Deliver {
+            to: vec![2],
+            post: post("1-a", 1),
+        }]);
+        let again = Op::Deliver {
+            to: vec![4, 2, 3, 4],
+            post: post("1-a", 1),
+        };
+        assert!(!s.is_duplicate(&again));
+        assert_eq!(
+            s.remaining(&again),
+            Some(Op::Deliver {
+                to: vec![3, 4],
+                post: post("1-a", 1)
+            })
+        );
+        let done = Op::Deliver {
+            to: vec![2, 2],
+            post: post("1-a", 1),
+        };
+        assert!(s.is_duplicate(&done));
+        assert_eq!(s.remaining(&done), None);
+        let user = Op::User {
+            user: 9,
+            cluster: 1,
+        };
+        assert_eq!(s.remaining(&user), Some(user.clone()));
     }
 
     #[test]

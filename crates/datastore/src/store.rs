@@ -390,7 +390,13 @@ fn view_lines(layout: &Layout, cluster_id: u32, e: &Entry) -> Vec<(PathBuf, Stri
             }),
         )],
         Op::Post(post) => vec![(layout.timeline(post.author), timeline_line(e.seq, post))],
-        Op::Deliver { to, post } => vec![(layout.timeline(*to), timeline_line(e.seq, post))],
+        Op::Deliver { to, post } => {
+            // The same line in every recipient's timeline: serialized once.
+            let line = timeline_line(e.seq, post);
+            to.iter()
+                .map(|t| (layout.timeline(*t), line.clone()))
+                .collect()
+        }
         Op::AddFollower {
             user,
             follower,
@@ -543,7 +549,7 @@ mod tests {
         for i in 0..30 {
             ops.push(Op::Post(post(&format!("1-{i}"), 1, 100 + i)));
             ops.push(Op::Deliver {
-                to: 1,
+                to: vec![1],
                 post: post(&format!("2-{i}"), 2, 100 + i),
             });
         }

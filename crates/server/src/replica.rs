@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
-use tsn_datastore::limits::{TIMELINE_READ_MAX_POSTS, USER_ID_MAX};
+use tsn_datastore::limits::{DELIVER_RECIPIENTS_MAX, TIMELINE_READ_MAX_POSTS, USER_ID_MAX};
 use tsn_datastore::record::line_is_delivery;
 use tsn_datastore::store::read_posts_since;
 use tsn_datastore::{Entry, Op};
@@ -271,7 +271,15 @@ fn validate_synced(op: &Op, cluster_id: u32) -> Result<(), String> {
     let ok_id = |u: u32| (1..=USER_ID_MAX).contains(&u);
     match op {
         Op::User { user, cluster } if ok_id(*user) && *cluster >= 1 => Ok(()),
-        Op::Deliver { to, post } if ok_id(*to) && ok_id(post.author) && !post.id.is_empty() => {
+        Op::Deliver { to, .. } if to.is_empty() || to.len() > DELIVER_RECIPIENTS_MAX => {
+            Err(format!(
+                "a delivery names 1 to {DELIVER_RECIPIENTS_MAX} recipients, not {}",
+                to.len()
+            ))
+        }
+        Op::Deliver { to, post }
+            if to.iter().all(|t| ok_id(*t)) && ok_id(post.author) && !post.id.is_empty() =>
+        {
             Ok(())
         }
         Op::AddFollower { user, follower, .. } | Op::RemoveFollower { user, follower, .. }

@@ -106,7 +106,13 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
             for op in &req.ops {
                 let outcome = match decide(store.state(), op) {
                     Outcome::Applied(_) => {
-                        let seq = store.stage(op.clone(), epoch);
+                        // Only what is not yet present is stored (for a
+                        // delivery: the recipients that lack the post).
+                        let op = store
+                            .state()
+                            .remaining(op)
+                            .expect("an applicable op has something left to apply");
+                        let seq = store.stage(op, epoch);
                         wait_for_seq = seq;
                         Outcome::Applied(seq)
                     }
@@ -145,7 +151,11 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
     };
     for e in &committed {
         match &e.op {
-            Op::Deliver { to, .. } => node.note_timeline_line(e.seq, *to),
+            Op::Deliver { to, .. } => {
+                for t in to {
+                    node.note_timeline_line(e.seq, *t);
+                }
+            }
             Op::Post(p) => node.note_timeline_line(e.seq, p.author),
             _ => {}
         }

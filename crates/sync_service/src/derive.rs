@@ -14,9 +14,9 @@
 //!   every user; users of other clusters are not passed on again).
 //! * `Follow{a, b}`, `home(b) == d`: `AddFollower{b, a, since_ms, version: seq}`.
 //! * `Unfollow{a, b}`, `home(b) == d`: `RemoveFollower{b, a, version: seq}`.
-//! * `Post(p)`: `Deliver{f, p}` for each current follower `f` of the author
-//!   with `home(f) == d` that followed at or before the post.
-//! * `AddFollower{b, a}`, `home(a) == d`, `a` still follows `b`: `Deliver{a, p}`
+//! * `Post(p)`: one `Deliver{[f..], p}` naming every current follower `f`
+//!   of the author with `home(f) == d` that followed at or before the post.
+//! * `AddFollower{b, a}`, `home(a) == d`, `a` still follows `b`: `Deliver{[a], p}`
 //!   for each post of `b` since the follow (a backfill: the post may have been
 //!   processed before the follow reached this cluster).
 //!
@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use tsn_datastore::record::DELIVER_RECIPIENTS_MAX;
 use tsn_datastore::{Entry, Op, Post};
 
 /// What [`derive`] needs to know beyond the entries themselves.
@@ -170,13 +171,18 @@ pub fn derive(
                     .followers
                     .get(&post.author)
                     .ok_or(DeriveError::Followers(post.author))?;
+                let mut to = Vec::new();
                 for (follower, since_ms) in followers {
                     if *since_ms <= post.ts_ms && home(lookups, *follower)? == dest {
-                        ops.push(Op::Deliver {
-                            to: *follower,
-                            post: post.clone(),
-                        });
+                        to.push(*follower);
                     }
+                }
+                // One op per post and destination, not per follower.
+                for to in to.chunks(DELIVER_RECIPIENTS_MAX) {
+                    ops.push(Op::Deliver {
+                        to: to.to_vec(),
+                        post: post.clone(),
+                    });
                 }
             }
             Op::AddFollower {
@@ -203,7 +209,7 @@ pub fn derive(
                 for post in posts {
                     if post.author == *user && post.ts_ms >= since_ms {
                         ops.push(Op::Deliver {
-                            to: *follower,
+                            to: vec![*follower],
                             post: post.clone(),
                         });
                     }
@@ -379,16 +385,37 @@ mod tests {
         let l = lookups(&[(1, &[(2, 10), (3, 10), (4, 10), (5, 10)])]);
         assert_eq!(followers_needed(&entries), BTreeSet::from([1]));
         assert_eq!(homes_needed(&entries, &l), BTreeSet::from([2, 3, 4, 5]));
-        let deliver = |to| Op::Deliver {
-            to,
+        let deliver = |to: &[u32]| Op::Deliver {
+            to: to.to_vec(),
             post: p.clone(),
         };
         assert_eq!(
             derive(OWN, 2, &entries, &l).unwrap(),
-            vec![deliver(2), deliver(5)]
+            vec![deliver(&[2, 5])]
         );
-        assert_eq!(derive(OWN, 3, &entries, &l).unwrap(), vec![deliver(3)]);
-        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![deliver(4)]);
+        assert_eq!(derive(OWN, 3, &entries, &l).unwrap(), vec![deliver(&[3])]);
+        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![deliver(&[4])]);
+    }
+
+    #[test]
+    fn a_post_with_very_many_followers_is_split_into_bounded_ops() {
+        let p = post(1, "1-a", 1_000);
+        let entries = [entry(3, Op::Post(p.clone()))];
+        let n = DELIVER_RECIPIENTS_MAX as u32 + 10;
+        let mut l = Lookups::default();
+        l.followers.insert(1, (2..2 + n).map(|f| (f, 0)).collect());
+        for f in 2..2 + n {
+            l.homes.insert(f, 2);
+        }
+        let ops = derive(OWN, 2, &entries, &l).unwrap();
+        let sizes: Vec<usize> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Deliver { to, .. } => to.len(),
+                _ => panic!("only deliveries"),
+            })
+            .collect();
+        assert_eq!(sizes, vec![DELIVER_RECIPIENTS_MAX, 10]);
     }
 
     #[test]
@@ -402,7 +429,7 @@ mod tests {
         assert_eq!(
             derive(OWN, 2, &entries, &l).unwrap(),
             vec![Op::Deliver {
-                to: 2,
+                to: vec![2],
                 post: post(1, "1-new", 1_500)
             }]
         );
@@ -466,11 +493,11 @@ mod tests {
             derive(OWN, 2, &entries, &l).unwrap(),
             vec![
                 Op::Deliver {
-                    to: 2,
+                    to: vec![2],
                     post: post(1, "1-a", 1_000)
                 },
                 Op::Deliver {
-                    to: 2,
+                    to: vec![2],
                     post: post(1, "1-b", 2_000)
                 },
             ]
@@ -522,7 +549,7 @@ mod tests {
             entry(
                 1,
                 Op::Deliver {
-                    to: 1,
+                    to: vec![1],
                     post: post(2, "2-a", 5),
                 },
             ),
@@ -577,7 +604,10 @@ mod tests {
                     since_ms: 1_000,
                     version: 2
                 },
-                Op::Deliver { to: 2, post: p },
+                Op::Deliver {
+                    to: vec![2],
+                    post: p
+                },
                 Op::RemoveFollower {
                     user: 2,
                     follower: 1,

@@ -491,7 +491,7 @@ mod tests {
 
     fn deliver(n: usize, text_bytes: usize) -> Op {
         Op::Deliver {
-            to: 1,
+            to: vec![1],
             post: Post {
                 id: format!("2-{n}"),
                 author: 2,
