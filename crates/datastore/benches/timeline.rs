@@ -10,6 +10,13 @@
 //! million entries one fsync at a time), then opened with `Store::open`,
 //! which folds the whole journal into memory as a server does at start.
 //!
+//! Then the write path of a batch as a server runs it, per entry: the
+//! primary's group commit without its fsync (`Store::stage`,
+//! `write_staged`, `finish`: journal line, timeline lines) and a
+//! secondary's `Store::append_lines` of the primary's lines as received
+//! (parse, journal, fsync, timeline lines), with posts and deliveries to
+//! several followers as the closed loop of `tsn_bench` makes them.
+//!
 //! `cargo bench -p tsn_datastore --bench timeline`; set
 //! `TSN_BENCH_TIMELINE_MAX_POSTS` to stop at a smaller size.
 
@@ -17,6 +24,7 @@ use std::fs::File;
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -186,11 +194,154 @@ fn timeline(c: &mut Criterion) {
     write.finish();
 }
 
+/// Local users of the batch benchmark's cluster (a third of `tsn_bench`'s
+/// 1,000 users).
+const BATCH_USERS: u32 = 333;
+/// Posts in one batch; each is followed by a delivery of another post.
+const BATCH_POSTS: u64 = 32;
+/// Recipients of each delivery (same-cluster followers of its author).
+const BATCH_DELIVERY_RECIPIENTS: u32 = 5;
+/// The primary's batches that the secondary receives, over and over.
+const SECONDARY_BATCHES: usize = 1000;
+/// Samples of the batch benchmarks: every batch grows the files on disk.
+const BATCH_SAMPLES: usize = 20;
+
+/// The ops of the `n`th batch: posts of local users, each with the
+/// delivery of a remote user's post to some local followers.
+fn batch_ops(n: u64) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for i in 0..BATCH_POSTS {
+        let k = n * BATCH_POSTS + i;
+        let author = 1 + (k % u64::from(BATCH_USERS)) as u32;
+        ops.push(Op::Post(Post {
+            id: format!("{author}-b{k}"),
+            author,
+            text: format!("{k:0>width$}", width = POST_TEXT_BYTES),
+            ts_ms: POST_TS_MS + k as i64,
+        }));
+        let to = (0..BATCH_DELIVERY_RECIPIENTS)
+            .map(|r| 1 + ((k * 7 + u64::from(r) * 61) % u64::from(BATCH_USERS)) as u32)
+            .collect::<std::collections::BTreeSet<u32>>()
+            .into_iter()
+            .collect();
+        ops.push(Op::Deliver {
+            to,
+            post: Post {
+                id: format!("1000-b{k}"),
+                author: 1000,
+                text: format!("{k:0>width$}", width = POST_TEXT_BYTES),
+                ts_ms: POST_TS_MS + k as i64,
+            },
+        });
+    }
+    ops
+}
+
+fn batches(c: &mut Criterion) {
+    let dir = match tempfile::Builder::new()
+        .prefix("tsn-bench-batch-")
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => panic!("cannot create a temp dir: {e}"),
+    };
+    let open = |server: u32| match Store::open(Layout::new(dir.path(), CLUSTER, server), CLUSTER) {
+        Ok(s) => s,
+        Err(e) => panic!("opening a datastore: {e}"),
+    };
+    let mut primary = open(1);
+    let users: Vec<Op> = (1..=BATCH_USERS)
+        .map(|user| Op::User {
+            user,
+            cluster: CLUSTER,
+        })
+        .collect();
+    let entries = BATCH_POSTS * 2;
+    let mut group = c.benchmark_group("write_batch");
+    group
+        .sample_size(BATCH_SAMPLES)
+        .measurement_time(Duration::from_millis(MEASUREMENT_TIME_MS))
+        .warm_up_time(Duration::from_millis(WARM_UP_TIME_MS))
+        .throughput(Throughput::Elements(entries));
+    let commit = |store: &mut Store, ops: Vec<Op>| {
+        for op in ops {
+            store.stage(op, 1);
+        }
+        let pending = match store.write_staged() {
+            Ok(p) => p,
+            Err(e) => panic!("write_staged: {e}"),
+        };
+        if let Err(e) = store.finish(&pending) {
+            panic!("finish: {e}");
+        }
+    };
+    commit(&mut primary, users);
+    let mut n = 0;
+    group.bench_function("primary_commit_no_fsync", |b| {
+        b.iter(|| {
+            n += 1;
+            commit(&mut primary, batch_ops(n));
+        })
+    });
+
+    // The secondary receives the primary's lines, batch by batch.
+    let lines: Vec<Vec<u8>> = primary
+        .read_journal_lines(
+            0,
+            BATCH_USERS as usize + SECONDARY_BATCHES * entries as usize,
+            usize::MAX,
+        )
+        .into_iter()
+        .map(|(_, l)| l.to_vec())
+        .collect();
+    let mut secondary = open(2);
+    let (first, rest) = lines.split_at(BATCH_USERS as usize);
+    append_received(&mut secondary, first.to_vec());
+    let mut received = rest.chunks(entries as usize).cycle();
+    let mut replica = 3;
+    group.bench_function("secondary_append_fsync", |b| {
+        b.iter(|| {
+            let batch = received.next().unwrap_or_default().to_vec();
+            if batch
+                .first()
+                .and_then(|l| Entry::from_line(l))
+                .map(|e| e.seq)
+                != Some(secondary.last_seq() + 1)
+            {
+                // Past the primary's end: start again on a fresh replica.
+                secondary = open(replica);
+                replica += 1;
+                append_received(&mut secondary, first.to_vec());
+                received = rest.chunks(entries as usize).cycle();
+                return;
+            }
+            append_received(&mut secondary, batch);
+        })
+    });
+    group.finish();
+}
+
+/// What a secondary does with an Append: parse each line, then store the
+/// lines as they came.
+fn append_received(store: &mut Store, lines: Vec<Vec<u8>>) {
+    let entries: Vec<Entry> = lines
+        .iter()
+        .map(|l| match Entry::from_line(l) {
+            Some(e) => e,
+            None => panic!("a journal line does not parse"),
+        })
+        .collect();
+    let lines: Vec<Arc<[u8]>> = lines.into_iter().map(Arc::from).collect();
+    if let Err(e) = store.append_lines(&entries, &lines) {
+        panic!("append_lines: {e}");
+    }
+}
+
 fn append_line(file: &mut File, path: &Path, line: &[u8]) {
     if let Err(e) = jsonl::append(file, path, line) {
         panic!("append: {e}");
     }
 }
 
-criterion_group!(benches, timeline);
+criterion_group!(benches, timeline, batches);
 criterion_main!(benches);

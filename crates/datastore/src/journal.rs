@@ -88,8 +88,9 @@ pub struct Journal {
 
 impl Journal {
     /// Opens the journal, cutting a torn last line and skipping corrupt or
-    /// out-of-order lines with a warning, and calls `visit` with each entry.
-    pub fn open(path: &Path, mut visit: impl FnMut(&Entry)) -> Result<Journal> {
+    /// out-of-order lines with a warning, and calls `visit` with each entry
+    /// and its line as stored (without the newline).
+    pub fn open(path: &Path, mut visit: impl FnMut(&Entry, &[u8])) -> Result<Journal> {
         let len_bytes = jsonl::repair_tail(path)?;
         let mut index = Vec::new();
         let mut epochs: Vec<(u64, u64)> = Vec::new();
@@ -117,7 +118,7 @@ impl Journal {
             index.push((entry.seq, offset));
             last_seq = entry.seq;
             last_epoch = entry.epoch;
-            visit(&entry);
+            visit(&entry, line);
             true
         })?;
         let file = jsonl::open_append(path)?;
@@ -147,10 +148,11 @@ impl Journal {
     }
 
     /// Appends entries and fsyncs: when this returns, they survive a crash.
-    /// Entries must continue the sequence without a gap.
-    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
-        self.write(entries)?;
-        self.sync()
+    /// Entries must continue the sequence without a gap. Returns their lines.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<Vec<Arc<[u8]>>> {
+        let lines = self.write(entries)?;
+        self.sync()?;
+        Ok(lines)
     }
 
     /// fsyncs what was written.
@@ -165,36 +167,61 @@ impl Journal {
     }
 
     /// Appends entries without fsync (see [`Journal::sync`]). Entries must
-    /// continue the sequence without a gap.
-    pub fn write(&mut self, entries: &[Entry]) -> Result<()> {
+    /// continue the sequence without a gap. Returns their lines, serialized
+    /// here once: the same bytes are written, kept in memory for mirroring
+    /// and the change feed, and cut into the timeline lines.
+    pub fn write(&mut self, entries: &[Entry]) -> Result<Vec<Arc<[u8]>>> {
+        let mut scratch = Vec::with_capacity(512);
+        let lines: Vec<Arc<[u8]>> = entries
+            .iter()
+            .map(|e| {
+                scratch.clear();
+                serde_json::to_writer(&mut scratch, e).expect("entries always serialize");
+                Arc::from(&scratch[..])
+            })
+            .collect();
+        self.write_lines(entries, &lines)?;
+        Ok(lines)
+    }
+
+    /// Appends entries given with their lines, without fsync: the lines are
+    /// written exactly as given (a secondary stores the primary's bytes as
+    /// they came, so both journals hold the same bytes). Each line must be
+    /// the entry's serialization, one line (see [`jsonl::is_storable_line`]);
+    /// entries must continue the sequence without a gap.
+    pub fn write_lines(&mut self, entries: &[Entry], lines: &[Arc<[u8]>]) -> Result<()> {
+        assert_eq!(entries.len(), lines.len(), "one line per entry");
         if entries.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(entries.len() * 128);
-        let mut offsets = Vec::with_capacity(entries.len());
-        let mut lines = Vec::with_capacity(entries.len());
         let mut expect = self.last_seq + 1;
-        for e in entries {
-            if e.seq != expect || e.epoch < self.last_epoch {
+        let mut epoch = self.last_epoch;
+        for (e, line) in entries.iter().zip(lines) {
+            if e.seq != expect || e.epoch < epoch {
                 return Err(Error::Gap {
                     last: expect - 1,
                     got: e.seq,
                 });
             }
-            offsets.push((e.seq, self.len_bytes + buf.len() as u64));
-            let line = e.to_line();
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'\n');
-            lines.push((e.seq, Arc::<[u8]>::from(line.into_bytes())));
+            debug_assert!(jsonl::is_storable_line(line));
             expect += 1;
+            epoch = e.epoch;
+        }
+        let total: usize = lines.iter().map(|l| l.len() + 1).sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(entries.len());
+        for (e, line) in entries.iter().zip(lines) {
+            offsets.push((e.seq, self.len_bytes + buf.len() as u64));
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
         }
         jsonl::append(&mut self.file, &self.path, &buf)?;
         self.len_bytes += buf.len() as u64;
         self.index.extend(offsets);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            for (seq, line) in lines {
-                recent.push(seq, line);
+            for (e, line) in entries.iter().zip(lines) {
+                recent.push(e.seq, line.clone());
             }
         }
         for e in entries {
@@ -228,21 +255,36 @@ impl Journal {
         if let Some(lines) = held {
             return lines;
         }
-        self.read_after(after_seq, max_entries, max_bytes)
-            .into_iter()
-            .map(|e| (e.seq, Arc::<[u8]>::from(e.to_line().into_bytes())))
-            .collect()
+        let mut out = Vec::new();
+        self.scan_after(after_seq, max_entries, max_bytes, |e, line| {
+            out.push((e.seq, Arc::from(line)))
+        });
+        out
     }
 
     /// Up to `max_entries` entries after `after_seq`, in order, stopping
     /// early past `max_bytes` of lines.
     pub fn read_after(&self, after_seq: u64, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        self.scan_after(after_seq, max_entries, max_bytes, |e, _| out.push(e));
+        out
+    }
+
+    /// Calls `visit` with each entry after `after_seq` read from the file,
+    /// and its line as stored, in order: at most `max_entries`, stopping
+    /// early past `max_bytes` of lines. Corrupt lines are skipped.
+    fn scan_after(
+        &self,
+        after_seq: u64,
+        max_entries: usize,
+        max_bytes: usize,
+        mut visit: impl FnMut(Entry, &[u8]),
+    ) {
         let i = self.index.partition_point(|&(s, _)| s <= after_seq);
         let Some(&(_, offset)) = self.index.get(i) else {
-            return Vec::new();
+            return;
         };
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
+        let (mut count, mut bytes) = (0usize, 0usize);
         let end = self.len_bytes;
         let res = jsonl::read_forward(&self.path, offset, |off, line| {
             if off >= end {
@@ -251,15 +293,15 @@ impl Journal {
             if let Some(e) = jsonl::parse::<Entry>(&self.path, line) {
                 if e.seq > after_seq {
                     bytes += line.len();
-                    out.push(e);
+                    count += 1;
+                    visit(e, line);
                 }
             }
-            out.len() < max_entries && bytes < max_bytes
+            count < max_entries && bytes < max_bytes
         });
         if let Err(e) = res {
             tracing::warn!(error = %e, "reading the journal failed");
         }
-        out
     }
 
     /// Cuts every entry after `seq` off the journal. Used when a rejoining
@@ -308,7 +350,7 @@ mod tests {
     fn append_reopen_read_truncate() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("journal.data");
-        let mut j = Journal::open(&p, |_| {}).unwrap();
+        let mut j = Journal::open(&p, |_, _| {}).unwrap();
         j.append(&[entry(1, 1), entry(2, 1)]).unwrap();
         j.append(&[entry(3, 2)]).unwrap();
         assert!(j.append(&[entry(5, 2)]).is_err(), "gaps are refused");
@@ -319,7 +361,7 @@ mod tests {
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"seq\":4,\"ep").unwrap();
         let mut seen = Vec::new();
-        let mut j = Journal::open(&p, |e| seen.push(e.seq)).unwrap();
+        let mut j = Journal::open(&p, |e, _| seen.push(e.seq)).unwrap();
         assert_eq!(seen, vec![1, 2, 3]);
         assert_eq!(j.epochs(), &[(1, 1), (2, 3)]);
         assert_eq!(j.read_after(1, 10, 1 << 20).len(), 2);
@@ -346,7 +388,7 @@ mod tests {
         j.append(&[entry(3, 3)]).unwrap();
         drop(j);
         let mut seen = Vec::new();
-        Journal::open(&p, |e| seen.push((e.seq, e.epoch))).unwrap();
+        Journal::open(&p, |e, _| seen.push((e.seq, e.epoch))).unwrap();
         assert_eq!(seen, vec![(1, 1), (2, 1), (3, 3)]);
     }
 
@@ -358,7 +400,7 @@ mod tests {
         let c = entry(3, 1).to_line();
         std::fs::write(&p, format!("{a}\nnot json at all\n{c}\n")).unwrap();
         let mut seen = Vec::new();
-        let j = Journal::open(&p, |e| seen.push(e.seq)).unwrap();
+        let j = Journal::open(&p, |e, _| seen.push(e.seq)).unwrap();
         assert_eq!(seen, vec![1, 3]);
         assert_eq!(j.last_seq(), 3);
     }

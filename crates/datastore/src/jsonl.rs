@@ -29,6 +29,14 @@ pub fn append(file: &mut File, path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).map_err(io_err(path))
 }
 
+/// Whether `line` can be appended as one line that every reader gives back
+/// whole: not empty, no newline inside, at most [`LINE_MAX_BYTES`]. A line
+/// received from elsewhere is checked with this before it is stored as it
+/// came (a JSON value may span lines; a reader skips an over-long line).
+pub fn is_storable_line(line: &[u8]) -> bool {
+    !line.is_empty() && line.len() <= LINE_MAX_BYTES && !line.contains(&b'\n')
+}
+
 /// Cuts a torn last line (no trailing newline: a crash mid-write) off the
 /// file, with a warning. Returns the file's length after the repair.
 pub fn repair_tail(path: &Path) -> Result<u64> {
@@ -292,6 +300,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, vec![(0, b"one".to_vec()), (4, b"two".to_vec())]);
+    }
+
+    #[test]
+    fn storable_lines_are_single_bounded_lines() {
+        assert!(is_storable_line(b"{\"a\":1}"));
+        assert!(!is_storable_line(b""));
+        assert!(!is_storable_line(b"{\"a\":\n1}"));
+        assert!(!is_storable_line(&vec![b' '; LINE_MAX_BYTES + 1]));
+        assert!(is_storable_line(&vec![b' '; LINE_MAX_BYTES]));
     }
 
     #[test]

@@ -1,25 +1,41 @@
 //! One server's datastore: the journal, the in-memory [`State`], and the
-//! plain files derived from them. The primary and the secondaries append
-//! entries through the same [`Store::append`], so their directories hold the
-//! same lines.
+//! plain files derived from them. The primary stages and commits entries
+//! ([`Store::stage`], [`Store::commit_staged`]); a secondary appends the
+//! primary's journal lines as they came ([`Store::append_lines`]). Both
+//! derive the other files from the same journal bytes, so their directories
+//! hold the same lines.
 
+use std::collections::hash_map;
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use crate::journal::Journal;
 use crate::jsonl;
-use crate::layout::Layout;
+use crate::layout::{DerivedFile, Layout};
 use crate::limits::{OPEN_FILES_MAX, TIMELINE_READ_MAX_POSTS};
 use crate::record::{time_text, ClientLine, EdgeLine, Entry, Op, Post, SeqOnly, TimelineLine};
 use crate::state::State;
-use crate::{io_err, Result};
+use crate::{io_err, Error, Result};
+
+/// Line buffers of one batch kept for the next one, at most this many
+/// (as many as open files are kept)...
+const SPARE_BUFFERS_MAX: usize = OPEN_FILES_MAX;
+/// ... and only those of at most this capacity, so that at most 8 MiB is
+/// kept (a recovery may build one huge buffer, not worth keeping).
+const SPARE_BUFFER_MAX_BYTES: usize = 16 * 1024;
 
 /// Journal entries written but not yet fsynced (see [`Store::write_staged`]).
 pub struct Pending {
     file: File,
     path: PathBuf,
     pub entries: Vec<Entry>,
+    /// The journal line of each entry, as written: the derived lines are
+    /// cut from these bytes instead of serializing the entries again.
+    lines: Vec<Arc<[u8]>>,
 }
 
 impl Pending {
@@ -35,7 +51,11 @@ pub struct Store {
     journal: Journal,
     state: State,
     /// Open append handles of the derived files.
-    files: HashMap<PathBuf, File>,
+    files: FileMap<File>,
+    /// The derived-file lines being gathered, one buffer per file.
+    batch: Batch,
+    /// A reused buffer for the lines of one entry.
+    scratch: Vec<u8>,
     /// Entries applied to `state` by [`Store::stage`] but not yet written.
     staged: Vec<Entry>,
 }
@@ -48,22 +68,24 @@ impl Store {
         std::fs::create_dir_all(layout.local_clients()).map_err(io_err(layout.dir()))?;
         let mut state = State::default();
         // Seq of the newest line of each derived file, read once per file.
-        let mut file_seq: HashMap<PathBuf, u64> = HashMap::new();
-        let mut repairs: Vec<(PathBuf, String)> = Vec::new();
+        let mut file_seq: FileMap<u64> = FileMap::default();
+        let mut batch = Batch::default();
+        let mut scratch = Vec::new();
+        let mut restored = 0usize;
         let mut failure = None;
-        let journal = Journal::open(&layout.journal(), |entry| {
+        let journal = Journal::open(&layout.journal(), |entry, line| {
             state.apply(entry);
-            for (path, line) in view_lines(&layout, cluster_id, entry) {
+            derive(cluster_id, entry, line, &mut scratch, |file, line| {
                 if line.is_empty() {
                     // The file must merely exist.
-                    if !path.exists() {
-                        repairs.push((path, line));
+                    if !batch.has(file) && !layout.derived(file).exists() {
+                        batch.touch(file);
                     }
-                    continue;
+                    return;
                 }
-                let last = match file_seq.get(&path) {
+                let last = match file_seq.get(&file) {
                     Some(s) => *s,
-                    None => match last_line_seq(&path) {
+                    None => match last_line_seq(&layout.derived(file)) {
                         Ok(s) => s,
                         Err(e) => {
                             failure.get_or_insert(e);
@@ -72,12 +94,13 @@ impl Store {
                     },
                 };
                 if entry.seq > last {
-                    repairs.push((path.clone(), line));
-                    file_seq.insert(path, entry.seq);
+                    batch.push(file, line);
+                    restored += 1;
+                    file_seq.insert(file, entry.seq);
                 } else {
-                    file_seq.insert(path, last);
+                    file_seq.insert(file, last);
                 }
-            }
+            });
         })?;
         if let Some(e) = failure {
             return Err(e);
@@ -87,30 +110,44 @@ impl Store {
             cluster_id,
             journal,
             state,
-            files: HashMap::new(),
+            files: FileMap::default(),
+            batch,
+            scratch,
             staged: Vec::new(),
         };
-        let restored = repairs.iter().filter(|(_, l)| !l.is_empty()).count();
         if restored > 0 {
             tracing::warn!(
                 lines = restored,
                 "restored lines of derived files from the journal"
             );
         }
-        store.write_lines(repairs)?;
+        store.write_batch()?;
         Ok(store)
     }
 
     /// Appends entries durably (journal fsynced), then updates the state and
     /// the derived files. Entries must continue the journal's sequence.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
-        self.journal.append(entries)?;
-        let mut lines = Vec::new();
+        let lines = self.journal.append(entries)?;
+        self.apply_and_derive(entries, &lines)
+    }
+
+    /// Like [`Store::append`], for entries that come with their journal
+    /// lines (a secondary's, from the primary): the lines are stored as they
+    /// came, not serialized again, and the derived lines are cut from them.
+    /// Each line must be its entry's serialization on one line
+    /// ([`jsonl::is_storable_line`]); entries must continue the sequence.
+    pub fn append_lines(&mut self, entries: &[Entry], lines: &[Arc<[u8]>]) -> Result<()> {
+        self.journal.write_lines(entries, lines)?;
+        self.journal.sync()?;
+        self.apply_and_derive(entries, lines)
+    }
+
+    fn apply_and_derive(&mut self, entries: &[Entry], lines: &[Arc<[u8]>]) -> Result<()> {
         for e in entries {
             self.state.apply(e);
-            lines.extend(view_lines(&self.layout, self.cluster_id, e));
         }
-        self.write_lines(lines)
+        self.write_derived(entries, lines)
     }
 
     /// Gives `op` the next sequence number and applies it to the in-memory
@@ -140,14 +177,15 @@ impl Store {
     /// entries to the journal, not yet fsynced. The caller fsyncs with
     /// [`Pending::sync`] — without holding the lock that guards this store,
     /// so that readers are not held up by the disk — and then calls
-    /// [`Store::finish`].
+    /// [`Store::finish`]. Each entry is serialized here, once.
     pub fn write_staged(&mut self) -> Result<Pending> {
         let entries = std::mem::take(&mut self.staged);
-        self.journal.write(&entries)?;
+        let lines = self.journal.write(&entries)?;
         Ok(Pending {
             file: self.journal.sync_handle()?,
             path: self.journal.path().to_path_buf(),
             entries,
+            lines,
         })
     }
 
@@ -155,43 +193,66 @@ impl Store {
     /// are written only once the journal holds the entries durably, so a
     /// derived file never holds a line the journal could lose.
     pub fn finish(&mut self, pending: &Pending) -> Result<()> {
-        let mut lines = Vec::new();
-        for e in &pending.entries {
-            lines.extend(view_lines(&self.layout, self.cluster_id, e));
-        }
-        self.write_lines(lines)
+        self.write_derived(&pending.entries, &pending.lines)
     }
 
-    fn write_lines(&mut self, lines: Vec<(PathBuf, String)>) -> Result<()> {
-        // One write per file per batch, in entry order within each file.
-        let mut by_file: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        let mut at: HashMap<PathBuf, usize> = HashMap::new();
-        for (path, line) in lines {
-            let i = *at.entry(path.clone()).or_insert_with(|| {
-                by_file.push((path, Vec::new()));
-                by_file.len() - 1
-            });
-            by_file[i].1.extend_from_slice(line.as_bytes());
-            by_file[i].1.push(b'\n');
-        }
-        for (path, bytes) in by_file {
-            if bytes.is_empty() {
-                // A user's files exist from the moment it exists.
-                jsonl::open_append(&path)?;
-                continue;
-            }
-            if self.files.len() >= OPEN_FILES_MAX && !self.files.contains_key(&path) {
-                self.files.clear();
-            }
-            let file = match self.files.entry(path.clone()) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(jsonl::open_append(&path)?)
+    /// Writes the derived-file lines of entries whose journal lines are
+    /// `lines`: one write per file, its lines in entry order.
+    fn write_derived(&mut self, entries: &[Entry], lines: &[Arc<[u8]>]) -> Result<()> {
+        debug_assert_eq!(entries.len(), lines.len());
+        let batch = &mut self.batch;
+        for (e, line) in entries.iter().zip(lines) {
+            derive(self.cluster_id, e, line, &mut self.scratch, |file, line| {
+                if line.is_empty() {
+                    batch.touch(file);
+                } else {
+                    batch.push(file, line);
                 }
-            };
-            jsonl::append(file, &path, &bytes)?;
+            });
         }
-        Ok(())
+        self.write_batch()
+    }
+
+    /// Writes the gathered lines, one write per file, and empties the batch
+    /// (also on error, so that a failed batch is never written later).
+    fn write_batch(&mut self) -> Result<()> {
+        let mut files = std::mem::take(&mut self.batch.files);
+        self.batch.at.clear();
+        let mut result = Ok(());
+        for (file, bytes) in &files {
+            if result.is_ok() {
+                result = self.write_file(*file, bytes);
+            }
+        }
+        for (_, bytes) in files.drain(..) {
+            self.batch.recycle(bytes);
+        }
+        self.batch.files = files;
+        result
+    }
+
+    fn write_file(&mut self, file: DerivedFile, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            // A user's files exist from the moment it exists; an open
+            // handle means the file is there.
+            if !self.files.contains_key(&file) {
+                jsonl::open_append(&self.layout.derived(file))?;
+            }
+            return Ok(());
+        }
+        if self.files.len() >= OPEN_FILES_MAX && !self.files.contains_key(&file) {
+            self.files.clear();
+        }
+        // The path is built only when a file is opened (or on an error).
+        let handle = match self.files.entry(file) {
+            hash_map::Entry::Occupied(o) => o.into_mut(),
+            hash_map::Entry::Vacant(v) => v.insert(jsonl::open_append(&self.layout.derived(file))?),
+        };
+        debug_assert!(bytes.ends_with(b"\n"));
+        handle.write_all(bytes).map_err(|source| Error::Io {
+            path: self.layout.derived(file),
+            source,
+        })
     }
 
     /// Cuts journal entries after `seq` and rebuilds every derived file from
@@ -344,110 +405,367 @@ pub fn read_posts_since(layout: &Layout, author: u32, since_ms: i64, limit: usiz
     out
 }
 
-/// The derived-file lines one entry produces: (file, line). A line may be
-/// empty: the file must merely exist.
-fn view_lines(layout: &Layout, cluster_id: u32, e: &Entry) -> Vec<(PathBuf, String)> {
-    let json = |v: &dyn erased::Line| v.line();
-    match &e.op {
-        Op::User { user, cluster } => {
-            let mut v = vec![(
-                layout.global_clients(),
-                json(&ClientLine {
-                    seq: e.seq,
-                    user: *user,
-                    cluster: *cluster,
-                }),
-            )];
-            if *cluster == cluster_id {
-                v.push((layout.timeline(*user), String::new()));
-                v.push((layout.following(*user), String::new()));
-                v.push((layout.followers(*user), String::new()));
+/// A map keyed by [`DerivedFile`], with a hash of a few integer operations.
+type FileMap<V> = HashMap<DerivedFile, V, BuildHasherDefault<FileHasher>>;
+
+/// Hashes a [`DerivedFile`] (one `u64`, see [`DerivedFile::packed`]) by a
+/// multiply-xorshift mix. The keys are user ids chosen by the service, not
+/// by an adversary, so a keyed hash (SipHash) would buy nothing here.
+#[derive(Default)]
+struct FileHasher(u64);
+
+impl Hasher for FileHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let mut h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 32;
+        self.0 = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        self.0 ^= self.0 >> 32;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+}
+
+/// The derived-file lines of one batch, one buffer per file, files in the
+/// order first seen and each file's lines in entry order: one `write` per
+/// file per batch. The buffers are reused from batch to batch.
+#[derive(Default)]
+struct Batch {
+    at: FileMap<usize>,
+    files: Vec<(DerivedFile, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    fn slot(&mut self, file: DerivedFile) -> &mut Vec<u8> {
+        let i = match self.at.entry(file) {
+            hash_map::Entry::Occupied(o) => *o.get(),
+            hash_map::Entry::Vacant(v) => {
+                self.files
+                    .push((file, self.spare.pop().unwrap_or_default()));
+                *v.insert(self.files.len() - 1)
             }
-            v
+        };
+        &mut self.files[i].1
+    }
+
+    fn has(&self, file: DerivedFile) -> bool {
+        self.at.contains_key(&file)
+    }
+
+    /// The file must exist, even without a line.
+    fn touch(&mut self, file: DerivedFile) {
+        self.slot(file);
+    }
+
+    /// Adds one line (without its newline) to the file's buffer.
+    fn push(&mut self, file: DerivedFile, line: &[u8]) {
+        let buf = self.slot(file);
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() <= SPARE_BUFFER_MAX_BYTES && self.spare.len() < SPARE_BUFFERS_MAX {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+}
+
+/// Calls `emit(file, line)` with each derived-file line of `entry`, whose
+/// journal line is `journal_line`, in order. An empty line means the file
+/// must merely exist. `scratch` holds the lines (it is overwritten).
+fn derive(
+    cluster_id: u32,
+    entry: &Entry,
+    journal_line: &[u8],
+    scratch: &mut Vec<u8>,
+    mut emit: impl FnMut(DerivedFile, &[u8]),
+) {
+    scratch.clear();
+    let seq = entry.seq;
+    let edge = |scratch: &mut Vec<u8>, op: &str, user, since_ms, version| {
+        let line = EdgeLine {
+            seq,
+            op: op.into(),
+            user,
+            since_ms,
+            version,
+        };
+        serde_json::to_writer(scratch, &line).expect("records always serialize");
+    };
+    match &entry.op {
+        Op::User { user, cluster } => {
+            let line = ClientLine {
+                seq,
+                user: *user,
+                cluster: *cluster,
+            };
+            serde_json::to_writer(&mut *scratch, &line).expect("records always serialize");
+            emit(DerivedFile::GlobalClients, scratch);
+            if *cluster == cluster_id {
+                emit(DerivedFile::Timeline(*user), b"");
+                emit(DerivedFile::Following(*user), b"");
+                emit(DerivedFile::Followers(*user), b"");
+            }
         }
         Op::Follow {
             user,
             target,
             since_ms,
-        } => vec![(
-            layout.following(*user),
-            json(&EdgeLine {
-                seq: e.seq,
-                op: "follow".into(),
-                user: *target,
-                since_ms: Some(*since_ms),
-                version: None,
-            }),
-        )],
-        Op::Unfollow { user, target } => vec![(
-            layout.following(*user),
-            json(&EdgeLine {
-                seq: e.seq,
-                op: "unfollow".into(),
-                user: *target,
-                since_ms: None,
-                version: None,
-            }),
-        )],
-        Op::Post(post) => vec![(layout.timeline(post.author), timeline_line(e.seq, post))],
+        } => {
+            edge(scratch, "follow", *target, Some(*since_ms), None);
+            emit(DerivedFile::Following(*user), scratch);
+        }
+        Op::Unfollow { user, target } => {
+            edge(scratch, "unfollow", *target, None, None);
+            emit(DerivedFile::Following(*user), scratch);
+        }
+        Op::Post(post) => {
+            timeline_line(scratch, entry, post, journal_line);
+            emit(DerivedFile::Timeline(post.author), scratch);
+        }
         Op::Deliver { to, post } => {
-            // The same line in every recipient's timeline: serialized once.
-            let line = timeline_line(e.seq, post);
-            to.iter()
-                .map(|t| (layout.timeline(*t), line.clone()))
-                .collect()
+            // The same line in every recipient's timeline: made once.
+            timeline_line(scratch, entry, post, journal_line);
+            for t in to {
+                emit(DerivedFile::Timeline(*t), scratch);
+            }
         }
         Op::AddFollower {
             user,
             follower,
             since_ms,
             version,
-        } => vec![(
-            layout.followers(*user),
-            json(&EdgeLine {
-                seq: e.seq,
-                op: "add".into(),
-                user: *follower,
-                since_ms: Some(*since_ms),
-                version: Some(*version),
-            }),
-        )],
+        } => {
+            edge(scratch, "add", *follower, Some(*since_ms), Some(*version));
+            emit(DerivedFile::Followers(*user), scratch);
+        }
         Op::RemoveFollower {
             user,
             follower,
             version,
-        } => vec![(
-            layout.followers(*user),
-            json(&EdgeLine {
-                seq: e.seq,
-                op: "remove".into(),
-                user: *follower,
-                since_ms: None,
-                version: Some(*version),
-            }),
-        )],
-    }
-}
-
-fn timeline_line(seq: u64, post: &Post) -> String {
-    serde_json::to_string(&TimelineLine {
-        seq,
-        time: time_text(post.ts_ms),
-        post: post.clone(),
-    })
-    .expect("timeline lines always serialize")
-}
-
-mod erased {
-    /// Any record that serializes to one JSON line.
-    pub trait Line {
-        fn line(&self) -> String;
-    }
-    impl<T: serde::Serialize> Line for T {
-        fn line(&self) -> String {
-            serde_json::to_string(self).expect("records always serialize")
+        } => {
+            edge(scratch, "remove", *follower, None, Some(*version));
+            emit(DerivedFile::Followers(*user), scratch);
         }
     }
+}
+
+/// Appends the timeline line of the post of `entry` to `out`: the
+/// serialization of [`TimelineLine`], built from the journal line, which
+/// holds the post's fields already serialized (`{"seq":…,"time":"…",` and
+/// those fields, as in the journal line). The text of a post, the bulk of
+/// the line, is thus escaped once, when the journal line is made. When the
+/// journal line is not laid out as expected (or the record formats ever
+/// stop matching, see [`cut_lines_match`]), the line is serialized.
+fn timeline_line(out: &mut Vec<u8>, entry: &Entry, post: &Post, journal_line: &[u8]) {
+    match post_fields(entry, journal_line) {
+        Some(fields) if cut_lines_match() => {
+            out.extend_from_slice(b"{\"seq\":");
+            push_u64(out, entry.seq);
+            out.extend_from_slice(b",\"time\":\"");
+            push_time_text(out, post.ts_ms);
+            out.extend_from_slice(b"\",");
+            out.extend_from_slice(fields);
+            out.push(b'}');
+        }
+        _ => {
+            let line = TimelineLine {
+                seq: entry.seq,
+                time: time_text(post.ts_ms),
+                post: post.clone(),
+            };
+            serde_json::to_writer(out, &line).expect("timeline lines always serialize");
+        }
+    }
+}
+
+/// The fields of the post inside the journal line of a post or delivery
+/// entry (what is between the braces of the post object), if the line is
+/// laid out as [`Entry`] serializes: `{"seq":S,"epoch":E,"op":{"type":"post",`
+/// FIELDS `}}`, or `…"type":"deliver","to":…,"post":{` FIELDS `}}}`. The
+/// line parsed as `entry`; FIELDS must also stay inside its object (its
+/// braces balance outside strings), so the cut is always the post's own
+/// fields, whatever else a line from elsewhere may hold.
+fn post_fields<'a>(entry: &Entry, line: &'a [u8]) -> Option<&'a [u8]> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let rest = strip_u64(rest, entry.seq)?;
+    let rest = rest.strip_prefix(b",\"epoch\":")?;
+    let rest = strip_u64(rest, entry.epoch)?;
+    let rest = rest.strip_prefix(b",\"op\":{\"type\":\"")?;
+    let fields = match &entry.op {
+        Op::Post(_) => rest.strip_prefix(b"post\",")?.strip_suffix(b"}}")?,
+        Op::Deliver { .. } => {
+            // `to` holds only numbers: the first `,"post":{` follows it.
+            let rest = rest.strip_prefix(b"deliver\",\"to\":")?;
+            const POST: &[u8] = b",\"post\":{";
+            let at = rest.windows(POST.len()).position(|w| w == POST)?;
+            rest[at + POST.len()..].strip_suffix(b"}}}")?
+        }
+        _ => return None,
+    };
+    (fields.starts_with(b"\"id\":") && balanced(fields)).then_some(fields)
+}
+
+/// Whether the braces and brackets of a JSON fragment balance outside its
+/// strings, never closing more than were opened.
+fn balanced(fragment: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in fragment {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            _ => {}
+        }
+    }
+    depth == 0 && !in_string
+}
+
+/// `rest` after the decimal digits of `n`, if it starts with exactly them.
+fn strip_u64(rest: &[u8], n: u64) -> Option<&[u8]> {
+    let mut digits = [0u8; 20];
+    let text = u64_digits(n, &mut digits);
+    let rest = rest.strip_prefix(text)?;
+    (!rest.first().is_some_and(u8::is_ascii_digit)).then_some(rest)
+}
+
+fn u64_digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(u64_digits(n, &mut digits));
+}
+
+/// Appends [`time_text`] of `ts_ms` (`YYYY-MM-DDTHH:MM:SS.mmmZ`), computed
+/// directly for the years 1970 to 9999 (chrono's general formatter was a
+/// visible share of every timeline line); other times go through
+/// [`time_text`] itself.
+fn push_time_text(out: &mut Vec<u8>, ts_ms: i64) {
+    /// 10000-01-01T00:00:00Z in milliseconds.
+    const YEAR_10000_MS: i64 = 253_402_300_800_000;
+    if !(0..YEAR_10000_MS).contains(&ts_ms) {
+        out.extend_from_slice(time_text(ts_ms).as_bytes());
+        return;
+    }
+    let ms = ts_ms as u64;
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    let secs = ms_of_day / 1000;
+    let two = |out: &mut Vec<u8>, v: u64| {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8])
+    };
+    two(out, y / 100);
+    two(out, y % 100);
+    out.push(b'-');
+    two(out, m);
+    out.push(b'-');
+    two(out, d);
+    out.push(b'T');
+    two(out, secs / 3600);
+    out.push(b':');
+    two(out, secs / 60 % 60);
+    out.push(b':');
+    two(out, secs % 60);
+    out.push(b'.');
+    let milli = ms_of_day % 1000;
+    out.extend_from_slice(&[
+        b'0' + (milli / 100) as u8,
+        b'0' + (milli / 10 % 10) as u8,
+        b'0' + (milli % 10) as u8,
+        b'Z',
+    ]);
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic
+/// Gregorian), by H. Hinnant's `civil_from_days`.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Whether a timeline line cut from a journal line is byte for byte the
+/// serialization of [`TimelineLine`], checked once on samples: should the
+/// record formats ever part, every line is serialized instead.
+fn cut_lines_match() -> bool {
+    static MATCH: OnceLock<bool> = OnceLock::new();
+    *MATCH.get_or_init(|| {
+        let post = Post {
+            id: "1-\"x\"\\é".into(),
+            author: 1,
+            text: "a \"quoted\"}} text\n\twith {braces} ✓ \u{1}".into(),
+            ts_ms: 1_700_000_000_123,
+        };
+        let ops = [
+            Op::Post(post.clone()),
+            Op::Deliver {
+                to: vec![2, 30],
+                post: post.clone(),
+            },
+        ];
+        ops.into_iter().all(|op| {
+            let entry = Entry {
+                seq: 12,
+                epoch: 3,
+                op,
+            };
+            let line = entry.to_line();
+            let Some(fields) = post_fields(&entry, line.as_bytes()) else {
+                return false;
+            };
+            let mut cut = Vec::new();
+            cut.extend_from_slice(b"{\"seq\":12,\"time\":\"");
+            push_time_text(&mut cut, post.ts_ms);
+            cut.extend_from_slice(b"\",");
+            cut.extend_from_slice(fields);
+            cut.push(b'}');
+            let whole = TimelineLine {
+                seq: 12,
+                time: time_text(post.ts_ms),
+                post: post.clone(),
+            };
+            serde_json::to_vec(&whole).ok() == Some(cut)
+        })
+    })
 }
 
 /// The `seq` of the newest complete line of a derived file (0 if none),
@@ -592,5 +910,492 @@ mod tests {
         let tl = read_timeline(&layout, 1, 20, u64::MAX);
         assert_eq!(tl.len(), 1);
         assert_eq!(tl[0].post.id, "1-a");
+    }
+
+    /// Every file under a server's directory and its bytes, by relative path.
+    fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+        fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else {
+                    let rel = p.strip_prefix(root).unwrap().display().to_string();
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(dir, dir, &mut out);
+        out
+    }
+
+    /// A mix of every kind of op, with post texts that need escaping.
+    fn mixed_ops() -> Vec<Op> {
+        let odd = "\"quoted\"}} {braces] \\ \n\ttab \u{1} é ✓ 😀 </script>";
+        let mut ops = vec![
+            Op::User {
+                user: 1,
+                cluster: 1,
+            },
+            Op::User {
+                user: 4,
+                cluster: 1,
+            },
+            Op::User {
+                user: 2,
+                cluster: 2,
+            },
+            Op::Follow {
+                user: 1,
+                target: 2,
+                since_ms: 15,
+            },
+            Op::AddFollower {
+                user: 1,
+                follower: 4,
+                since_ms: 16,
+                version: 9,
+            },
+        ];
+        for i in 0..6 {
+            ops.push(Op::Post(Post {
+                id: format!("1-{i}"),
+                author: 1,
+                text: format!("{odd} {i}"),
+                ts_ms: 1_700_000_000_000 + i,
+            }));
+            ops.push(Op::Deliver {
+                to: vec![1, 4],
+                post: Post {
+                    id: format!("2-{i}"),
+                    author: 2,
+                    text: format!("{i} {odd}"),
+                    ts_ms: 1_700_000_000_500 + i,
+                },
+            });
+        }
+        ops.push(Op::Unfollow { user: 1, target: 2 });
+        ops.push(Op::RemoveFollower {
+            user: 1,
+            follower: 4,
+            version: 11,
+        });
+        ops
+    }
+
+    /// The derived files as the serialization of the record types makes
+    /// them, line for line: what the cut lines must equal.
+    fn serialized_views(ops: &[Op]) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut out: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+        let mut add = |file: &str, line: String| {
+            let f = out.entry(file.to_string()).or_default();
+            f.extend_from_slice(line.as_bytes());
+            f.push(b'\n');
+        };
+        let edge = |seq, op: &str, user, since_ms, version| {
+            serde_json::to_string(&EdgeLine {
+                seq,
+                op: op.into(),
+                user,
+                since_ms,
+                version,
+            })
+            .unwrap()
+        };
+        let tl = |seq, post: &Post| {
+            serde_json::to_string(&TimelineLine {
+                seq,
+                time: time_text(post.ts_ms),
+                post: post.clone(),
+            })
+            .unwrap()
+        };
+        for (i, op) in ops.iter().enumerate() {
+            let seq = i as u64 + 1;
+            match op {
+                Op::User { user, cluster } => {
+                    let line = ClientLine {
+                        seq,
+                        user: *user,
+                        cluster: *cluster,
+                    };
+                    add("global_clients.data", serde_json::to_string(&line).unwrap());
+                }
+                Op::Follow {
+                    user,
+                    target,
+                    since_ms,
+                } => add(
+                    &format!("local_clients/{user}/following.data"),
+                    edge(seq, "follow", *target, Some(*since_ms), None),
+                ),
+                Op::Unfollow { user, target } => add(
+                    &format!("local_clients/{user}/following.data"),
+                    edge(seq, "unfollow", *target, None, None),
+                ),
+                Op::AddFollower {
+                    user,
+                    follower,
+                    since_ms,
+                    version,
+                } => add(
+                    &format!("local_clients/{user}/followers.data"),
+                    edge(seq, "add", *follower, Some(*since_ms), Some(*version)),
+                ),
+                Op::RemoveFollower {
+                    user,
+                    follower,
+                    version,
+                } => add(
+                    &format!("local_clients/{user}/followers.data"),
+                    edge(seq, "remove", *follower, None, Some(*version)),
+                ),
+                Op::Post(p) => add(
+                    &format!("local_clients/{}/timeline.data", p.author),
+                    tl(seq, p),
+                ),
+                Op::Deliver { to, post } => {
+                    for t in to {
+                        add(&format!("local_clients/{t}/timeline.data"), tl(seq, post));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn derived_files_are_the_serialized_records_whichever_way_entries_come() {
+        let ops = mixed_ops();
+        let expected = serialized_views(&ops);
+        let dir = tempfile::tempdir().unwrap();
+
+        // The primary's way: staged in two batches, committed.
+        let primary = Layout::new(dir.path(), 1, 1);
+        let mut store = Store::open(primary.clone(), 1).unwrap();
+        let (first, second) = ops.split_at(7);
+        for batch in [first, second] {
+            for op in batch {
+                store.stage(op.clone(), 1);
+            }
+            let pending = store.write_staged().unwrap();
+            pending.sync().unwrap();
+            store.finish(&pending).unwrap();
+        }
+        let lines = store.read_journal_lines(0, usize::MAX, usize::MAX);
+        drop(store);
+        let files = snapshot(primary.dir());
+        for (name, bytes) in &expected {
+            assert_eq!(
+                String::from_utf8_lossy(&files[name]),
+                String::from_utf8_lossy(bytes),
+                "{name}"
+            );
+        }
+        // Each local user has its three files; the remote one has none.
+        for f in ["timeline", "following", "followers"] {
+            assert!(primary
+                .dir()
+                .join(format!("local_clients/4/{f}.data"))
+                .exists());
+        }
+        assert!(!primary.client_dir(2).exists());
+
+        // A secondary's way: the primary's lines, as they came, one Append
+        // of three entries at a time.
+        let secondary = Layout::new(dir.path(), 1, 2);
+        let mut store = Store::open(secondary.clone(), 1).unwrap();
+        for chunk in lines.chunks(3) {
+            let lines: Vec<Arc<[u8]>> = chunk.iter().map(|(_, l)| l.clone()).collect();
+            let entries: Vec<Entry> = lines.iter().map(|l| Entry::from_line(l).unwrap()).collect();
+            store.append_lines(&entries, &lines).unwrap();
+        }
+        drop(store);
+        assert_eq!(
+            snapshot(secondary.dir()),
+            files,
+            "the same bytes in every file"
+        );
+
+        // Store::append (serializing the entries itself) makes them too.
+        let third = Layout::new(dir.path(), 1, 3);
+        let mut store = Store::open(third.clone(), 1).unwrap();
+        append_ops(&mut store, ops.clone());
+        drop(store);
+        assert_eq!(snapshot(third.dir()), files);
+
+        // Torn last lines of every kind of file come back whole.
+        for rel in [
+            "global_clients.data",
+            "local_clients/1/following.data",
+            "local_clients/1/followers.data",
+            "local_clients/4/timeline.data",
+        ] {
+            let path = third.dir().join(rel);
+            let full = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &full[..full.len() - 5]).unwrap();
+        }
+        drop(Store::open(third.clone(), 1).unwrap());
+        assert_eq!(snapshot(third.dir()), files);
+
+        // Recovery rebuilds every derived file from the journal alone, the
+        // same bytes again.
+        let gc = third.global_clients();
+        std::fs::remove_file(&gc).unwrap();
+        std::fs::remove_dir_all(third.local_clients()).unwrap();
+        let store = Store::open(third.clone(), 1).unwrap();
+        assert_eq!(store.last_seq(), ops.len() as u64);
+        drop(store);
+        assert_eq!(snapshot(third.dir()), files);
+    }
+
+    #[test]
+    fn received_lines_are_stored_as_they_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), 1, 2);
+        let mut store = Store::open(layout.clone(), 1).unwrap();
+        // Valid lines, though not as this code writes them: extra spaces,
+        // fields in another order, an escaped letter, an older delivery
+        // with one recipient as a number.
+        let lines: Vec<&[u8]> = vec![
+            br#"{"seq":1,"epoch":1,"op":{"type":"user","user":1,"cluster":1}}"#,
+            br#"{"seq":2, "epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"\u0041 a","ts_ms":5}}"#,
+            br#"{"epoch":1,"seq":3,"op":{"type":"post","id":"1-b","author":1,"text":"b","ts_ms":6}}"#,
+            br#"{"seq":4,"epoch":1,"op":{"type":"deliver","to":1,"post":{"id":"2-c","author":2,"text":"c","ts_ms":7}}}"#,
+            br#"{"seq":5,"epoch":1,"op":{"type":"post","id":"1-d","author":1,"text":"d \"}\" ","ts_ms":8}}"#,
+        ];
+        let arcs: Vec<Arc<[u8]>> = lines.iter().map(|l| Arc::from(*l)).collect();
+        let entries: Vec<Entry> = lines.iter().map(|l| Entry::from_line(l).unwrap()).collect();
+        store.append_lines(&entries, &arcs).unwrap();
+        let mut journal = Vec::new();
+        for l in &lines {
+            journal.extend_from_slice(l);
+            journal.push(b'\n');
+        }
+        assert_eq!(std::fs::read(layout.journal()).unwrap(), journal);
+        let held = store.read_journal_lines(0, 10, 1 << 20);
+        assert!(held.iter().zip(&lines).all(|((_, h), l)| &h[..] == *l));
+        // The timeline holds the serialized records either way.
+        let ops: Vec<Op> = entries.iter().map(|e| e.op.clone()).collect();
+        let expected = serialized_views(&ops);
+        let tl = "local_clients/1/timeline.data";
+        assert_eq!(
+            String::from_utf8(std::fs::read(layout.dir().join(tl)).unwrap()).unwrap(),
+            String::from_utf8(expected[tl].clone()).unwrap()
+        );
+        drop(store);
+        // And the reopened journal serves the same bytes from the file.
+        let store = Store::open(layout.clone(), 1).unwrap();
+        let from_file = store.read_journal_lines(0, 10, 1 << 20);
+        assert!(from_file.iter().zip(&lines).all(|((_, h), l)| &h[..] == *l));
+        assert_eq!(from_file.len(), lines.len());
+    }
+
+    #[test]
+    fn a_line_that_does_not_continue_the_journal_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), 1, 2);
+        let mut store = Store::open(layout.clone(), 1).unwrap();
+        append_ops(
+            &mut store,
+            vec![Op::User {
+                user: 1,
+                cluster: 1,
+            }],
+        );
+        let before = snapshot(layout.dir());
+        let gap = Entry {
+            seq: 3,
+            epoch: 1,
+            op: Op::Post(post("1-a", 1, 1)),
+        };
+        let line: Arc<[u8]> = Arc::from(gap.to_line().into_bytes());
+        assert!(store
+            .append_lines(std::slice::from_ref(&gap), std::slice::from_ref(&line))
+            .is_err());
+        // An older epoch inside a batch is refused whole, too.
+        let two = [
+            Entry {
+                seq: 2,
+                epoch: 2,
+                op: Op::Post(post("1-b", 1, 1)),
+            },
+            Entry {
+                seq: 3,
+                epoch: 1,
+                op: Op::Post(post("1-c", 1, 1)),
+            },
+        ];
+        let lines: Vec<Arc<[u8]>> = two
+            .iter()
+            .map(|e| Arc::from(e.to_line().into_bytes()))
+            .collect();
+        assert!(store.append_lines(&two, &lines).is_err());
+        assert_eq!(store.last_seq(), 1);
+        assert!(!store.state().has_post(1, "1-b"));
+        assert_eq!(snapshot(layout.dir()), before);
+        assert!(store.read_journal_lines(1, 10, 1 << 20).is_empty());
+    }
+
+    #[test]
+    fn a_batch_groups_lines_by_file_in_entry_order() {
+        let ops = mixed_ops();
+        let mut batch = Batch::default();
+        let mut scratch = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let entry = Entry {
+                seq: i as u64 + 1,
+                epoch: 1,
+                op: op.clone(),
+            };
+            let line = entry.to_line();
+            derive(1, &entry, line.as_bytes(), &mut scratch, |f, l| {
+                if l.is_empty() {
+                    batch.touch(f)
+                } else {
+                    batch.push(f, l)
+                }
+            });
+        }
+        let files: Vec<DerivedFile> = batch.files.iter().map(|(f, _)| *f).collect();
+        let mut unique = files.clone();
+        unique.sort_by_key(|f| f.packed());
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            files.len(),
+            "one buffer, so one write, per file"
+        );
+        assert_eq!(
+            files[..4],
+            [
+                DerivedFile::GlobalClients,
+                DerivedFile::Timeline(1),
+                DerivedFile::Following(1),
+                DerivedFile::Followers(1)
+            ],
+            "files in the order first seen"
+        );
+        let expected = serialized_views(&ops);
+        let layout = Layout::from_dir(PathBuf::from("/d"));
+        for (f, bytes) in &batch.files {
+            let rel = layout.derived(*f);
+            let rel = rel.strip_prefix("/d").unwrap().display().to_string();
+            assert_eq!(bytes, expected.get(&rel).unwrap_or(&Vec::new()), "{rel}");
+        }
+        // The buffers are reused by the next batch.
+        let n = batch.files.len();
+        for (_, b) in std::mem::take(&mut batch.files) {
+            batch.recycle(b);
+        }
+        batch.at.clear();
+        assert_eq!(batch.spare.len(), n);
+        batch.push(DerivedFile::Timeline(9), b"x");
+        assert_eq!(batch.spare.len(), n - 1);
+        assert_eq!(batch.files[0].1, b"x\n");
+    }
+
+    #[test]
+    fn cut_timeline_lines_are_the_serialized_ones() {
+        assert!(cut_lines_match(), "the fast path is in use");
+        let texts = [
+            "",
+            "plain",
+            "\"}}]",
+            "\\",
+            "tab\tnew\nline \u{7f} \u{1f}",
+            "日本語 😀",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            let p = Post {
+                id: format!("{i}-\"{text}\""),
+                author: 7,
+                text: text.to_string(),
+                ts_ms: 1_600_000_000_000 + i as i64,
+            };
+            for op in [
+                Op::Post(p.clone()),
+                Op::Deliver {
+                    to: vec![3],
+                    post: p.clone(),
+                },
+            ] {
+                let e = Entry {
+                    seq: 1 + i as u64 * 1_000_003,
+                    epoch: 2 + i as u64,
+                    op,
+                };
+                let line = e.to_line();
+                assert!(post_fields(&e, line.as_bytes()).is_some(), "cut: {line}");
+                let mut cut = Vec::new();
+                timeline_line(&mut cut, &e, &p, line.as_bytes());
+                let whole = serde_json::to_vec(&TimelineLine {
+                    seq: e.seq,
+                    time: time_text(p.ts_ms),
+                    post: p.clone(),
+                })
+                .unwrap();
+                assert_eq!(
+                    String::from_utf8(cut).unwrap(),
+                    String::from_utf8(whole).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_post_object_is_cut() {
+        let e = |line: &str| Entry::from_line(line.as_bytes()).unwrap();
+        // Something after the post object: not a cut of the post alone.
+        for line in [
+            r#"{"seq":1,"epoch":1,"op":{"type":"deliver","to":[2],"post":{"id":"1-a","author":1,"text":"t","ts_ms":1},"x":{"ts_ms":1}}}"#,
+            r#"{"seq":1,"epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"t","ts_ms":1,"x":{}},"y":{}}"#,
+            r#"{"seq":1,"epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"t","ts_ms":1} }"#,
+            r#"{"seq":1,"epoch":1,"op":{"type":"post","author":1,"id":"1-a","text":"t","ts_ms":1}}"#,
+        ] {
+            let entry = e(line);
+            assert_eq!(post_fields(&entry, line.as_bytes()), None, "{line}");
+        }
+        // A seq that is a prefix of the line's one is no match.
+        let entry = e(
+            r#"{"seq":12,"epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"t","ts_ms":1}}"#,
+        );
+        let other = r#"{"seq":123,"epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"t","ts_ms":1}}"#;
+        assert_eq!(post_fields(&entry, other.as_bytes()), None);
+        assert!(!balanced(br#""a":"}"}"#));
+        assert!(balanced(br#""a":"}\"{","b":[{}]"#));
+    }
+
+    #[test]
+    fn time_text_is_chronos() {
+        let mut samples: Vec<i64> = vec![
+            0,
+            1,
+            999,
+            86_399_999,
+            86_400_000,
+            951_782_400_000,     // 2000-02-29
+            951_868_800_000,     // 2000-03-01
+            4_107_542_400_000,   // 2100-03-01
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000,
+            -1,
+            -86_400_001,
+            i64::MAX,
+            i64::MIN,
+        ];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push((x % 253_402_300_800_000) as i64);
+        }
+        for ts in samples {
+            let mut out = Vec::new();
+            push_time_text(&mut out, ts);
+            assert_eq!(String::from_utf8(out).unwrap(), time_text(ts), "{ts}");
+        }
     }
 }

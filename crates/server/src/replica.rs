@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use tsn_datastore::jsonl::is_storable_line;
 use tsn_datastore::limits::{DELIVER_RECIPIENTS_MAX, TIMELINE_READ_MAX_POSTS, USER_ID_MAX};
 use tsn_datastore::record::line_is_delivery;
 use tsn_datastore::store::read_posts_since;
@@ -71,29 +72,20 @@ impl Replica for ReplicaService {
         {
             return Ok(Response::new(refuse(&node)));
         }
-        let mut entries = Vec::with_capacity(req.entries.len());
-        for (i, line) in req.entries.iter().enumerate() {
-            match Entry::from_line(line) {
-                Some(e) if e.seq == req.prev_seq + 1 + i as u64 && e.epoch <= req.epoch => {
-                    entries.push(e)
-                }
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "entry {i} is malformed or out of order"
-                    )))
-                }
-            }
-        }
+        let (prev_seq, epoch) = (req.prev_seq, req.epoch);
+        let (entries, lines) = received_entries(prev_seq, epoch, req.entries).map_err(|i| {
+            Status::invalid_argument(format!("entry {i} is malformed or out of order"))
+        })?;
         let result = tokio::task::spawn_blocking(move || {
             let mut store = lock(&node.store);
-            if store.last_seq() != req.prev_seq {
+            if store.last_seq() != prev_seq {
                 return Ok(AppendReply {
                     ok: false,
                     last_seq: store.last_seq(),
-                    epoch: req.epoch,
+                    epoch,
                 });
             }
-            if let Err(e) = store.append(&entries) {
+            if let Err(e) = store.append_lines(&entries, &lines) {
                 tracing::error!(error = %e, "the journal cannot be written; stopping");
                 std::process::exit(1);
             }
@@ -101,7 +93,7 @@ impl Replica for ReplicaService {
             Ok(AppendReply {
                 ok: true,
                 last_seq: store.last_seq(),
-                epoch: req.epoch,
+                epoch,
             })
         })
         .await
@@ -264,6 +256,42 @@ impl Replica for ReplicaService {
     }
 }
 
+/// A journal line's bytes, shared with the journal's in-memory tail.
+type JournalLine = Arc<[u8]>;
+
+/// The entries of an Append, each with its line as it came: every line
+/// is parsed (for the state and the derived files) and then stored as it
+/// came, so both journals hold the same bytes and no entry is serialized
+/// again here. A line must be one line ([`is_storable_line`]), parse, and
+/// continue the sequence after `prev_seq` with epochs that do not go back
+/// and are not past the sender's `epoch`; else the index of the first bad
+/// line.
+fn received_entries(
+    prev_seq: u64,
+    epoch: u64,
+    received: Vec<Vec<u8>>,
+) -> Result<(Vec<Entry>, Vec<JournalLine>), usize> {
+    let mut entries: Vec<Entry> = Vec::with_capacity(received.len());
+    let mut lines: Vec<JournalLine> = Vec::with_capacity(received.len());
+    for (i, line) in received.into_iter().enumerate() {
+        let entry = is_storable_line(&line)
+            .then(|| Entry::from_line(&line))
+            .flatten();
+        match entry {
+            Some(e)
+                if e.seq == prev_seq + 1 + i as u64
+                    && e.epoch <= epoch
+                    && entries.last().is_none_or(|p| p.epoch <= e.epoch) =>
+            {
+                entries.push(e);
+                lines.push(Arc::from(line));
+            }
+            _ => return Err(i),
+        }
+    }
+    Ok((entries, lines))
+}
+
 /// Checks an op from a sync service: ids in range, and only the kinds a
 /// sync service sends (a client's own follows and posts come through the
 /// client-facing service, never through Apply).
@@ -291,5 +319,72 @@ fn validate_synced(op: &Op, cluster_id: u32) -> Result<(), String> {
             "only a client of cluster {cluster_id} follows or posts"
         )),
         _ => Err("a user id is out of range".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tsn_datastore::Post;
+
+    fn line(seq: u64, epoch: u64) -> Vec<u8> {
+        Entry {
+            seq,
+            epoch,
+            op: Op::Post(Post {
+                id: format!("1-{seq}"),
+                author: 1,
+                text: "t".into(),
+                ts_ms: 1,
+            }),
+        }
+        .to_line()
+        .into_bytes()
+    }
+
+    #[test]
+    fn received_lines_are_kept_as_they_came() {
+        let spaced = br#"{"seq":12, "epoch":3,"op":{"type":"user","user":1,"cluster":1}}"#.to_vec();
+        let received = vec![line(10, 2), line(11, 3), spaced.clone()];
+        let (entries, lines) = received_entries(9, 3, received.clone()).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| (e.seq, e.epoch)).collect::<Vec<_>>(),
+            vec![(10, 2), (11, 3), (12, 3)]
+        );
+        for (kept, came) in lines.iter().zip(&received) {
+            assert_eq!(&kept[..], &came[..]);
+        }
+        assert!(received_entries(9, 3, Vec::new()).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_bad_line_refuses_the_append() {
+        let ok = || vec![line(5, 1), line(6, 1)];
+        let cases: Vec<(Vec<Vec<u8>>, usize)> = vec![
+            // Does not parse.
+            (vec![line(5, 1), b"{\"seq\":6".to_vec()], 1),
+            // Valid JSON, but over two lines: it would break the journal.
+            (
+                vec![
+                    line(5, 1),
+                    String::from_utf8(line(6, 1))
+                        .unwrap()
+                        .replacen(',', ",\n", 1)
+                        .into_bytes(),
+                ],
+                1,
+            ),
+            // Does not continue the sequence.
+            (vec![line(6, 1)], 0),
+            (vec![line(5, 1), line(7, 1)], 1),
+            // An epoch past the sender's, or going back.
+            (vec![line(5, 3)], 0),
+            (vec![line(5, 2), line(6, 1)], 1),
+            (vec![Vec::new()], 0),
+        ];
+        for (received, bad) in cases {
+            assert_eq!(received_entries(4, 2, received).err(), Some(bad));
+        }
+        assert!(received_entries(4, 2, ok()).is_ok());
     }
 }
