@@ -7,8 +7,9 @@
 //! opened again on the current primary, resuming after the last line it
 //! got, as a client does. The pure [`analyze`] then matches arrivals with
 //! acknowledgements and splits them by whether follower and author share a
-//! cluster: a same-cluster delivery is fanned out by the cluster's own
-//! sync service, a cross-cluster one goes through two.
+//! cluster: a same-cluster delivery is written by the author's primary in
+//! the post's own entry, a cross-cluster one goes through two sync services
+//! and the follower's primary.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -17,8 +17,12 @@ pub struct State {
     users: BTreeMap<u32, u32>,
     /// Local user -> (followed user -> since_ms).
     following: HashMap<u32, BTreeMap<u32, i64>>,
-    /// Local user -> (follower -> since_ms).
+    /// Local user -> (follower -> since_ms), as told by the sync services
+    /// (followers on every cluster).
     followers: HashMap<u32, BTreeMap<u32, i64>>,
+    /// Any user -> (local follower -> since_ms), from this cluster's own
+    /// follows: who receives a local author's post in the same entry.
+    local_followers: HashMap<u32, BTreeMap<u32, i64>>,
     /// (user, follower) -> version of the last change of that edge.
     edge_versions: HashMap<(u32, u32), u64>,
     /// Timeline owner -> hashes of the post ids it holds.
@@ -101,13 +105,24 @@ impl State {
                     .entry(*user)
                     .or_default()
                     .insert(*target, *since_ms);
+                self.local_followers
+                    .entry(*target)
+                    .or_default()
+                    .insert(*user, *since_ms);
             }
             Op::Unfollow { user, target } => {
                 if let Some(f) = self.following.get_mut(user) {
                     f.remove(target);
                 }
+                if let Some(f) = self.local_followers.get_mut(target) {
+                    f.remove(user);
+                }
             }
-            Op::Post(p) => self.add_post(p.author, &p.id, entry.seq),
+            Op::Post(p) => {
+                for owner in self.post_timelines(p) {
+                    self.add_post(owner, &p.id, entry.seq);
+                }
+            }
             Op::Deliver { to, post } => {
                 for t in to {
                     self.add_post(*t, &post.id, entry.seq);
@@ -144,6 +159,26 @@ impl State {
             .or_default()
             .insert(post_key(id));
         self.timeline_last_seq.insert(owner, seq);
+    }
+
+    /// The timelines a post of a local author goes into, in one entry: the
+    /// author's, then those of the users of this cluster who follow the
+    /// author since the post's time or earlier, in id order. Followers on
+    /// other clusters get it through the sync services.
+    ///
+    /// Because the follows are folded from the same journal, the primary
+    /// and every secondary compute the same list for the same entry; and a
+    /// follow or unfollow takes effect exactly at its place in the journal.
+    pub fn post_timelines(&self, post: &crate::record::Post) -> Vec<u32> {
+        let mut owners = vec![post.author];
+        if let Some(f) = self.local_followers.get(&post.author) {
+            owners.extend(
+                f.iter()
+                    .filter(|(u, since_ms)| **since_ms <= post.ts_ms && **u != post.author)
+                    .map(|(u, _)| *u),
+            );
+        }
+        owners
     }
 
     pub fn has_post(&self, owner: u32, id: &str) -> bool {
@@ -275,6 +310,39 @@ mod tests {
             cluster: 1,
         };
         assert_eq!(s.remaining(&user), Some(user.clone()));
+    }
+
+    #[test]
+    fn a_post_goes_to_the_local_followers_of_its_time() {
+        let follow = |user, since_ms| Op::Follow {
+            user,
+            target: 1,
+            since_ms,
+        };
+        let at = |id: &str, ts_ms| {
+            Op::Post(Post {
+                ts_ms,
+                ..post(id, 1)
+            })
+        };
+        // 2 follows 1 from 10 on, 3 from 30 on, 4 follows and unfollows.
+        let s = apply_all(&[
+            follow(2, 10),
+            follow(3, 30),
+            follow(4, 5),
+            Op::Unfollow { user: 4, target: 1 },
+            at("1-a", 20),
+        ]);
+        let p = |ts_ms| Post {
+            ts_ms,
+            ..post("1-x", 1)
+        };
+        assert_eq!(s.post_timelines(&p(20)), vec![1, 2]);
+        assert_eq!(s.post_timelines(&p(30)), vec![1, 2, 3]);
+        assert!(s.has_post(1, "1-a") && s.has_post(2, "1-a"));
+        assert!(!s.has_post(3, "1-a") && !s.has_post(4, "1-a"));
+        // A retry of the same post is a duplicate, even for its followers.
+        assert!(s.is_duplicate(&at("1-a", 20)));
     }
 
     #[test]

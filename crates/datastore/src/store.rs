@@ -36,6 +36,9 @@ pub struct Pending {
     /// The journal line of each entry, as written: the derived lines are
     /// cut from these bytes instead of serializing the entries again.
     lines: Vec<Arc<[u8]>>,
+    /// The timelines each entry writes to (see [`timelines_of`]), as of
+    /// when it was staged: whose open streams to wake once committed.
+    pub timelines: Vec<Vec<u32>>,
 }
 
 impl Pending {
@@ -58,6 +61,8 @@ pub struct Store {
     scratch: Vec<u8>,
     /// Entries applied to `state` by [`Store::stage`] but not yet written.
     staged: Vec<Entry>,
+    /// The timelines each staged entry writes to.
+    staged_timelines: Vec<Vec<u32>>,
 }
 
 impl Store {
@@ -75,32 +80,40 @@ impl Store {
         let mut failure = None;
         let journal = Journal::open(&layout.journal(), |entry, line| {
             state.apply(entry);
-            derive(cluster_id, entry, line, &mut scratch, |file, line| {
-                if line.is_empty() {
-                    // The file must merely exist.
-                    if !batch.has(file) && !layout.derived(file).exists() {
-                        batch.touch(file);
-                    }
-                    return;
-                }
-                let last = match file_seq.get(&file) {
-                    Some(s) => *s,
-                    None => match last_line_seq(&layout.derived(file)) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            failure.get_or_insert(e);
-                            0
+            let timelines = timelines_of(&state, entry);
+            derive(
+                cluster_id,
+                entry,
+                line,
+                &timelines,
+                &mut scratch,
+                |file, line| {
+                    if line.is_empty() {
+                        // The file must merely exist.
+                        if !batch.has(file) && !layout.derived(file).exists() {
+                            batch.touch(file);
                         }
-                    },
-                };
-                if entry.seq > last {
-                    batch.push(file, line);
-                    restored += 1;
-                    file_seq.insert(file, entry.seq);
-                } else {
-                    file_seq.insert(file, last);
-                }
-            });
+                        return;
+                    }
+                    let last = match file_seq.get(&file) {
+                        Some(s) => *s,
+                        None => match last_line_seq(&layout.derived(file)) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                                0
+                            }
+                        },
+                    };
+                    if entry.seq > last {
+                        batch.push(file, line);
+                        restored += 1;
+                        file_seq.insert(file, entry.seq);
+                    } else {
+                        file_seq.insert(file, last);
+                    }
+                },
+            );
         })?;
         if let Some(e) = failure {
             return Err(e);
@@ -114,6 +127,7 @@ impl Store {
             batch,
             scratch,
             staged: Vec::new(),
+            staged_timelines: Vec::new(),
         };
         if restored > 0 {
             tracing::warn!(
@@ -144,10 +158,14 @@ impl Store {
     }
 
     fn apply_and_derive(&mut self, entries: &[Entry], lines: &[Arc<[u8]>]) -> Result<()> {
+        // Each entry's timelines are taken right after it is applied, before
+        // a later follow of the same batch can change them.
+        let mut timelines = Vec::with_capacity(entries.len());
         for e in entries {
             self.state.apply(e);
+            timelines.push(timelines_of(&self.state, e));
         }
-        self.write_derived(entries, lines)
+        self.write_derived(entries, lines, &timelines)
     }
 
     /// Gives `op` the next sequence number and applies it to the in-memory
@@ -159,6 +177,8 @@ impl Store {
         let seq = self.journal.last_seq() + self.staged.len() as u64 + 1;
         let entry = Entry { seq, epoch, op };
         self.state.apply(&entry);
+        self.staged_timelines
+            .push(timelines_of(&self.state, &entry));
         self.staged.push(entry);
         seq
     }
@@ -180,12 +200,14 @@ impl Store {
     /// [`Store::finish`]. Each entry is serialized here, once.
     pub fn write_staged(&mut self) -> Result<Pending> {
         let entries = std::mem::take(&mut self.staged);
+        let timelines = std::mem::take(&mut self.staged_timelines);
         let lines = self.journal.write(&entries)?;
         Ok(Pending {
             file: self.journal.sync_handle()?,
             path: self.journal.path().to_path_buf(),
             entries,
             lines,
+            timelines,
         })
     }
 
@@ -193,22 +215,35 @@ impl Store {
     /// are written only once the journal holds the entries durably, so a
     /// derived file never holds a line the journal could lose.
     pub fn finish(&mut self, pending: &Pending) -> Result<()> {
-        self.write_derived(&pending.entries, &pending.lines)
+        self.write_derived(&pending.entries, &pending.lines, &pending.timelines)
     }
 
     /// Writes the derived-file lines of entries whose journal lines are
     /// `lines`: one write per file, its lines in entry order.
-    fn write_derived(&mut self, entries: &[Entry], lines: &[Arc<[u8]>]) -> Result<()> {
+    fn write_derived(
+        &mut self,
+        entries: &[Entry],
+        lines: &[Arc<[u8]>],
+        timelines: &[Vec<u32>],
+    ) -> Result<()> {
         debug_assert_eq!(entries.len(), lines.len());
+        debug_assert_eq!(entries.len(), timelines.len());
         let batch = &mut self.batch;
-        for (e, line) in entries.iter().zip(lines) {
-            derive(self.cluster_id, e, line, &mut self.scratch, |file, line| {
-                if line.is_empty() {
-                    batch.touch(file);
-                } else {
-                    batch.push(file, line);
-                }
-            });
+        for ((e, line), timelines) in entries.iter().zip(lines).zip(timelines) {
+            derive(
+                self.cluster_id,
+                e,
+                line,
+                timelines,
+                &mut self.scratch,
+                |file, line| {
+                    if line.is_empty() {
+                        batch.touch(file);
+                    } else {
+                        batch.push(file, line);
+                    }
+                },
+            );
         }
         self.write_batch()
     }
@@ -480,13 +515,28 @@ impl Batch {
     }
 }
 
+/// The timelines `entry` writes its post into, given `state` folded up to
+/// and including it: for a post, its author's and its local followers'
+/// ([`State::post_timelines`]); for a delivery, its recipients'; none for
+/// other ops. Taken when the entry is applied, because a later follow
+/// changes what a post's followers are.
+pub fn timelines_of(state: &State, entry: &Entry) -> Vec<u32> {
+    match &entry.op {
+        Op::Post(p) => state.post_timelines(p),
+        Op::Deliver { to, .. } => to.clone(),
+        _ => Vec::new(),
+    }
+}
+
 /// Calls `emit(file, line)` with each derived-file line of `entry`, whose
 /// journal line is `journal_line`, in order. An empty line means the file
-/// must merely exist. `scratch` holds the lines (it is overwritten).
+/// must merely exist. `timelines` are the timelines of a post or delivery
+/// ([`timelines_of`]). `scratch` holds the lines (it is overwritten).
 fn derive(
     cluster_id: u32,
     entry: &Entry,
     journal_line: &[u8],
+    timelines: &[u32],
     scratch: &mut Vec<u8>,
     mut emit: impl FnMut(DerivedFile, &[u8]),
 ) {
@@ -529,14 +579,15 @@ fn derive(
             edge(scratch, "unfollow", *target, None, None);
             emit(DerivedFile::Following(*user), scratch);
         }
-        Op::Post(post) => {
+        Op::Post(post) | Op::Deliver { post, .. } => {
+            // The same line in every timeline it goes into: made once.
+            debug_assert!(match &entry.op {
+                Op::Post(p) => timelines.first() == Some(&p.author),
+                Op::Deliver { to, .. } => timelines == to.as_slice(),
+                _ => false,
+            });
             timeline_line(scratch, entry, post, journal_line);
-            emit(DerivedFile::Timeline(post.author), scratch);
-        }
-        Op::Deliver { to, post } => {
-            // The same line in every recipient's timeline: made once.
-            timeline_line(scratch, entry, post, journal_line);
-            for t in to {
+            for t in timelines {
                 emit(DerivedFile::Timeline(*t), scratch);
             }
         }
@@ -789,6 +840,7 @@ fn last_line_seq(path: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn post(id: &str, author: u32, ts_ms: i64) -> Post {
         Post {
@@ -959,6 +1011,19 @@ mod tests {
             },
         ];
         for i in 0..6 {
+            // 4 follows 1 from post 2 on, in the same batch as the posts,
+            // and unfollows before post 4: posts 2 and 3 go into 4's
+            // timeline in their own entries, the others do not.
+            if i == 2 {
+                ops.push(Op::Follow {
+                    user: 4,
+                    target: 1,
+                    since_ms: 1_700_000_000_000 + i,
+                });
+            }
+            if i == 4 {
+                ops.push(Op::Unfollow { user: 4, target: 1 });
+            }
             ops.push(Op::Post(Post {
                 id: format!("1-{i}"),
                 author: 1,
@@ -1011,8 +1076,26 @@ mod tests {
             })
             .unwrap()
         };
+        // Followed user -> local followers (with since_ms), as folded so far.
+        let mut local_followers: BTreeMap<u32, BTreeMap<u32, i64>> = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
             let seq = i as u64 + 1;
+            match op {
+                Op::Follow {
+                    user,
+                    target,
+                    since_ms,
+                } => {
+                    local_followers
+                        .entry(*target)
+                        .or_default()
+                        .insert(*user, *since_ms);
+                }
+                Op::Unfollow { user, target } => {
+                    local_followers.entry(*target).or_default().remove(user);
+                }
+                _ => {}
+            }
             match op {
                 Op::User { user, cluster } => {
                     let line = ClientLine {
@@ -1051,10 +1134,18 @@ mod tests {
                     &format!("local_clients/{user}/followers.data"),
                     edge(seq, "remove", *follower, None, Some(*version)),
                 ),
-                Op::Post(p) => add(
-                    &format!("local_clients/{}/timeline.data", p.author),
-                    tl(seq, p),
-                ),
+                Op::Post(p) => {
+                    add(
+                        &format!("local_clients/{}/timeline.data", p.author),
+                        tl(seq, p),
+                    );
+                    let followers = local_followers.get(&p.author).cloned().unwrap_or_default();
+                    for (f, since_ms) in followers {
+                        if since_ms <= p.ts_ms {
+                            add(&format!("local_clients/{f}/timeline.data"), tl(seq, p));
+                        }
+                    }
+                }
                 Op::Deliver { to, post } => {
                     for t in to {
                         add(&format!("local_clients/{t}/timeline.data"), tl(seq, post));
@@ -1243,6 +1334,7 @@ mod tests {
         let ops = mixed_ops();
         let mut batch = Batch::default();
         let mut scratch = Vec::new();
+        let mut state = State::default();
         for (i, op) in ops.iter().enumerate() {
             let entry = Entry {
                 seq: i as u64 + 1,
@@ -1250,13 +1342,22 @@ mod tests {
                 op: op.clone(),
             };
             let line = entry.to_line();
-            derive(1, &entry, line.as_bytes(), &mut scratch, |f, l| {
-                if l.is_empty() {
-                    batch.touch(f)
-                } else {
-                    batch.push(f, l)
-                }
-            });
+            state.apply(&entry);
+            let timelines = timelines_of(&state, &entry);
+            derive(
+                1,
+                &entry,
+                line.as_bytes(),
+                &timelines,
+                &mut scratch,
+                |f, l| {
+                    if l.is_empty() {
+                        batch.touch(f)
+                    } else {
+                        batch.push(f, l)
+                    }
+                },
+            );
         }
         let files: Vec<DerivedFile> = batch.files.iter().map(|(f, _)| *f).collect();
         let mut unique = files.clone();

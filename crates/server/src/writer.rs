@@ -137,10 +137,10 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
         let mut store = lock(&node.store);
         store.finish(&p)?;
         node.set_position(store.last_seq(), store.last_epoch());
-        Ok(p.entries)
+        Ok((p.entries, p.timelines))
     });
-    let committed = match written {
-        Ok(entries) => entries,
+    let (committed, timelines) = match written {
+        Ok(done) => done,
         Err(e) => {
             // The disk refused a write: the in-memory state is ahead of
             // it. Stop; recovery at the next start is exact, and no client
@@ -149,15 +149,10 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
             std::process::exit(1);
         }
     };
-    for e in &committed {
-        match &e.op {
-            Op::Deliver { to, .. } => {
-                for t in to {
-                    node.note_timeline_line(e.seq, *t);
-                }
-            }
-            Op::Post(p) => node.note_timeline_line(e.seq, p.author),
-            _ => {}
+    // Wake the open streams of every timeline a committed entry wrote to.
+    for (e, owners) in committed.iter().zip(&timelines) {
+        for owner in owners {
+            node.note_timeline_line(e.seq, *owner);
         }
     }
     node.recompute_commit();
