@@ -1,12 +1,19 @@
 //! The heart of the sync service: which operations a destination cluster
 //! needs, given a batch of this cluster's committed journal entries.
 //!
-//! Pure logic: everything it needs to know beyond the entries (followers,
-//! home clusters, posts for a backfill) is looked up first and handed in as
-//! [`Lookups`], in three steps, because each step depends on the one before:
-//! [`followers_needed`] -> [`homes_needed`] -> [`backfills_needed`] ->
-//! [`derive`]. A lookup that is missing is an error, never a silent skip, so
-//! the caller retries instead of losing a change.
+//! Pure logic: everything it needs to know beyond the entries is looked up
+//! first and handed in, because each step depends on the one before:
+//!
+//! 1. [`followers_needed`] -> [`homes_needed`]: the [`Lookups`] of a batch,
+//!    the same for every destination, made once per batch and shared by
+//!    the destination feeds (see `source`);
+//! 2. [`backfill_followers_needed`] -> [`backfills_needed`]: the
+//!    [`Backfills`] of one destination, made by its feed just before it
+//!    sends;
+//! 3. [`derive`].
+//!
+//! A lookup that is missing is an error, never a silent skip, so the caller
+//! retries instead of losing a change.
 //!
 //! The rules, for destination `d` and an entry of cluster `own`:
 //!
@@ -14,27 +21,50 @@
 //!   every user; users of other clusters are not passed on again).
 //! * `Follow{a, b}`, `home(b) == d`: `AddFollower{b, a, since_ms, version: seq}`.
 //! * `Unfollow{a, b}`, `home(b) == d`: `RemoveFollower{b, a, version: seq}`.
-//! * `Post(p)`: one `Deliver{[f..], p}` naming every current follower `f`
-//!   of the author with `home(f) == d` that followed at or before the post.
+//! * `Post(p)`: one `Deliver{[f..], p}` naming every follower `f` of the
+//!   author with `home(f) == d` that followed at or before the post.
 //! * `AddFollower{b, a}`, `home(a) == d`, `a` still follows `b`: `Deliver{[a], p}`
 //!   for each post of `b` since the follow (a backfill: the post may have been
 //!   processed before the follow reached this cluster).
 //!
 //! Only posts made after the follow reach a follower.
+//!
+//! Why the followers of a post may be shared while those of a backfill may
+//! not: the followers of a post's author are looked up after the post was
+//! committed, once, and a destination feed that lags uses that answer
+//! later. A follower added after that lookup has its `AddFollower` later in
+//! the journal, and its backfill brings the post; so a lookup made early is
+//! only closer to the followers at the time of the post. A backfill is
+//! different: it sends the posts made up to the moment `PostsSince` is
+//! asked, so whether the follower still follows must be known as of that
+//! same moment, or a lagging feed could send posts made after an unfollow.
+//! Hence a destination looks up the followers it backfills itself, right
+//! before it asks for the posts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tsn_datastore::record::DELIVER_RECIPIENTS_MAX;
 use tsn_datastore::{Entry, Op, Post};
 
-/// What [`derive`] needs to know beyond the entries themselves.
+/// The followers of a user: follower -> the time it followed from.
+pub type FollowerList = BTreeMap<u32, i64>;
+
+/// What a batch needs to know beyond its entries, for every destination.
 #[derive(Debug, Default)]
 pub struct Lookups {
-    /// User served by this cluster -> its current followers, each with the
-    /// time it followed from.
-    pub followers: HashMap<u32, BTreeMap<u32, i64>>,
+    /// Author of a post of the batch -> its followers, looked up after the
+    /// batch was committed.
+    pub followers: HashMap<u32, FollowerList>,
     /// User -> the cluster that serves it.
     pub homes: HashMap<u32, u32>,
+}
+
+/// What one destination's backfills need, looked up by its feed.
+#[derive(Debug, Default)]
+pub struct Backfills {
+    /// Followed user of an `AddFollower` whose follower the destination
+    /// serves -> its current followers (does the follower still follow?).
+    pub followers: HashMap<u32, FollowerList>,
     /// (author, since_ms) -> the author's own posts at or after since_ms.
     pub posts: HashMap<(u32, i64), Vec<Post>>,
 }
@@ -50,19 +80,13 @@ pub enum DeriveError {
     Posts { author: u32, since_ms: i64 },
 }
 
-/// Users whose current followers the batch needs: post authors, and the
-/// followed user of each `AddFollower` (to check the follower still follows).
+/// Users whose followers the batch needs for every destination: the
+/// authors of its posts.
 pub fn followers_needed(entries: &[Entry]) -> BTreeSet<u32> {
     let mut users = BTreeSet::new();
     for entry in entries {
-        match &entry.op {
-            Op::Post(post) => {
-                users.insert(post.author);
-            }
-            Op::AddFollower { user, .. } => {
-                users.insert(*user);
-            }
-            _ => {}
+        if let Op::Post(post) = &entry.op {
+            users.insert(post.author);
         }
     }
     users
@@ -97,11 +121,31 @@ pub fn homes_needed(entries: &[Entry], lookups: &Lookups) -> BTreeSet<u32> {
     users
 }
 
-/// The (author, since_ms) post lists the batch needs for backfills to `dest`.
+/// Users whose current followers `dest` needs for its backfills: the
+/// followed user of each `AddFollower` whose follower `dest` serves.
+pub fn backfill_followers_needed(
+    dest: u32,
+    entries: &[Entry],
+    lookups: &Lookups,
+) -> Result<BTreeSet<u32>, DeriveError> {
+    let mut users = BTreeSet::new();
+    for entry in entries {
+        if let Op::AddFollower { user, follower, .. } = &entry.op {
+            if home(lookups, *follower)? == dest {
+                users.insert(*user);
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// The (author, since_ms) post lists the batch needs for backfills to
+/// `dest`, given the followers in `backfills`.
 pub fn backfills_needed(
     dest: u32,
     entries: &[Entry],
     lookups: &Lookups,
+    backfills: &Backfills,
 ) -> Result<BTreeSet<(u32, i64)>, DeriveError> {
     let mut wanted = BTreeSet::new();
     for entry in entries {
@@ -115,7 +159,7 @@ pub fn backfills_needed(
             if home(lookups, *follower)? != dest {
                 continue;
             }
-            if let Some(since_ms) = backfill_since(lookups, *user, *follower, *since_ms)? {
+            if let Some(since_ms) = backfill_since(backfills, *user, *follower, *since_ms)? {
                 wanted.insert((*user, since_ms));
             }
         }
@@ -130,6 +174,7 @@ pub fn derive(
     dest: u32,
     entries: &[Entry],
     lookups: &Lookups,
+    backfills: &Backfills,
 ) -> Result<Vec<Op>, DeriveError> {
     debug_assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
     let mut ops = Vec::new();
@@ -194,10 +239,10 @@ pub fn derive(
                 if home(lookups, *follower)? != dest {
                     continue;
                 }
-                let Some(since_ms) = backfill_since(lookups, *user, *follower, *since_ms)? else {
+                let Some(since_ms) = backfill_since(backfills, *user, *follower, *since_ms)? else {
                     continue;
                 };
-                let posts = lookups
+                let posts = backfills
                     .posts
                     .get(&(*user, since_ms))
                     .ok_or(DeriveError::Posts {
@@ -234,12 +279,12 @@ fn home(lookups: &Lookups, user: u32) -> Result<u32, DeriveError> {
 /// current one, the later counts: after an unfollow and a new follow, the
 /// posts in between must not reach the follower.
 fn backfill_since(
-    lookups: &Lookups,
+    backfills: &Backfills,
     user: u32,
     follower: u32,
     entry_since_ms: i64,
 ) -> Result<Option<i64>, DeriveError> {
-    let followers = lookups
+    let followers = backfills
         .followers
         .get(&user)
         .ok_or(DeriveError::Followers(user))?;
@@ -253,6 +298,11 @@ mod tests {
     use super::*;
 
     const OWN: u32 = 1;
+
+    /// No backfill lookups: for batches without `AddFollower`.
+    fn none() -> Backfills {
+        Backfills::default()
+    }
 
     fn entry(seq: u64, op: Op) -> Entry {
         Entry { seq, epoch: 1, op }
@@ -290,10 +340,10 @@ mod tests {
             },
         )];
         let l = lookups(&[]);
-        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![]);
+        assert_eq!(derive(OWN, OWN, &entries, &l, &none()).unwrap(), vec![]);
         for dest in [2, 3] {
             assert_eq!(
-                derive(OWN, dest, &entries, &l).unwrap(),
+                derive(OWN, dest, &entries, &l, &none()).unwrap(),
                 vec![Op::User {
                     user: 4,
                     cluster: OWN
@@ -313,7 +363,7 @@ mod tests {
         )];
         let l = lookups(&[]);
         for dest in 1..=3 {
-            assert_eq!(derive(OWN, dest, &entries, &l).unwrap(), vec![]);
+            assert_eq!(derive(OWN, dest, &entries, &l, &none()).unwrap(), vec![]);
         }
     }
 
@@ -340,7 +390,7 @@ mod tests {
         ];
         let l = lookups(&[]);
         assert_eq!(
-            derive(OWN, 2, &entries, &l).unwrap(),
+            derive(OWN, 2, &entries, &l, &none()).unwrap(),
             vec![Op::AddFollower {
                 user: 5,
                 follower: 1,
@@ -349,7 +399,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            derive(OWN, OWN, &entries, &l).unwrap(),
+            derive(OWN, OWN, &entries, &l, &none()).unwrap(),
             vec![Op::AddFollower {
                 user: 7,
                 follower: 1,
@@ -357,7 +407,7 @@ mod tests {
                 version: 11
             }]
         );
-        assert_eq!(derive(OWN, 3, &entries, &l).unwrap(), vec![]);
+        assert_eq!(derive(OWN, 3, &entries, &l, &none()).unwrap(), vec![]);
     }
 
     #[test]
@@ -365,15 +415,15 @@ mod tests {
         let entries = [entry(42, Op::Unfollow { user: 1, target: 6 })];
         let l = lookups(&[]);
         assert_eq!(
-            derive(OWN, 3, &entries, &l).unwrap(),
+            derive(OWN, 3, &entries, &l, &none()).unwrap(),
             vec![Op::RemoveFollower {
                 user: 6,
                 follower: 1,
                 version: 42
             }]
         );
-        assert_eq!(derive(OWN, 2, &entries, &l).unwrap(), vec![]);
-        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![]);
+        assert_eq!(derive(OWN, 2, &entries, &l, &none()).unwrap(), vec![]);
+        assert_eq!(derive(OWN, OWN, &entries, &l, &none()).unwrap(), vec![]);
     }
 
     #[test]
@@ -390,11 +440,17 @@ mod tests {
             post: p.clone(),
         };
         assert_eq!(
-            derive(OWN, 2, &entries, &l).unwrap(),
+            derive(OWN, 2, &entries, &l, &none()).unwrap(),
             vec![deliver(&[2, 5])]
         );
-        assert_eq!(derive(OWN, 3, &entries, &l).unwrap(), vec![deliver(&[3])]);
-        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![deliver(&[4])]);
+        assert_eq!(
+            derive(OWN, 3, &entries, &l, &none()).unwrap(),
+            vec![deliver(&[3])]
+        );
+        assert_eq!(
+            derive(OWN, OWN, &entries, &l, &none()).unwrap(),
+            vec![deliver(&[4])]
+        );
     }
 
     #[test]
@@ -407,7 +463,7 @@ mod tests {
         for f in 2..2 + n {
             l.homes.insert(f, 2);
         }
-        let ops = derive(OWN, 2, &entries, &l).unwrap();
+        let ops = derive(OWN, 2, &entries, &l, &none()).unwrap();
         let sizes: Vec<usize> = ops
             .iter()
             .map(|op| match op {
@@ -427,7 +483,7 @@ mod tests {
         // 2 follows 1 from 1000 on.
         let l = lookups(&[(1, &[(2, 1_000)])]);
         assert_eq!(
-            derive(OWN, 2, &entries, &l).unwrap(),
+            derive(OWN, 2, &entries, &l, &none()).unwrap(),
             vec![Op::Deliver {
                 to: vec![2],
                 post: post(1, "1-new", 1_500)
@@ -439,7 +495,7 @@ mod tests {
     fn post_at_the_follow_time_is_delivered() {
         let entries = [entry(1, Op::Post(post(1, "1-a", 1_000)))];
         let l = lookups(&[(1, &[(2, 1_000)])]);
-        assert_eq!(derive(OWN, 2, &entries, &l).unwrap().len(), 1);
+        assert_eq!(derive(OWN, 2, &entries, &l, &none()).unwrap().len(), 1);
     }
 
     #[test]
@@ -447,32 +503,67 @@ mod tests {
         let entries = [entry(1, Op::Post(post(1, "1-a", 1_000)))];
         let l = lookups(&[(1, &[])]);
         for dest in 1..=3 {
-            assert_eq!(derive(OWN, dest, &entries, &l).unwrap(), vec![]);
+            assert_eq!(derive(OWN, dest, &entries, &l, &none()).unwrap(), vec![]);
         }
+    }
+
+    /// The followers a destination looked up for its backfills.
+    fn current(followers: &[(u32, &[(u32, i64)])]) -> Backfills {
+        let mut b = Backfills::default();
+        for (user, list) in followers {
+            b.followers
+                .insert(*user, list.iter().copied().collect::<BTreeMap<_, _>>());
+        }
+        b
+    }
+
+    fn add_follower(seq: u64, user: u32, follower: u32, since_ms: i64) -> Entry {
+        entry(
+            seq,
+            Op::AddFollower {
+                user,
+                follower,
+                since_ms,
+                version: 4,
+            },
+        )
     }
 
     #[test]
     fn backfill_sends_posts_since_the_follow_to_a_current_follower() {
         // 2 (cluster 2) now follows 1 (served here) from 1000 on.
-        let entries = [entry(
-            9,
-            Op::AddFollower {
-                user: 1,
-                follower: 2,
-                since_ms: 1_000,
-                version: 4,
-            },
-        )];
-        let mut l = lookups(&[(1, &[(2, 1_000)])]);
-        assert_eq!(followers_needed(&entries), BTreeSet::from([1]));
+        let entries = [add_follower(9, 1, 2, 1_000)];
+        let l = lookups(&[]);
+        // The shared lookups need no followers, only the follower's home.
+        assert_eq!(followers_needed(&entries), BTreeSet::new());
         assert_eq!(homes_needed(&entries, &l), BTreeSet::from([2]));
+        // Only the destination of the follower looks up 1's followers.
         assert_eq!(
-            backfills_needed(2, &entries, &l).unwrap(),
+            backfill_followers_needed(2, &entries, &l).unwrap(),
+            BTreeSet::from([1])
+        );
+        for dest in [3, OWN] {
+            assert_eq!(
+                backfill_followers_needed(dest, &entries, &l).unwrap(),
+                BTreeSet::new()
+            );
+            assert_eq!(
+                backfills_needed(dest, &entries, &l, &none()).unwrap(),
+                BTreeSet::new()
+            );
+            assert_eq!(derive(OWN, dest, &entries, &l, &none()).unwrap(), vec![]);
+        }
+        assert_eq!(
+            derive(OWN, 2, &entries, &l, &none()),
+            Err(DeriveError::Followers(1))
+        );
+        let mut b = current(&[(1, &[(2, 1_000)])]);
+        assert_eq!(
+            backfills_needed(2, &entries, &l, &b).unwrap(),
             BTreeSet::from([(1, 1_000)])
         );
-        assert_eq!(backfills_needed(3, &entries, &l).unwrap(), BTreeSet::new());
         assert_eq!(
-            derive(OWN, 2, &entries, &l),
+            derive(OWN, 2, &entries, &l, &b),
             Err(DeriveError::Posts {
                 author: 1,
                 since_ms: 1_000
@@ -480,7 +571,7 @@ mod tests {
         );
         // An older post, or one of someone else, is not passed on even if
         // the primary sends it.
-        l.posts.insert(
+        b.posts.insert(
             (1, 1_000),
             vec![
                 post(1, "1-a", 1_000),
@@ -490,7 +581,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            derive(OWN, 2, &entries, &l).unwrap(),
+            derive(OWN, 2, &entries, &l, &b).unwrap(),
             vec![
                 Op::Deliver {
                     to: vec![2],
@@ -502,44 +593,56 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(derive(OWN, 3, &entries, &l).unwrap(), vec![]);
-        assert_eq!(derive(OWN, OWN, &entries, &l).unwrap(), vec![]);
     }
 
     #[test]
     fn no_backfill_for_a_follower_that_unfollowed() {
-        let entries = [entry(
-            9,
-            Op::AddFollower {
-                user: 1,
-                follower: 2,
-                since_ms: 1_000,
-                version: 4,
-            },
-        )];
+        let entries = [add_follower(9, 1, 2, 1_000)];
+        let l = lookups(&[]);
         // 5 follows 1, but 2 no longer does.
-        let l = lookups(&[(1, &[(5, 1_000)])]);
-        assert_eq!(backfills_needed(2, &entries, &l).unwrap(), BTreeSet::new());
-        assert_eq!(derive(OWN, 2, &entries, &l).unwrap(), vec![]);
+        let b = current(&[(1, &[(5, 1_000)])]);
+        assert_eq!(
+            backfills_needed(2, &entries, &l, &b).unwrap(),
+            BTreeSet::new()
+        );
+        assert_eq!(derive(OWN, 2, &entries, &l, &b).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_backfill_goes_by_the_destination_s_own_lookup_not_the_shared_one() {
+        // The shared lookup (made when the batch was read) still had 2 as a
+        // follower of 1; by the time the destination sends, 2 unfollowed.
+        // The posts asked for now could be newer than the unfollow, so the
+        // destination's own, later, lookup decides.
+        let entries = [add_follower(9, 1, 2, 1_000)];
+        let l = lookups(&[(1, &[(2, 1_000)])]);
+        let b = current(&[(1, &[])]);
+        assert_eq!(
+            backfills_needed(2, &entries, &l, &b).unwrap(),
+            BTreeSet::new()
+        );
+        assert_eq!(derive(OWN, 2, &entries, &l, &b).unwrap(), vec![]);
     }
 
     #[test]
     fn backfill_starts_at_the_latest_follow() {
         // 2 followed at 1000, unfollowed, and followed again at 3000: the
         // old AddFollower must not bring the posts in between.
-        let entries = [entry(
-            9,
-            Op::AddFollower {
-                user: 1,
-                follower: 2,
-                since_ms: 1_000,
-                version: 4,
-            },
-        )];
-        let l = lookups(&[(1, &[(2, 3_000)])]);
+        let entries = [add_follower(9, 1, 2, 1_000)];
+        let l = lookups(&[]);
+        let b = current(&[(1, &[(2, 3_000)])]);
         assert_eq!(
-            backfills_needed(2, &entries, &l).unwrap(),
+            backfills_needed(2, &entries, &l, &b).unwrap(),
             BTreeSet::from([(1, 3_000)])
+        );
+    }
+
+    #[test]
+    fn a_missing_home_of_a_new_follower_is_an_error() {
+        let entries = [add_follower(9, 1, 2, 1_000)];
+        assert_eq!(
+            backfill_followers_needed(2, &entries, &Lookups::default()),
+            Err(DeriveError::Home(2))
         );
     }
 
@@ -564,7 +667,7 @@ mod tests {
         ];
         let l = lookups(&[]);
         for dest in 1..=3 {
-            assert_eq!(derive(OWN, dest, &entries, &l).unwrap(), vec![]);
+            assert_eq!(derive(OWN, dest, &entries, &l, &none()).unwrap(), vec![]);
         }
     }
 
@@ -592,7 +695,7 @@ mod tests {
         ];
         let l = lookups(&[(1, &[(2, 1_500)])]);
         assert_eq!(
-            derive(OWN, 2, &entries, &l).unwrap(),
+            derive(OWN, 2, &entries, &l, &none()).unwrap(),
             vec![
                 Op::User {
                     user: 1,
@@ -621,12 +724,15 @@ mod tests {
     fn a_missing_lookup_is_an_error_not_a_skip() {
         let entries = [entry(1, Op::Post(post(1, "1-a", 5)))];
         assert_eq!(
-            derive(OWN, 2, &entries, &Lookups::default()),
+            derive(OWN, 2, &entries, &Lookups::default(), &none()),
             Err(DeriveError::Followers(1))
         );
         let mut l = Lookups::default();
         l.followers.insert(1, BTreeMap::from([(2, 0)]));
-        assert_eq!(derive(OWN, 2, &entries, &l), Err(DeriveError::Home(2)));
+        assert_eq!(
+            derive(OWN, 2, &entries, &l, &none()),
+            Err(DeriveError::Home(2))
+        );
         let follow = [entry(
             1,
             Op::Follow {
@@ -635,6 +741,9 @@ mod tests {
                 since_ms: 0,
             },
         )];
-        assert_eq!(derive(OWN, 2, &follow, &l), Err(DeriveError::Home(9)));
+        assert_eq!(
+            derive(OWN, 2, &follow, &l, &none()),
+            Err(DeriveError::Home(9))
+        );
     }
 }

@@ -1,40 +1,46 @@
-//! One task per destination cluster: read the own cluster's committed
+//! One task per destination cluster: take the own cluster's committed
 //! changes, derive what the destination needs, send it, remember how far.
 //!
 //! Each destination has its own cursor into the own journal, so a
-//! destination that cannot be reached stalls only itself; the others go on,
-//! and it catches up from its persisted position once it is back. Nothing
-//! is ever skipped: every step is retried (with backoff) until it succeeds
-//! or the process shuts down, and a position moves only after the
+//! destination that cannot be reached (or is slow) stalls only itself; the
+//! others go on, and it catches up from its position once it is back.
+//! Nothing is ever skipped: every step is retried (with backoff) until it
+//! succeeds or the process shuts down, and a position moves only after the
 //! destination acknowledged every op of the batch.
+//!
+//! The batches come from the shared [`Source`]: its reader reads, parses
+//! and looks up each committed batch once, ahead of the feeds; a feed takes
+//! every batch read since its position (or waits on the reader's long poll
+//! when there is none), and reads on its own only when it lags behind what
+//! the cache holds. What depends on the destination is done here: the
+//! followers that decide a backfill and the backfill's posts
+//! (`PostsSince`), deriving, sending, and the position.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tonic::Status;
 use tsn_cluster::shutdown::Shutdown;
-use tsn_datastore::limits::USER_ID_MAX;
 use tsn_datastore::{Entry, Op, Post};
-use tsn_proto::tsn::{
-    ApplyReply, ApplyRequest, FollowersRequest, PostsSinceRequest, ReadChangesRequest,
-};
+use tsn_proto::tsn::{ApplyReply, ApplyRequest, PostsSinceRequest};
 
-use crate::derive::{backfills_needed, derive, followers_needed, homes_needed, Lookups};
+use crate::batch_cache::How;
+use crate::derive::{backfill_followers_needed, backfills_needed, derive, Backfills};
 use crate::limits::{
     APPLY_BATCH_MAX_BYTES, APPLY_BATCH_MAX_OPS, APPLY_CALL_TIMEOUT_MS, BACKFILL_MAX_POSTS,
-    FOLLOWERS_BATCH_MAX_USERS, LOOKUP_CALL_TIMEOUT_MS, READ_BATCH_MAX_ENTRIES, READ_CALL_SLACK_MS,
-    RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS,
+    LOOKUP_CALL_TIMEOUT_MS, READ_BATCH_MAX_ENTRIES, RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS,
 };
 use crate::peers::{call_within, Peers};
 use crate::position::Positions;
+use crate::source::{Batch, Source};
 use tsn_cluster::retry::{Backoff, FailureLog};
 
 /// The feed of one destination cluster.
 pub struct Feed {
     dest: u32,
     poll_interval_ms: u64,
+    source: Arc<Source>,
     peers: Arc<Peers>,
     positions: Arc<Positions>,
     shutdown: Shutdown,
@@ -49,14 +55,18 @@ pub struct Feed {
 pub fn spawn(
     dest: u32,
     poll_interval_ms: u64,
+    source: Arc<Source>,
     peers: Arc<Peers>,
     positions: Arc<Positions>,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
     assert!(dest >= 1);
+    // Before the task runs: the reader may start reading at once.
+    source.register(dest, positions.get(dest));
     let feed = Feed {
         dest,
         poll_interval_ms,
+        source,
         peers,
         positions,
         shutdown,
@@ -66,37 +76,6 @@ pub fn spawn(
         ahead_polls: FailureLog::default(),
     };
     tokio::spawn(feed.run())
-}
-
-/// Parses the entries of a `ReadChanges` reply and checks that they are
-/// what was asked for: at most [`READ_BATCH_MAX_ENTRIES`], in strictly
-/// increasing seq order, all after `after_seq`.
-pub fn parse_entries(after_seq: u64, lines: &[Vec<u8>]) -> Result<Vec<Entry>, String> {
-    if lines.len() > READ_BATCH_MAX_ENTRIES as usize {
-        return Err(format!(
-            "{} entries in one reply, more than the {READ_BATCH_MAX_ENTRIES} asked for",
-            lines.len()
-        ));
-    }
-    let mut entries = Vec::with_capacity(lines.len());
-    let mut last_seq = after_seq;
-    for line in lines {
-        let entry = Entry::from_line(line).ok_or_else(|| {
-            format!(
-                "an entry after seq {last_seq} does not parse: {}",
-                String::from_utf8_lossy(&line[..line.len().min(120)])
-            )
-        })?;
-        if entry.seq <= last_seq {
-            return Err(format!(
-                "entry seq {} does not follow seq {last_seq}",
-                entry.seq
-            ));
-        }
-        last_seq = entry.seq;
-        entries.push(entry);
-    }
-    Ok(entries)
 }
 
 /// Splits `ops` into the requests of Apply calls, in order: at most
@@ -123,39 +102,83 @@ pub fn chunk_ops(ops: &[Op]) -> Vec<Vec<Vec<u8>>> {
     chunks
 }
 
+/// A batch a feed takes, and the position it takes it from (a stored batch
+/// may have been read from an earlier one).
+struct Part {
+    batch: Arc<Batch>,
+    after_seq: u64,
+}
+
+impl Part {
+    fn entries(&self) -> &[Entry] {
+        self.batch.entries_after(self.after_seq)
+    }
+}
+
 impl Feed {
     async fn run(mut self) {
         let mut after_seq = self.positions.get(self.dest);
         tracing::info!(dest = self.dest, after_seq, "feeding cluster");
-        while let Some((entries, scanned_to)) = self.read(after_seq).await {
-            let Some(last) = entries.last() else {
+        while let Some((batch, how)) = self.read(after_seq).await {
+            let (parts, last_seq) = self.take_more(Part { batch, after_seq });
+            let entry_count: usize = parts.iter().map(|p| p.entries().len()).sum();
+            if entry_count == 0 {
                 // Only deliveries (which are never passed on), or nothing.
-                if scanned_to > after_seq {
-                    self.persist(scanned_to).await;
-                    after_seq = scanned_to;
+                if last_seq > after_seq {
+                    self.persist(last_seq);
+                    after_seq = last_seq;
                 }
                 continue;
-            };
-            let last_seq = last.seq.max(scanned_to);
+            }
             assert!(last_seq > after_seq, "checked by parse_entries");
-            let Some(ops) = self.derive(&entries).await else {
+            let Some(ops) = self.derive(&parts).await else {
                 return;
             };
             let op_count = ops.len();
             if !self.send(ops).await {
                 return;
             }
-            self.persist(last_seq).await;
+            self.persist(last_seq);
             tracing::debug!(
                 dest = self.dest,
-                entries = entries.len(),
+                entries = entry_count,
+                batches = parts.len(),
                 ops = op_count,
                 after_seq,
                 last_seq,
+                read = ?how,
                 "batch acknowledged"
             );
             after_seq = last_seq;
         }
+    }
+
+    /// `first` and the batches already read that follow it, up to
+    /// [`READ_BATCH_MAX_ENTRIES`] entries in all, and the position they
+    /// reach: everything read by the time this feed got to it, in one
+    /// Apply rather than one per batch read.
+    fn take_more(&self, first: Part) -> (Vec<Part>, u64) {
+        const MAX: usize = READ_BATCH_MAX_ENTRIES as usize;
+        let mut end = first.batch.end_seq.max(first.after_seq);
+        let mut entry_count = first.entries().len();
+        let mut parts = vec![first];
+        while entry_count < MAX {
+            let Some(batch) = self.source.stored(self.dest, end) else {
+                break;
+            };
+            let next = Part {
+                batch,
+                after_seq: end,
+            };
+            let more = next.entries().len();
+            if entry_count + more > MAX {
+                break;
+            }
+            entry_count += more;
+            end = next.batch.end_seq;
+            parts.push(next);
+        }
+        (parts, end)
     }
 
     /// Waits `delay`; false if the process is shutting down instead.
@@ -167,33 +190,37 @@ impl Feed {
         }
     }
 
-    /// The next committed entries after `after_seq` (possibly none, after
-    /// an idle poll), and the seq up to which the primary looked (entries it
-    /// left out, deliveries, need nothing); `None` on shutdown.
-    async fn read(&mut self, after_seq: u64) -> Option<(Vec<Entry>, u64)> {
+    /// The batch after `after_seq` (possibly with no entry for this feed,
+    /// after an idle poll or when only deliveries were committed), and how
+    /// it was had; `None` on shutdown.
+    async fn read(&mut self, after_seq: u64) -> Option<(Arc<Batch>, How)> {
         let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
         loop {
             let mut shutdown = self.shutdown.clone();
-            let started = Instant::now();
             let result = tokio::select! {
-                result = self.read_once(after_seq) => result,
+                result = self.source.read(self.dest, after_seq) => result,
                 _ = shutdown.wait() => return None,
             };
             match result {
-                Ok((entries, scanned_to)) => {
+                Ok(got) => {
+                    let batch = got.batch;
                     if self.read_failures.succeeded() {
                         tracing::info!(dest = self.dest, "primary reachable again");
                     }
-                    if entries.is_empty() && scanned_to <= after_seq {
+                    self.note_position(after_seq, &batch);
+                    if batch.entries.is_empty() && batch.end_seq <= after_seq {
                         // A primary that answers an idle poll at once must
-                        // not turn this loop into a busy one.
+                        // not turn this loop into a busy one. Counted from
+                        // when the poll was sent, which may be before this
+                        // feed joined it: a poll that waited its full time
+                        // is followed at once by the next.
                         let rest = Duration::from_millis(self.poll_interval_ms)
-                            .saturating_sub(started.elapsed());
+                            .saturating_sub(batch.read_at.elapsed());
                         if !rest.is_zero() && !self.pause(rest).await {
                             return None;
                         }
                     }
-                    return Some((entries, scanned_to));
+                    return Some((batch, got.how));
                 }
                 Err(error) => {
                     if self.read_failures.failed() {
@@ -212,23 +239,9 @@ impl Feed {
         }
     }
 
-    async fn read_once(&mut self, after_seq: u64) -> anyhow::Result<(Vec<Entry>, u64)> {
-        let (addr, mut client) = self.peers.primary()?;
-        let request = ReadChangesRequest {
-            after_seq,
-            max_entries: READ_BATCH_MAX_ENTRIES,
-            wait_ms: u32::try_from(self.poll_interval_ms).unwrap_or(u32::MAX),
-            skip_deliveries: true,
-        };
-        let reply = call_within(
-            self.poll_interval_ms + READ_CALL_SLACK_MS,
-            &format!("the primary at {addr}"),
-            async move { Ok(client.read_changes(request).await?.into_inner()) },
-        )
-        .await?;
-        let entries = parse_entries(after_seq, &reply.entries)
-            .map_err(|e| anyhow::anyhow!("bad reply from the primary at {addr}: {e}"))?;
-        if entries.is_empty() && reply.commit_seq < after_seq {
+    /// Says so when the position is past the primary's commit point.
+    fn note_position(&mut self, after_seq: u64, batch: &Batch) {
+        if batch.entries.is_empty() && batch.commit_seq < after_seq {
             // Committed entries are never lost, so this is a primary that
             // has not committed in its epoch yet, or a datastore replaced
             // under the service; either way, say so and keep waiting.
@@ -236,27 +249,23 @@ impl Feed {
                 tracing::warn!(
                     dest = self.dest,
                     after_seq,
-                    commit_seq = reply.commit_seq,
-                    primary = %addr,
+                    commit_seq = batch.commit_seq,
                     "the position is past the primary's commit point; waiting"
                 );
             }
         } else {
             self.ahead_polls.succeeded();
         }
-        // What the primary looked at, but never past what it committed.
-        let last = entries.last().map_or(after_seq, |e| e.seq);
-        let scanned_to = reply.scanned_to_seq.min(reply.commit_seq).max(last);
-        Ok((entries, scanned_to))
     }
 
-    /// The ops of `entries` for this destination; `None` on shutdown.
-    async fn derive(&mut self, entries: &[Entry]) -> Option<Vec<Op>> {
+    /// The ops of `parts` for this destination, in journal order; `None`
+    /// on shutdown.
+    async fn derive(&mut self, parts: &[Part]) -> Option<Vec<Op>> {
         let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
         loop {
             let mut shutdown = self.shutdown.clone();
             let result = tokio::select! {
-                result = self.derive_once(entries) => result,
+                result = self.derive_once(parts) => result,
                 _ = shutdown.wait() => return None,
             };
             match result {
@@ -271,7 +280,7 @@ impl Feed {
                         tracing::warn!(
                             dest = self.dest,
                             failures = self.lookup_failures.failures(),
-                            %error,
+                            error = format!("{error:#}"),
                             "cannot look up followers, clusters or posts; retrying"
                         );
                     }
@@ -283,68 +292,51 @@ impl Feed {
         }
     }
 
-    async fn derive_once(&self, entries: &[Entry]) -> anyhow::Result<Vec<Op>> {
-        let mut lookups = Lookups::default();
-        let authors = followers_needed(entries);
-        if !authors.is_empty() {
-            lookups.followers = self.followers(&authors).await?;
+    /// The shared lookups of every part, at the same time (usually made by
+    /// the reader already, or under way); then, for each part, this
+    /// destination's backfill lookups and its ops.
+    async fn derive_once(&self, parts: &[Part]) -> anyhow::Result<Vec<Op>> {
+        let mut lookups = JoinSet::new();
+        for part in parts {
+            if part.entries().is_empty() || part.batch.looked_up() {
+                continue;
+            }
+            let (source, batch) = (self.source.clone(), part.batch.clone());
+            lookups.spawn(async move { source.lookups(&batch).await.map(|_| ()) });
         }
-        let users = homes_needed(entries, &lookups);
-        if !users.is_empty() {
-            lookups.homes = self.peers.homes(&users).await?;
+        // Dropping the set (shutdown) aborts the lookups; another feed that
+        // needs them then makes them itself.
+        while let Some(done) = lookups.join_next().await {
+            done??;
         }
-        for (author, since_ms) in backfills_needed(self.dest, entries, &lookups)? {
-            let posts = self.posts_since(author, since_ms).await?;
-            lookups.posts.insert((author, since_ms), posts);
-        }
-        Ok(derive(
-            self.peers.own_cluster(),
-            self.dest,
-            entries,
-            &lookups,
-        )?)
-    }
-
-    /// The current followers of each of `users` (users without followers
-    /// get an empty list).
-    async fn followers(
-        &self,
-        users: &BTreeSet<u32>,
-    ) -> anyhow::Result<HashMap<u32, BTreeMap<u32, i64>>> {
-        let mut found: HashMap<u32, BTreeMap<u32, i64>> =
-            users.iter().map(|u| (*u, BTreeMap::new())).collect();
-        let users: Vec<u32> = users.iter().copied().collect();
-        for chunk in users.chunks(FOLLOWERS_BATCH_MAX_USERS) {
-            let (addr, mut client) = self.peers.primary()?;
-            let request = FollowersRequest {
-                users: chunk.to_vec(),
-            };
-            let reply = call_within(
-                LOOKUP_CALL_TIMEOUT_MS,
-                &format!("the primary at {addr}"),
-                async move { Ok(client.followers(request).await?.into_inner()) },
-            )
-            .await?;
-            for list in reply.lists {
-                // Only the users asked about, whatever the reply holds.
-                let Some(followers) = found.get_mut(&list.user) else {
-                    continue;
-                };
-                for follower in list.followers {
-                    if (1..=USER_ID_MAX).contains(&follower.user) {
-                        followers.insert(follower.user, follower.since_ms);
-                    } else {
-                        tracing::warn!(
-                            user = list.user,
-                            follower = follower.user,
-                            primary = %addr,
-                            "ignored a follower with an invalid id"
-                        );
-                    }
+        let mut ops = Vec::new();
+        for part in parts {
+            let entries = part.entries();
+            if entries.is_empty() {
+                continue;
+            }
+            // Made above: at once.
+            let lookups = self.source.lookups(&part.batch).await?;
+            let mut backfills = Backfills::default();
+            let users = backfill_followers_needed(self.dest, entries, lookups)?;
+            if !users.is_empty() {
+                // Looked up now, just before the posts (see `derive`).
+                backfills.followers = self.source.followers(&users).await?;
+                for (author, since_ms) in backfills_needed(self.dest, entries, lookups, &backfills)?
+                {
+                    let posts = self.posts_since(author, since_ms).await?;
+                    backfills.posts.insert((author, since_ms), posts);
                 }
             }
+            ops.extend(derive(
+                self.peers.own_cluster(),
+                self.dest,
+                entries,
+                lookups,
+                &backfills,
+            )?);
         }
-        Ok(found)
+        Ok(ops)
     }
 
     /// `author`'s own posts at or after `since_ms`, for a backfill.
@@ -453,7 +445,7 @@ impl Feed {
 
     /// Records that the destination has everything up to `last_seq`; the
     /// file follows within a flush interval (see [`Positions::flush`]).
-    async fn persist(&mut self, last_seq: u64) {
+    fn persist(&mut self, last_seq: u64) {
         self.positions.advance(self.dest, last_seq);
     }
 }
@@ -461,33 +453,6 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn line(seq: u64) -> Vec<u8> {
-        Entry {
-            seq,
-            epoch: 1,
-            op: Op::User {
-                user: seq as u32,
-                cluster: 1,
-            },
-        }
-        .to_line()
-        .into_bytes()
-    }
-
-    #[test]
-    fn entries_must_follow_the_position_in_order() {
-        assert_eq!(parse_entries(4, &[]).unwrap(), vec![]);
-        let got = parse_entries(4, &[line(5), line(7)]).unwrap();
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 7]);
-        assert!(parse_entries(5, &[line(5)]).is_err());
-        assert!(parse_entries(4, &[line(6), line(6)]).is_err());
-        assert!(parse_entries(4, &[line(7), line(6)]).is_err());
-        assert!(parse_entries(4, &[b"{\"seq\":5".to_vec()]).is_err());
-        let too_many: Vec<Vec<u8>> = (1..=READ_BATCH_MAX_ENTRIES as u64 + 1).map(line).collect();
-        assert!(parse_entries(0, &too_many).is_err());
-        assert!(parse_entries(0, &too_many[1..]).is_ok());
-    }
 
     fn deliver(n: usize, text_bytes: usize) -> Op {
         Op::Deliver {

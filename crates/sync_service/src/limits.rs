@@ -6,6 +6,18 @@
 
 /// Journal entries asked for in one `Replica.ReadChanges` call.
 pub const READ_BATCH_MAX_ENTRIES: u32 = 512;
+/// Batches read from the own journal kept for the destination feeds that
+/// have not had them yet (see `batch_cache`): enough for a feed a few
+/// seconds behind the others at full load to read none of them again.
+pub const SHARED_BATCHES_MAX: usize = 256;
+/// Bytes, roughly (the entries' JSON lines plus an allowance per entry,
+/// follower and home cluster looked up), those batches may hold; a batch
+/// larger than this is handed to the feeds waiting for it and not kept.
+pub const SHARED_BATCHES_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Lookups (one `Replica.Followers` call and the home clusters) the reader
+/// may have under way ahead of the feeds; past it, a batch's lookups wait
+/// for the first feed that needs them.
+pub const EAGER_LOOKUPS_MAX_IN_FLIGHT: usize = 4;
 /// Operations sent in one `Replica.Apply` or `Sync.Apply` call; also the most
 /// a `Sync.Apply` request may carry.
 pub const APPLY_BATCH_MAX_OPS: usize = 1000;

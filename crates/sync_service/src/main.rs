@@ -2,18 +2,26 @@
 //!
 //! It reads its cluster's committed changes from the cluster's current
 //! primary and carries users, follows and posts to every cluster that needs
-//! them, its own included: only sync services fan posts out into followers'
-//! timelines and keep followers lists, so one path serves every case.
-//! Availability over consistency: a cluster that cannot be reached stalls
-//! only the feed to that cluster, and everything converges once it is back.
+//! them, its own included (followers lists, backfills, deliveries), so one
+//! path serves every case. Each committed batch is read, parsed and looked
+//! up once, however many clusters it goes to; each destination has its own
+//! feed and position. Availability over consistency: a cluster that cannot
+//! be reached stalls only the feed to that cluster, and everything
+//! converges once it is back.
 //!
 //! * [`config`]: the command line.
+//! * [`source`]: the reader task and the batches it shares: each committed
+//!   batch read, parsed and looked up once, for every destination.
+//! * [`batch_cache`]: the bounded, single-flight cache of read batches
+//!   behind it.
 //! * [`derive`]: which ops a destination needs for a batch of entries (pure).
-//! * [`feed`]: one task per destination: read, derive, send, persist.
+//! * [`feed`]: one task per destination: take the batches read since its
+//!   position, derive, send, persist.
 //! * [`position`]: the persisted per-destination positions.
 //! * [`peers`]: the own primary, other sync services, home clusters.
 //! * [`service`]: the `tsn.Sync` gRPC service.
 
+mod batch_cache;
 mod config;
 mod derive;
 mod feed;
@@ -21,6 +29,7 @@ mod limits;
 mod peers;
 mod position;
 mod service;
+mod source;
 
 /// mimalloc: the servers allocate and free many small buffers per request
 /// (protobuf messages, JSON lines); profiles showed glibc malloc at about
@@ -50,6 +59,7 @@ use crate::limits::{CLUSTERS_MAX, POSITIONS_FLUSH_INTERVAL_MS};
 use crate::peers::Peers;
 use crate::position::{positions_path, Positions};
 use crate::service::SyncService;
+use crate::source::Source;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -113,8 +123,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "sync service started"
     );
 
+    let source = Arc::new(Source::new(peers.clone(), config.poll_interval_ms));
     let feeds = tokio::spawn(start_feeds(
         config.poll_interval_ms,
+        source,
         peers.clone(),
         positions.clone(),
         heard,
@@ -160,6 +172,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// all of them to stop at shutdown.
 async fn start_feeds(
     poll_interval_ms: u64,
+    source: Arc<Source>,
     peers: Arc<Peers>,
     positions: Arc<Positions>,
     mut heard: watch::Receiver<Heard>,
@@ -193,10 +206,19 @@ async fn start_feeds(
                     tasks.push(feed::spawn(
                         dest,
                         poll_interval_ms,
+                        source.clone(),
                         peers.clone(),
                         positions.clone(),
                         shutdown.clone(),
                     ));
+                }
+                if started == 0 {
+                    // After the feeds registered their positions. From the
+                    // furthest destination: the others are behind it and
+                    // read on their own until they reach what it read (at
+                    // once, in the usual case of equal positions).
+                    let head = (1..=count).map(|d| positions.get(d)).max().unwrap_or(0);
+                    tasks.push(source.spawn_reader(head, shutdown.clone()));
                 }
                 started = count;
             }

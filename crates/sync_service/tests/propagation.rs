@@ -53,6 +53,8 @@ fn free_port() -> u16 {
 struct FakePrimary {
     store: Mutex<Store>,
     last_seq: watch::Sender<u64>,
+    /// The `after_seq` of every `ReadChanges` reply that carried entries.
+    reads: Mutex<Vec<u64>>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,6 +69,7 @@ impl PrimaryHandle {
         let handle = PrimaryHandle(Arc::new(FakePrimary {
             store: Mutex::new(store),
             last_seq,
+            reads: Mutex::new(Vec::new()),
             _dir: dir,
         }));
         let (l, addr) = listener().await;
@@ -117,6 +120,23 @@ impl PrimaryHandle {
     fn last_seq(&self) -> u64 {
         self.0.store.lock().unwrap().last_seq()
     }
+
+    /// The positions read from more than once with entries in the reply.
+    fn positions_read_twice(&self) -> Vec<u64> {
+        let mut reads = self.0.reads.lock().unwrap().clone();
+        reads.sort_unstable();
+        let mut twice: Vec<u64> = reads
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        twice.dedup();
+        twice
+    }
+
+    fn reads_with_entries(&self) -> usize {
+        self.0.reads.lock().unwrap().len()
+    }
 }
 
 #[tonic::async_trait]
@@ -156,11 +176,14 @@ impl Replica for PrimaryHandle {
         )
         .await;
         let store = self.0.store.lock().unwrap();
-        let entries = store
+        let entries: Vec<Vec<u8>> = store
             .read_journal(r.after_seq, r.max_entries as usize, 4 << 20)
             .iter()
             .map(|e| e.to_line().into_bytes())
             .collect();
+        if !entries.is_empty() {
+            self.0.reads.lock().unwrap().push(r.after_seq);
+        }
         Ok(Response::new(ReadChangesReply {
             entries,
             commit_seq: store.last_seq(),
@@ -508,6 +531,58 @@ async fn a_follow_that_arrives_after_the_post_is_backfilled() {
     let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
     eventually("1-a backfilled to 2", || p2.has_post(2, "1-a")).await;
     assert!(!p2.has_post(2, "1-old"));
+    s1.kill().await;
+    s2.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_in_step_read_each_batch_once() {
+    let (p1, a1) = PrimaryHandle::start(1).await;
+    let (p2, a2) = PrimaryHandle::start(2).await;
+    let coord =
+        start_coordinator(2, HashMap::from([(1, a1.to_string()), (2, a2.to_string())])).await;
+    let ds1 = tempfile::tempdir().unwrap();
+    let ds2 = tempfile::tempdir().unwrap();
+    let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
+    let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
+
+    // 1 (cluster 1) is followed by 3 (cluster 1) and 2 (cluster 2), so each
+    // of cluster 1's posts goes to both of its sync service's feeds.
+    p1.commit(vec![
+        Op::User {
+            user: 1,
+            cluster: 1,
+        },
+        Op::User {
+            user: 3,
+            cluster: 1,
+        },
+        follow(3, 1, 1_000),
+    ]);
+    p2.commit(vec![
+        Op::User {
+            user: 2,
+            cluster: 2,
+        },
+        follow(2, 1, 1_000),
+    ]);
+    eventually("both followers of 1 recorded", || {
+        p1.followers(1) == vec![2, 3]
+    })
+    .await;
+    for n in 0..20 {
+        let id = format!("1-{n}");
+        p1.commit(vec![post(1, &id, 2_000 + n)]);
+        eventually("the post in both followers' timelines", || {
+            p2.has_post(2, &id) && p1.has_post(3, &id)
+        })
+        .await;
+    }
+    // Every batch was read by one feed and shared with the other: no
+    // position was read twice (a batch is kept until both passed it).
+    assert!(p1.reads_with_entries() >= 20);
+    assert_eq!(p1.positions_read_twice(), Vec::<u64>::new());
+    assert_eq!(p2.positions_read_twice(), Vec::<u64>::new());
     s1.kill().await;
     s2.kill().await;
 }
