@@ -21,11 +21,15 @@
 //!   every user; users of other clusters are not passed on again).
 //! * `Follow{a, b}`, `home(b) == d`: `AddFollower{b, a, since_ms, version: seq}`.
 //! * `Unfollow{a, b}`, `home(b) == d`: `RemoveFollower{b, a, version: seq}`.
-//! * `Post(p)`: one `Deliver{[f..], p}` naming every follower `f` of the
-//!   author with `home(f) == d` that followed at or before the post.
-//! * `AddFollower{b, a}`, `home(a) == d`, `a` still follows `b`: `Deliver{[a], p}`
-//!   for each post of `b` since the follow (a backfill: the post may have been
-//!   processed before the follow reached this cluster).
+//! * `Post(p)`, `d != own`: one `Deliver{[f..], p}` naming every follower
+//!   `f` of the author with `home(f) == d` that followed at or before the
+//!   post. (Followers on `own` got the post in its own journal entry: the
+//!   primary writes it into their timelines when it commits the post.)
+//! * `AddFollower{b, a}`, `home(a) == d != own`, `a` still follows `b`:
+//!   `Deliver{[a], p}` for each post of `b` since the follow (a backfill: the
+//!   post may have been processed before the follow reached this cluster).
+//!   A follower on `own` needs none: its follow is an earlier entry of the
+//!   same journal as every post it must see.
 //!
 //! Only posts made after the follow reach a follower.
 //!
@@ -124,11 +128,15 @@ pub fn homes_needed(entries: &[Entry], lookups: &Lookups) -> BTreeSet<u32> {
 /// Users whose current followers `dest` needs for its backfills: the
 /// followed user of each `AddFollower` whose follower `dest` serves.
 pub fn backfill_followers_needed(
+    own: u32,
     dest: u32,
     entries: &[Entry],
     lookups: &Lookups,
 ) -> Result<BTreeSet<u32>, DeriveError> {
     let mut users = BTreeSet::new();
+    if dest == own {
+        return Ok(users);
+    }
     for entry in entries {
         if let Op::AddFollower { user, follower, .. } = &entry.op {
             if home(lookups, *follower)? == dest {
@@ -142,12 +150,16 @@ pub fn backfill_followers_needed(
 /// The (author, since_ms) post lists the batch needs for backfills to
 /// `dest`, given the followers in `backfills`.
 pub fn backfills_needed(
+    own: u32,
     dest: u32,
     entries: &[Entry],
     lookups: &Lookups,
     backfills: &Backfills,
 ) -> Result<BTreeSet<(u32, i64)>, DeriveError> {
     let mut wanted = BTreeSet::new();
+    if dest == own {
+        return Ok(wanted);
+    }
     for entry in entries {
         if let Op::AddFollower {
             user,
@@ -211,6 +223,7 @@ pub fn derive(
                     });
                 }
             }
+            Op::Post(_) if dest == own => {}
             Op::Post(post) => {
                 let followers = lookups
                     .followers
@@ -236,7 +249,7 @@ pub fn derive(
                 since_ms,
                 ..
             } => {
-                if home(lookups, *follower)? != dest {
+                if dest == own || home(lookups, *follower)? != dest {
                     continue;
                 }
                 let Some(since_ms) = backfill_since(backfills, *user, *follower, *since_ms)? else {
@@ -447,10 +460,9 @@ mod tests {
             derive(OWN, 3, &entries, &l, &none()).unwrap(),
             vec![deliver(&[3])]
         );
-        assert_eq!(
-            derive(OWN, OWN, &entries, &l, &none()).unwrap(),
-            vec![deliver(&[4])]
-        );
+        // Follower 4 is on the author's own cluster: the post's own entry
+        // put it into 4's timeline already.
+        assert_eq!(derive(OWN, OWN, &entries, &l, &none()).unwrap(), vec![]);
     }
 
     #[test]
@@ -539,16 +551,16 @@ mod tests {
         assert_eq!(homes_needed(&entries, &l), BTreeSet::from([2]));
         // Only the destination of the follower looks up 1's followers.
         assert_eq!(
-            backfill_followers_needed(2, &entries, &l).unwrap(),
+            backfill_followers_needed(OWN, 2, &entries, &l).unwrap(),
             BTreeSet::from([1])
         );
         for dest in [3, OWN] {
             assert_eq!(
-                backfill_followers_needed(dest, &entries, &l).unwrap(),
+                backfill_followers_needed(OWN, dest, &entries, &l).unwrap(),
                 BTreeSet::new()
             );
             assert_eq!(
-                backfills_needed(dest, &entries, &l, &none()).unwrap(),
+                backfills_needed(OWN, dest, &entries, &l, &none()).unwrap(),
                 BTreeSet::new()
             );
             assert_eq!(derive(OWN, dest, &entries, &l, &none()).unwrap(), vec![]);
@@ -559,7 +571,7 @@ mod tests {
         );
         let mut b = current(&[(1, &[(2, 1_000)])]);
         assert_eq!(
-            backfills_needed(2, &entries, &l, &b).unwrap(),
+            backfills_needed(OWN, 2, &entries, &l, &b).unwrap(),
             BTreeSet::from([(1, 1_000)])
         );
         assert_eq!(
@@ -596,13 +608,38 @@ mod tests {
     }
 
     #[test]
+    fn no_backfill_for_a_follower_on_the_own_cluster() {
+        // 4 (cluster 1, like 1) follows 1: posts after the follow are in
+        // the same journal and reach 4 in their own entries.
+        let entries = [entry(
+            9,
+            Op::AddFollower {
+                user: 1,
+                follower: 4,
+                since_ms: 1_000,
+                version: 4,
+            },
+        )];
+        let l = lookups(&[]);
+        assert_eq!(
+            backfill_followers_needed(OWN, OWN, &entries, &l).unwrap(),
+            BTreeSet::new()
+        );
+        assert_eq!(
+            backfills_needed(OWN, OWN, &entries, &l, &none()).unwrap(),
+            BTreeSet::new()
+        );
+        assert_eq!(derive(OWN, OWN, &entries, &l, &none()).unwrap(), vec![]);
+    }
+
+    #[test]
     fn no_backfill_for_a_follower_that_unfollowed() {
         let entries = [add_follower(9, 1, 2, 1_000)];
         let l = lookups(&[]);
         // 5 follows 1, but 2 no longer does.
         let b = current(&[(1, &[(5, 1_000)])]);
         assert_eq!(
-            backfills_needed(2, &entries, &l, &b).unwrap(),
+            backfills_needed(OWN, 2, &entries, &l, &b).unwrap(),
             BTreeSet::new()
         );
         assert_eq!(derive(OWN, 2, &entries, &l, &b).unwrap(), vec![]);
@@ -618,7 +655,7 @@ mod tests {
         let l = lookups(&[(1, &[(2, 1_000)])]);
         let b = current(&[(1, &[])]);
         assert_eq!(
-            backfills_needed(2, &entries, &l, &b).unwrap(),
+            backfills_needed(OWN, 2, &entries, &l, &b).unwrap(),
             BTreeSet::new()
         );
         assert_eq!(derive(OWN, 2, &entries, &l, &b).unwrap(), vec![]);
@@ -632,7 +669,7 @@ mod tests {
         let l = lookups(&[]);
         let b = current(&[(1, &[(2, 3_000)])]);
         assert_eq!(
-            backfills_needed(2, &entries, &l, &b).unwrap(),
+            backfills_needed(OWN, 2, &entries, &l, &b).unwrap(),
             BTreeSet::from([(1, 3_000)])
         );
     }
@@ -641,7 +678,7 @@ mod tests {
     fn a_missing_home_of_a_new_follower_is_an_error() {
         let entries = [add_follower(9, 1, 2, 1_000)];
         assert_eq!(
-            backfill_followers_needed(2, &entries, &Lookups::default()),
+            backfill_followers_needed(OWN, 2, &entries, &Lookups::default()),
             Err(DeriveError::Home(2))
         );
     }

@@ -318,23 +318,19 @@ impl Feed {
             // Made above: at once.
             let lookups = self.source.lookups(&part.batch).await?;
             let mut backfills = Backfills::default();
-            let users = backfill_followers_needed(self.dest, entries, lookups)?;
+            let own = self.peers.own_cluster();
+            let users = backfill_followers_needed(own, self.dest, entries, lookups)?;
             if !users.is_empty() {
                 // Looked up now, just before the posts (see `derive`).
                 backfills.followers = self.source.followers(&users).await?;
-                for (author, since_ms) in backfills_needed(self.dest, entries, lookups, &backfills)?
+                for (author, since_ms) in
+                    backfills_needed(own, self.dest, entries, lookups, &backfills)?
                 {
                     let posts = self.posts_since(author, since_ms).await?;
                     backfills.posts.insert((author, since_ms), posts);
                 }
             }
-            ops.extend(derive(
-                self.peers.own_cluster(),
-                self.dest,
-                entries,
-                lookups,
-                &backfills,
-            )?);
+            ops.extend(derive(own, self.dest, entries, lookups, &backfills)?);
         }
         Ok(ops)
     }
