@@ -546,8 +546,10 @@ async fn feeds_in_step_read_each_batch_once() {
     let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
     let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
 
-    // 1 (cluster 1) is followed by 3 (cluster 1) and 2 (cluster 2), so each
-    // of cluster 1's posts goes to both of its sync service's feeds.
+    // 1 (cluster 1) is followed by 3 (cluster 1) and 2 (cluster 2): both
+    // feeds of cluster 1's sync service take every batch (the feed of
+    // cluster 2 delivers the posts to 2; 3 has them from the posts' own
+    // entries, and the feed of cluster 1 passes the batches by).
     p1.commit(vec![
         Op::User {
             user: 1,
