@@ -88,9 +88,8 @@ pub struct Journal {
 
 impl Journal {
     /// Opens the journal, cutting a torn last line and skipping corrupt or
-    /// out-of-order lines with a warning, and calls `visit` with each entry
-    /// and its line as stored (without the newline).
-    pub fn open(path: &Path, mut visit: impl FnMut(&Entry, &[u8])) -> Result<Journal> {
+    /// out-of-order lines with a warning, and calls `visit` with each entry.
+    pub fn open(path: &Path, mut visit: impl FnMut(&Entry)) -> Result<Journal> {
         let len_bytes = jsonl::repair_tail(path)?;
         let mut index = Vec::new();
         let mut epochs: Vec<(u64, u64)> = Vec::new();
@@ -118,7 +117,7 @@ impl Journal {
             index.push((entry.seq, offset));
             last_seq = entry.seq;
             last_epoch = entry.epoch;
-            visit(&entry, line);
+            visit(&entry);
             true
         })?;
         let file = jsonl::open_append(path)?;
@@ -148,11 +147,10 @@ impl Journal {
     }
 
     /// Appends entries and fsyncs: when this returns, they survive a crash.
-    /// Entries must continue the sequence without a gap. Returns their lines.
-    pub fn append(&mut self, entries: &[Entry]) -> Result<Vec<Arc<[u8]>>> {
-        let lines = self.write(entries)?;
-        self.sync()?;
-        Ok(lines)
+    /// Entries must continue the sequence without a gap.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        self.write(entries)?;
+        self.sync()
     }
 
     /// fsyncs what was written.
@@ -167,10 +165,10 @@ impl Journal {
     }
 
     /// Appends entries without fsync (see [`Journal::sync`]). Entries must
-    /// continue the sequence without a gap. Returns their lines, serialized
-    /// here once: the same bytes are written, kept in memory for mirroring
-    /// and the change feed, and cut into the timeline lines.
-    pub fn write(&mut self, entries: &[Entry]) -> Result<Vec<Arc<[u8]>>> {
+    /// continue the sequence without a gap. Each entry is serialized here
+    /// once: the same bytes are written and kept in memory for mirroring and
+    /// the change feed.
+    pub fn write(&mut self, entries: &[Entry]) -> Result<()> {
         let mut scratch = Vec::with_capacity(512);
         let lines: Vec<Arc<[u8]>> = entries
             .iter()
@@ -180,8 +178,7 @@ impl Journal {
                 Arc::from(&scratch[..])
             })
             .collect();
-        self.write_lines(entries, &lines)?;
-        Ok(lines)
+        self.write_lines(entries, &lines)
     }
 
     /// Appends entries given with their lines, without fsync: the lines are
@@ -350,7 +347,7 @@ mod tests {
     fn append_reopen_read_truncate() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("journal.data");
-        let mut j = Journal::open(&p, |_, _| {}).unwrap();
+        let mut j = Journal::open(&p, |_| {}).unwrap();
         j.append(&[entry(1, 1), entry(2, 1)]).unwrap();
         j.append(&[entry(3, 2)]).unwrap();
         assert!(j.append(&[entry(5, 2)]).is_err(), "gaps are refused");
@@ -361,7 +358,7 @@ mod tests {
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"seq\":4,\"ep").unwrap();
         let mut seen = Vec::new();
-        let mut j = Journal::open(&p, |e, _| seen.push(e.seq)).unwrap();
+        let mut j = Journal::open(&p, |e| seen.push(e.seq)).unwrap();
         assert_eq!(seen, vec![1, 2, 3]);
         assert_eq!(j.epochs(), &[(1, 1), (2, 3)]);
         assert_eq!(j.read_after(1, 10, 1 << 20).len(), 2);
@@ -388,7 +385,7 @@ mod tests {
         j.append(&[entry(3, 3)]).unwrap();
         drop(j);
         let mut seen = Vec::new();
-        Journal::open(&p, |e, _| seen.push((e.seq, e.epoch))).unwrap();
+        Journal::open(&p, |e| seen.push((e.seq, e.epoch))).unwrap();
         assert_eq!(seen, vec![(1, 1), (2, 1), (3, 3)]);
     }
 
@@ -400,7 +397,7 @@ mod tests {
         let c = entry(3, 1).to_line();
         std::fs::write(&p, format!("{a}\nnot json at all\n{c}\n")).unwrap();
         let mut seen = Vec::new();
-        let j = Journal::open(&p, |e, _| seen.push(e.seq)).unwrap();
+        let j = Journal::open(&p, |e| seen.push(e.seq)).unwrap();
         assert_eq!(seen, vec![1, 3]);
         assert_eq!(j.last_seq(), 3);
     }

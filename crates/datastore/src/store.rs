@@ -2,8 +2,8 @@
 //! plain files derived from them. The primary stages and commits entries
 //! ([`Store::stage`], [`Store::commit_staged`]); a secondary appends the
 //! primary's journal lines as they came ([`Store::append_lines`]). Both
-//! derive the other files from the same journal bytes, so their directories
-//! hold the same lines.
+//! derive the other files from the same entries, so their directories hold
+//! the same lines.
 
 use std::collections::hash_map;
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::journal::Journal;
 use crate::jsonl;
@@ -33,9 +33,6 @@ pub struct Pending {
     file: File,
     path: PathBuf,
     pub entries: Vec<Entry>,
-    /// The journal line of each entry, as written: the derived lines are
-    /// cut from these bytes instead of serializing the entries again.
-    lines: Vec<Arc<[u8]>>,
     /// The timelines each entry writes to (see [`timelines_of`]), as of
     /// when it was staged: whose open streams to wake once committed.
     pub timelines: Vec<Vec<u32>>,
@@ -78,42 +75,35 @@ impl Store {
         let mut scratch = Vec::new();
         let mut restored = 0usize;
         let mut failure = None;
-        let journal = Journal::open(&layout.journal(), |entry, line| {
+        let journal = Journal::open(&layout.journal(), |entry| {
             state.apply(entry);
             let timelines = timelines_of(&state, entry);
-            derive(
-                cluster_id,
-                entry,
-                line,
-                &timelines,
-                &mut scratch,
-                |file, line| {
-                    if line.is_empty() {
-                        // The file must merely exist.
-                        if !batch.has(file) && !layout.derived(file).exists() {
-                            batch.touch(file);
+            derive(cluster_id, entry, &timelines, &mut scratch, |file, line| {
+                if line.is_empty() {
+                    // The file must merely exist.
+                    if !batch.has(file) && !layout.derived(file).exists() {
+                        batch.touch(file);
+                    }
+                    return;
+                }
+                let last = match file_seq.get(&file) {
+                    Some(s) => *s,
+                    None => match last_line_seq(&layout.derived(file)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            0
                         }
-                        return;
-                    }
-                    let last = match file_seq.get(&file) {
-                        Some(s) => *s,
-                        None => match last_line_seq(&layout.derived(file)) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                failure.get_or_insert(e);
-                                0
-                            }
-                        },
-                    };
-                    if entry.seq > last {
-                        batch.push(file, line);
-                        restored += 1;
-                        file_seq.insert(file, entry.seq);
-                    } else {
-                        file_seq.insert(file, last);
-                    }
-                },
-            );
+                    },
+                };
+                if entry.seq > last {
+                    batch.push(file, line);
+                    restored += 1;
+                    file_seq.insert(file, entry.seq);
+                } else {
+                    file_seq.insert(file, last);
+                }
+            });
         })?;
         if let Some(e) = failure {
             return Err(e);
@@ -142,22 +132,22 @@ impl Store {
     /// Appends entries durably (journal fsynced), then updates the state and
     /// the derived files. Entries must continue the journal's sequence.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
-        let lines = self.journal.append(entries)?;
-        self.apply_and_derive(entries, &lines)
+        self.journal.append(entries)?;
+        self.apply_and_derive(entries)
     }
 
     /// Like [`Store::append`], for entries that come with their journal
     /// lines (a secondary's, from the primary): the lines are stored as they
-    /// came, not serialized again, and the derived lines are cut from them.
+    /// came, not serialized again.
     /// Each line must be its entry's serialization on one line
     /// ([`jsonl::is_storable_line`]); entries must continue the sequence.
     pub fn append_lines(&mut self, entries: &[Entry], lines: &[Arc<[u8]>]) -> Result<()> {
         self.journal.write_lines(entries, lines)?;
         self.journal.sync()?;
-        self.apply_and_derive(entries, lines)
+        self.apply_and_derive(entries)
     }
 
-    fn apply_and_derive(&mut self, entries: &[Entry], lines: &[Arc<[u8]>]) -> Result<()> {
+    fn apply_and_derive(&mut self, entries: &[Entry]) -> Result<()> {
         // Each entry's timelines are taken right after it is applied, before
         // a later follow of the same batch can change them.
         let mut timelines = Vec::with_capacity(entries.len());
@@ -165,7 +155,7 @@ impl Store {
             self.state.apply(e);
             timelines.push(timelines_of(&self.state, e));
         }
-        self.write_derived(entries, lines, &timelines)
+        self.write_derived(entries, &timelines)
     }
 
     /// Gives `op` the next sequence number and applies it to the in-memory
@@ -201,12 +191,11 @@ impl Store {
     pub fn write_staged(&mut self) -> Result<Pending> {
         let entries = std::mem::take(&mut self.staged);
         let timelines = std::mem::take(&mut self.staged_timelines);
-        let lines = self.journal.write(&entries)?;
+        self.journal.write(&entries)?;
         Ok(Pending {
             file: self.journal.sync_handle()?,
             path: self.journal.path().to_path_buf(),
             entries,
-            lines,
             timelines,
         })
     }
@@ -215,25 +204,18 @@ impl Store {
     /// are written only once the journal holds the entries durably, so a
     /// derived file never holds a line the journal could lose.
     pub fn finish(&mut self, pending: &Pending) -> Result<()> {
-        self.write_derived(&pending.entries, &pending.lines, &pending.timelines)
+        self.write_derived(&pending.entries, &pending.timelines)
     }
 
-    /// Writes the derived-file lines of entries whose journal lines are
-    /// `lines`: one write per file, its lines in entry order.
-    fn write_derived(
-        &mut self,
-        entries: &[Entry],
-        lines: &[Arc<[u8]>],
-        timelines: &[Vec<u32>],
-    ) -> Result<()> {
-        debug_assert_eq!(entries.len(), lines.len());
+    /// Writes the derived-file lines of `entries`, whose timelines are
+    /// `timelines`: one write per file, its lines in entry order.
+    fn write_derived(&mut self, entries: &[Entry], timelines: &[Vec<u32>]) -> Result<()> {
         debug_assert_eq!(entries.len(), timelines.len());
         let batch = &mut self.batch;
-        for ((e, line), timelines) in entries.iter().zip(lines).zip(timelines) {
+        for (e, timelines) in entries.iter().zip(timelines) {
             derive(
                 self.cluster_id,
                 e,
-                line,
                 timelines,
                 &mut self.scratch,
                 |file, line| {
@@ -528,14 +510,13 @@ pub fn timelines_of(state: &State, entry: &Entry) -> Vec<u32> {
     }
 }
 
-/// Calls `emit(file, line)` with each derived-file line of `entry`, whose
-/// journal line is `journal_line`, in order. An empty line means the file
+/// Calls `emit(file, line)` with each derived-file line of `entry`, in
+/// order. An empty line means the file
 /// must merely exist. `timelines` are the timelines of a post or delivery
 /// ([`timelines_of`]). `scratch` holds the lines (it is overwritten).
 fn derive(
     cluster_id: u32,
     entry: &Entry,
-    journal_line: &[u8],
     timelines: &[u32],
     scratch: &mut Vec<u8>,
     mut emit: impl FnMut(DerivedFile, &[u8]),
@@ -586,7 +567,12 @@ fn derive(
                 Op::Deliver { to, .. } => timelines == to.as_slice(),
                 _ => false,
             });
-            timeline_line(scratch, entry, post, journal_line);
+            let line = TimelineLine {
+                seq,
+                time: time_text(post.ts_ms),
+                post: post.clone(),
+            };
+            serde_json::to_writer(&mut *scratch, &line).expect("records always serialize");
             for t in timelines {
                 emit(DerivedFile::Timeline(*t), scratch);
             }
@@ -609,214 +595,6 @@ fn derive(
             emit(DerivedFile::Followers(*user), scratch);
         }
     }
-}
-
-/// Appends the timeline line of the post of `entry` to `out`: the
-/// serialization of [`TimelineLine`], built from the journal line, which
-/// holds the post's fields already serialized (`{"seq":…,"time":"…",` and
-/// those fields, as in the journal line). The text of a post, the bulk of
-/// the line, is thus escaped once, when the journal line is made. When the
-/// journal line is not laid out as expected (or the record formats ever
-/// stop matching, see [`cut_lines_match`]), the line is serialized.
-fn timeline_line(out: &mut Vec<u8>, entry: &Entry, post: &Post, journal_line: &[u8]) {
-    match post_fields(entry, journal_line) {
-        Some(fields) if cut_lines_match() => {
-            out.extend_from_slice(b"{\"seq\":");
-            push_u64(out, entry.seq);
-            out.extend_from_slice(b",\"time\":\"");
-            push_time_text(out, post.ts_ms);
-            out.extend_from_slice(b"\",");
-            out.extend_from_slice(fields);
-            out.push(b'}');
-        }
-        _ => {
-            let line = TimelineLine {
-                seq: entry.seq,
-                time: time_text(post.ts_ms),
-                post: post.clone(),
-            };
-            serde_json::to_writer(out, &line).expect("timeline lines always serialize");
-        }
-    }
-}
-
-/// The fields of the post inside the journal line of a post or delivery
-/// entry (what is between the braces of the post object), if the line is
-/// laid out as [`Entry`] serializes: `{"seq":S,"epoch":E,"op":{"type":"post",`
-/// FIELDS `}}`, or `…"type":"deliver","to":…,"post":{` FIELDS `}}}`. The
-/// line parsed as `entry`; FIELDS must also stay inside its object (its
-/// braces balance outside strings), so the cut is always the post's own
-/// fields, whatever else a line from elsewhere may hold.
-fn post_fields<'a>(entry: &Entry, line: &'a [u8]) -> Option<&'a [u8]> {
-    let rest = line.strip_prefix(b"{\"seq\":")?;
-    let rest = strip_u64(rest, entry.seq)?;
-    let rest = rest.strip_prefix(b",\"epoch\":")?;
-    let rest = strip_u64(rest, entry.epoch)?;
-    let rest = rest.strip_prefix(b",\"op\":{\"type\":\"")?;
-    let fields = match &entry.op {
-        Op::Post(_) => rest.strip_prefix(b"post\",")?.strip_suffix(b"}}")?,
-        Op::Deliver { .. } => {
-            // `to` holds only numbers: the first `,"post":{` follows it.
-            let rest = rest.strip_prefix(b"deliver\",\"to\":")?;
-            const POST: &[u8] = b",\"post\":{";
-            let at = rest.windows(POST.len()).position(|w| w == POST)?;
-            rest[at + POST.len()..].strip_suffix(b"}}}")?
-        }
-        _ => return None,
-    };
-    (fields.starts_with(b"\"id\":") && balanced(fields)).then_some(fields)
-}
-
-/// Whether the braces and brackets of a JSON fragment balance outside its
-/// strings, never closing more than were opened.
-fn balanced(fragment: &[u8]) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in fragment {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return false,
-            },
-            _ => {}
-        }
-    }
-    depth == 0 && !in_string
-}
-
-/// `rest` after the decimal digits of `n`, if it starts with exactly them.
-fn strip_u64(rest: &[u8], n: u64) -> Option<&[u8]> {
-    let mut digits = [0u8; 20];
-    let text = u64_digits(n, &mut digits);
-    let rest = rest.strip_prefix(text)?;
-    (!rest.first().is_some_and(u8::is_ascii_digit)).then_some(rest)
-}
-
-fn u64_digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
-fn push_u64(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    out.extend_from_slice(u64_digits(n, &mut digits));
-}
-
-/// Appends [`time_text`] of `ts_ms` (`YYYY-MM-DDTHH:MM:SS.mmmZ`), computed
-/// directly for the years 1970 to 9999 (chrono's general formatter was a
-/// visible share of every timeline line); other times go through
-/// [`time_text`] itself.
-fn push_time_text(out: &mut Vec<u8>, ts_ms: i64) {
-    /// 10000-01-01T00:00:00Z in milliseconds.
-    const YEAR_10000_MS: i64 = 253_402_300_800_000;
-    if !(0..YEAR_10000_MS).contains(&ts_ms) {
-        out.extend_from_slice(time_text(ts_ms).as_bytes());
-        return;
-    }
-    let ms = ts_ms as u64;
-    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    let secs = ms_of_day / 1000;
-    let two = |out: &mut Vec<u8>, v: u64| {
-        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8])
-    };
-    two(out, y / 100);
-    two(out, y % 100);
-    out.push(b'-');
-    two(out, m);
-    out.push(b'-');
-    two(out, d);
-    out.push(b'T');
-    two(out, secs / 3600);
-    out.push(b':');
-    two(out, secs / 60 % 60);
-    out.push(b':');
-    two(out, secs % 60);
-    out.push(b'.');
-    let milli = ms_of_day % 1000;
-    out.extend_from_slice(&[
-        b'0' + (milli / 100) as u8,
-        b'0' + (milli / 10 % 10) as u8,
-        b'0' + (milli % 10) as u8,
-        b'Z',
-    ]);
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (proleptic
-/// Gregorian), by H. Hinnant's `civil_from_days`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Whether a timeline line cut from a journal line is byte for byte the
-/// serialization of [`TimelineLine`], checked once on samples: should the
-/// record formats ever part, every line is serialized instead.
-fn cut_lines_match() -> bool {
-    static MATCH: OnceLock<bool> = OnceLock::new();
-    *MATCH.get_or_init(|| {
-        let post = Post {
-            id: "1-\"x\"\\é".into(),
-            author: 1,
-            text: "a \"quoted\"}} text\n\twith {braces} ✓ \u{1}".into(),
-            ts_ms: 1_700_000_000_123,
-        };
-        let ops = [
-            Op::Post(post.clone()),
-            Op::Deliver {
-                to: vec![2, 30],
-                post: post.clone(),
-            },
-        ];
-        ops.into_iter().all(|op| {
-            let entry = Entry {
-                seq: 12,
-                epoch: 3,
-                op,
-            };
-            let line = entry.to_line();
-            let Some(fields) = post_fields(&entry, line.as_bytes()) else {
-                return false;
-            };
-            let mut cut = Vec::new();
-            cut.extend_from_slice(b"{\"seq\":12,\"time\":\"");
-            push_time_text(&mut cut, post.ts_ms);
-            cut.extend_from_slice(b"\",");
-            cut.extend_from_slice(fields);
-            cut.push(b'}');
-            let whole = TimelineLine {
-                seq: 12,
-                time: time_text(post.ts_ms),
-                post: post.clone(),
-            };
-            serde_json::to_vec(&whole).ok() == Some(cut)
-        })
-    })
 }
 
 /// The `seq` of the newest complete line of a derived file (0 if none),
@@ -1050,7 +828,7 @@ mod tests {
     }
 
     /// The derived files as the serialization of the record types makes
-    /// them, line for line: what the cut lines must equal.
+    /// them, line for line: what every way of writing them must give.
     fn serialized_views(ops: &[Op]) -> std::collections::BTreeMap<String, Vec<u8>> {
         let mut out: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
         let mut add = |file: &str, line: String| {
@@ -1341,23 +1119,15 @@ mod tests {
                 epoch: 1,
                 op: op.clone(),
             };
-            let line = entry.to_line();
             state.apply(&entry);
             let timelines = timelines_of(&state, &entry);
-            derive(
-                1,
-                &entry,
-                line.as_bytes(),
-                &timelines,
-                &mut scratch,
-                |f, l| {
-                    if l.is_empty() {
-                        batch.touch(f)
-                    } else {
-                        batch.push(f, l)
-                    }
-                },
-            );
+            derive(1, &entry, &timelines, &mut scratch, |f, l| {
+                if l.is_empty() {
+                    batch.touch(f)
+                } else {
+                    batch.push(f, l)
+                }
+            });
         }
         let files: Vec<DerivedFile> = batch.files.iter().map(|(f, _)| *f).collect();
         let mut unique = files.clone();
@@ -1395,108 +1165,5 @@ mod tests {
         batch.push(DerivedFile::Timeline(9), b"x");
         assert_eq!(batch.spare.len(), n - 1);
         assert_eq!(batch.files[0].1, b"x\n");
-    }
-
-    #[test]
-    fn cut_timeline_lines_are_the_serialized_ones() {
-        assert!(cut_lines_match(), "the fast path is in use");
-        let texts = [
-            "",
-            "plain",
-            "\"}}]",
-            "\\",
-            "tab\tnew\nline \u{7f} \u{1f}",
-            "日本語 😀",
-        ];
-        for (i, text) in texts.iter().enumerate() {
-            let p = Post {
-                id: format!("{i}-\"{text}\""),
-                author: 7,
-                text: text.to_string(),
-                ts_ms: 1_600_000_000_000 + i as i64,
-            };
-            for op in [
-                Op::Post(p.clone()),
-                Op::Deliver {
-                    to: vec![3],
-                    post: p.clone(),
-                },
-            ] {
-                let e = Entry {
-                    seq: 1 + i as u64 * 1_000_003,
-                    epoch: 2 + i as u64,
-                    op,
-                };
-                let line = e.to_line();
-                assert!(post_fields(&e, line.as_bytes()).is_some(), "cut: {line}");
-                let mut cut = Vec::new();
-                timeline_line(&mut cut, &e, &p, line.as_bytes());
-                let whole = serde_json::to_vec(&TimelineLine {
-                    seq: e.seq,
-                    time: time_text(p.ts_ms),
-                    post: p.clone(),
-                })
-                .unwrap();
-                assert_eq!(
-                    String::from_utf8(cut).unwrap(),
-                    String::from_utf8(whole).unwrap()
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn only_the_post_object_is_cut() {
-        let e = |line: &str| Entry::from_line(line.as_bytes()).unwrap();
-        // Something after the post object: not a cut of the post alone.
-        for line in [
-            r#"{"seq":1,"epoch":1,"op":{"type":"deliver","to":[2],"post":{"id":"1-a","author":1,"text":"t","ts_ms":1},"x":{"ts_ms":1}}}"#,
-            r#"{"seq":1,"epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"t","ts_ms":1,"x":{}},"y":{}}"#,
-            r#"{"seq":1,"epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"t","ts_ms":1} }"#,
-            r#"{"seq":1,"epoch":1,"op":{"type":"post","author":1,"id":"1-a","text":"t","ts_ms":1}}"#,
-        ] {
-            let entry = e(line);
-            assert_eq!(post_fields(&entry, line.as_bytes()), None, "{line}");
-        }
-        // A seq that is a prefix of the line's one is no match.
-        let entry = e(
-            r#"{"seq":12,"epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"t","ts_ms":1}}"#,
-        );
-        let other = r#"{"seq":123,"epoch":1,"op":{"type":"post","id":"1-a","author":1,"text":"t","ts_ms":1}}"#;
-        assert_eq!(post_fields(&entry, other.as_bytes()), None);
-        assert!(!balanced(br#""a":"}"}"#));
-        assert!(balanced(br#""a":"}\"{","b":[{}]"#));
-    }
-
-    #[test]
-    fn time_text_is_chronos() {
-        let mut samples: Vec<i64> = vec![
-            0,
-            1,
-            999,
-            86_399_999,
-            86_400_000,
-            951_782_400_000,     // 2000-02-29
-            951_868_800_000,     // 2000-03-01
-            4_107_542_400_000,   // 2100-03-01
-            253_402_300_799_999, // 9999-12-31T23:59:59.999
-            253_402_300_800_000,
-            -1,
-            -86_400_001,
-            i64::MAX,
-            i64::MIN,
-        ];
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            samples.push((x % 253_402_300_800_000) as i64);
-        }
-        for ts in samples {
-            let mut out = Vec::new();
-            push_time_text(&mut out, ts);
-            assert_eq!(String::from_utf8(out).unwrap(), time_text(ts), "{ts}");
-        }
     }
 }
