@@ -17,7 +17,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
@@ -70,13 +69,11 @@ pub fn serve(args: EchoArgs) -> anyhow::Result<()> {
             PostsServer::new(Echo::default()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
         println!("{READY_LINE} {addr}");
         let _ = std::io::stdout().flush();
+        let incoming = tsn_cluster::net::incoming(listener);
         Server::builder()
-            .tcp_nodelay(true)
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
             .add_service(posts)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                stop.wait().await
-            })
+            .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
             .await?;
         Ok(())
     })

@@ -3,12 +3,14 @@
 //! * [`limits`]: timing defaults and limits, each with its unit in its name.
 //! * [`coord`]: a client of the coordinator with timeouts and reconnection.
 //! * [`heartbeat`]: the heartbeat loop of servers and sync services.
+//! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`).
 //! * [`shutdown`]: the one shared signal that stops a process gracefully.
 //! * [`home_cluster`]: which cluster serves a client id.
 
 pub mod coord;
 pub mod heartbeat;
 pub mod limits;
+pub mod net;
 pub mod retry;
 pub mod shutdown;
 

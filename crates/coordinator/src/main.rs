@@ -25,7 +25,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
 use tsn_cluster::shutdown::Shutdown;
@@ -86,7 +85,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
 
     let service = CoordinatorService::new(state);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tsn_cluster::net::incoming(listener);
     let mut stop = shutdown.clone();
     Server::builder()
         .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)

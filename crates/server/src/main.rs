@@ -25,7 +25,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Identity};
@@ -144,15 +143,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let _ = std::io::stdout().flush();
     let mut stop = shutdown.clone();
+    let incoming = tsn_cluster::net::incoming(listener);
     Server::builder()
-        .tcp_nodelay(true)
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
         .add_service(sns)
         .add_service(posts)
         .add_service(replica)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stop.wait().await
-        })
+        .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
         .await?;
     replicators.stop_all();
     tracing::info!("stopped");

@@ -45,7 +45,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Heard, Identity};
@@ -135,7 +134,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let flusher = tokio::spawn(flush_positions(positions.clone(), shutdown.clone()));
 
     let mut stop = shutdown.clone();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tsn_cluster::net::incoming(listener);
     let served = Server::builder()
         .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
