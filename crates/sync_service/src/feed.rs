@@ -17,7 +17,7 @@
 //! (`PostsSince`), deriving, sending, and the position.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::Status;
@@ -120,6 +120,10 @@ impl Feed {
         let mut after_seq = self.positions.get(self.dest);
         tracing::info!(dest = self.dest, after_seq, "feeding cluster");
         while let Some((batch, how)) = self.read(after_seq).await {
+            // The timings of the debug log below: where a delivery's time
+            // goes between the commit and the destination's acknowledgement.
+            let taken_at = Instant::now();
+            let waited = batch.received_at.elapsed();
             let (parts, last_seq) = self.take_more(Part { batch, after_seq });
             let entry_count: usize = parts.iter().map(|p| p.entries().len()).sum();
             if entry_count == 0 {
@@ -135,6 +139,7 @@ impl Feed {
                 return;
             };
             let op_count = ops.len();
+            let derived_at = Instant::now();
             if !self.send(ops).await {
                 return;
             }
@@ -147,6 +152,9 @@ impl Feed {
                 after_seq,
                 last_seq,
                 read = ?how,
+                waited_us = waited.as_micros() as u64,
+                derive_us = (derived_at - taken_at).as_micros() as u64,
+                send_us = derived_at.elapsed().as_micros() as u64,
                 "batch acknowledged"
             );
             after_seq = last_seq;

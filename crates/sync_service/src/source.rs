@@ -62,6 +62,9 @@ pub struct Batch {
     /// When the `ReadChanges` call was sent: an idle poll that came back
     /// before the poll interval passed since then was answered early.
     pub read_at: Instant,
+    /// When the reply came: how long the batch then waited for a feed is
+    /// in the feed's debug log.
+    pub received_at: Instant,
     /// Followers of the batch's post authors and home clusters, looked up
     /// after the entries were committed: see [`Source::lookups`].
     lookups: OnceCell<Lookups>,
@@ -270,6 +273,7 @@ impl Source {
             end_seq,
             commit_seq,
             read_at,
+            received_at: Instant::now(),
             lookups: OnceCell::new(),
             line_bytes,
         })
@@ -408,6 +412,7 @@ mod tests {
             end_seq: 20,
             commit_seq: 20,
             read_at: Instant::now(),
+            received_at: Instant::now(),
             lookups: OnceCell::new(),
             line_bytes: 0,
         };
