@@ -94,7 +94,8 @@ pub struct Node {
     coordinator_confirmed_at: Mutex<Option<Instant>>,
     lease_ms: AtomicU64,
     writer: mpsc::Sender<WriteRequest>,
-    /// The journal's last seq, for tasks that wait for new entries.
+    /// The journal's last written seq, fsynced or not yet: what the mirror
+    /// may send (see [`Node::note_written`]). `last_seq` is the durable end.
     appended: watch::Sender<u64>,
     /// (epoch, primary) whose history this server has reconciled its
     /// journal with; a secondary accepts entries only from that primary.
@@ -212,11 +213,32 @@ impl Node {
         self.last_epoch.load(Ordering::Acquire)
     }
 
-    /// Called after every append or truncation of the store.
+    /// The journal's last written seq: at least [`Node::last_seq`], more
+    /// while the writer's fsync is under way.
+    pub fn written_seq(&self) -> u64 {
+        *self.appended.borrow()
+    }
+
+    /// Called by the writer once a batch is written to the journal, before
+    /// its fsync: the mirror sends it to the secondaries at once, so their
+    /// write and fsync overlap this one instead of following it. Nothing
+    /// counts it as committed before it is durable here too (the commit
+    /// point takes the lowest of `last_seq` and the secondaries' acks).
+    pub fn note_written(&self, written_seq: u64) {
+        debug_assert!(written_seq >= self.last_seq());
+        self.appended.send_replace(written_seq);
+    }
+
+    /// Called after every append or truncation of the store, once durable.
     pub fn set_position(&self, last_seq: u64, last_epoch: u64) {
         self.last_seq.store(last_seq, Ordering::Release);
         self.last_epoch.store(last_epoch, Ordering::Release);
-        self.appended.send_replace(last_seq);
+        // Unchanged after the writer's fsync (noted when written): no wake-up.
+        self.appended.send_if_modified(|written| {
+            let moved = *written != last_seq;
+            *written = last_seq;
+            moved
+        });
     }
 
     /// Journal lines after `after_seq`: from memory without taking the

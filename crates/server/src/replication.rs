@@ -96,7 +96,8 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
         if view.role != Role::Primary || view.epoch != epoch {
             return;
         }
-        let local = node.last_seq();
+        // Written, maybe not fsynced yet: see `Node::note_written`.
+        let local = node.written_seq();
         let prev = known.unwrap_or(local);
         let entries: Vec<Vec<u8>> = if prev < local {
             node.journal_lines(prev, APPEND_MAX_ENTRIES, APPEND_MAX_BYTES)

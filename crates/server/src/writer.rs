@@ -95,8 +95,9 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
     };
     let mut results = Vec::with_capacity(batch.len());
     // Decide and write under the store lock; fsync without it, so that
-    // readers of the state are not held up by the disk; then write the
-    // derived files of the now durable entries.
+    // readers of the state are not held up by the disk, while the mirror
+    // already sends the batch to the secondaries; then write the derived
+    // files of the now durable entries.
     let pending = {
         let mut store = lock(&node.store);
         let end_before = store.last_seq();
@@ -130,7 +131,11 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
                 wait_for_seq,
             });
         }
-        store.write_staged()
+        let pending = store.write_staged();
+        if pending.is_ok() {
+            node.note_written(store.last_seq());
+        }
+        pending
     };
     let written = pending.and_then(|p| {
         p.sync()?;
