@@ -8,9 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::limits::{
-    CLIENTS_MAX, CLUSTERS_MAX, CONNECTIONS_MAX, DURATION_MAX_S, FAILOVER_COUNT_MAX, FOLLOWS_MAX,
-    Q_MAX_MS, Q_MIN_MS, RATE_MAX_PER_S, RATE_MIN_PER_S, SAMPLE_FOLLOWERS_MAX, USERS_MAX,
-    WARMUP_MAX_S,
+    CLIENTS_MAX, CLUSTERS_MAX, CONNECTIONS_MAX, DISK_COUNT_MAX, DISK_INTERVAL_MAX_MS,
+    DURATION_MAX_S, FAILOVER_COUNT_MAX, FOLLOWS_MAX, Q_MAX_MS, Q_MIN_MS, RATE_MAX_PER_S,
+    RATE_MIN_PER_S, SAMPLE_FOLLOWERS_MAX, USERS_MAX, WARMUP_MAX_S,
 };
 
 /// Measures tsn: durable post throughput and acknowledgement latency,
@@ -39,6 +39,10 @@ pub enum Command {
     /// reports each write outage, their median and maximum, and lost or
     /// duplicated posts.
     Failover(FailoverArgs),
+    /// The disk alone: times appends of a journal-sized line, each followed
+    /// by fdatasync, at a fixed interval; the floor of any durable post's
+    /// acknowledgement latency on this machine.
+    Disk(DiskArgs),
 }
 
 /// How the open loop spaces its posts.
@@ -239,6 +243,22 @@ pub struct FailoverArgs {
     pub seed: u64,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct DiskArgs {
+    /// Timed appends.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=DISK_COUNT_MAX as i64))]
+    pub count: u32,
+
+    /// Time from the start of one append to the start of the next, in ms.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=DISK_INTERVAL_MAX_MS))]
+    pub interval_ms: u64,
+
+    /// Directory to probe (a temp dir is made in it and removed after);
+    /// the default is where a local deployment keeps its datastore.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    pub dir: PathBuf,
+}
+
 fn parse_share(text: &str) -> Result<f64, String> {
     let v: f64 = text
         .trim()
@@ -361,5 +381,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["failover", "--count", "0"]).is_err());
+        match parse(&["disk"]).unwrap().command {
+            Some(Command::Disk(d)) => assert_eq!((d.count, d.interval_ms), (1_000, 10)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["disk", "--count", "0"]).is_err());
+        assert!(parse(&["disk", "--interval-ms", "1001"]).is_err());
     }
 }

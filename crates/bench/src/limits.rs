@@ -27,6 +27,9 @@ pub const Q_MAX_MS: u64 = 60_000;
 pub const SAMPLE_FOLLOWERS_MAX: u32 = 1_000;
 /// Bounds of `failover --count`.
 pub const FAILOVER_COUNT_MAX: u32 = 100;
+/// Bounds of `disk --count` and `disk --interval-ms`.
+pub const DISK_COUNT_MAX: u32 = 100_000;
+pub const DISK_INTERVAL_MAX_MS: u64 = 1_000;
 /// Bounds of `--connections` (HTTP/2 connections per server).
 pub const CONNECTIONS_MAX: u32 = 64;
 

@@ -4,6 +4,8 @@
 //!   acknowledgement latency, delivery latency, optionally a primary's
 //!   failover, the RPC stack's limit, and the audit of every post.
 //! * `tsn_bench failover --count N`: N failovers in a row (`failover.rs`).
+//! * `tsn_bench disk`: the latency of an append and fdatasync alone
+//!   (`disk.rs`), the floor of a durable post's acknowledgement.
 //! * `tsn_bench echo-server -p PORT`: the echo server the main run starts
 //!   as a child (`echo.rs`).
 //!
@@ -19,6 +21,7 @@ mod cli;
 mod cpu;
 mod delivery;
 mod deploy;
+mod disk;
 mod echo;
 mod failover;
 mod figures;
@@ -48,6 +51,7 @@ fn main() {
     tsn_cluster::init_logging();
     let result = match cli.command {
         Some(Command::EchoServer(args)) => echo::serve(args),
+        Some(Command::Disk(args)) => disk::disk(args),
         Some(Command::Failover(args)) => block_on(|shutdown| failover::failover(args, shutdown)),
         None => block_on(|shutdown| run::run(cli.run, shutdown)),
     };
