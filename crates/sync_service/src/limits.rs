@@ -59,4 +59,4 @@ pub const APPLY_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Longest time between writes of the positions file while positions move;
 /// a crash sends at most this much of the changes again.
-pub const POSITIONS_FLUSH_INTERVAL_MS: u64 = 200;
+pub const POSITIONS_FLUSH_INTERVAL_MS: u64 = 1_000;
