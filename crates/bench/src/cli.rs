@@ -123,6 +123,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_half_load: bool,
 
+    /// Skip the disk probe (appends with fdatasync in the temp dir, before
+    /// the local deployment starts: the floor of any durable
+    /// acknowledgement); never made with -c, whose servers' disks are
+    /// elsewhere.
+    #[arg(long)]
+    pub no_disk: bool,
+
     /// Followers whose Timeline streams are kept open to time deliveries.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=SAMPLE_FOLLOWERS_MAX as i64))]
     pub sample_followers: u32,

@@ -21,18 +21,14 @@ pub const LINE_BYTES: usize = 200;
 
 /// Runs the probe in a new temp dir under `args.dir` and prints its figures.
 pub fn disk(args: DiskArgs) -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("tsn_bench-disk-")
-        .tempdir_in(&args.dir)
-        .map_err(|e| anyhow::anyhow!("cannot make a temp dir in {}: {e}", args.dir.display()))?;
     eprintln!(
         "tsn_bench disk: {} appends with fdatasync, one every {} ms, in {}",
         args.count,
         args.interval_ms,
-        dir.path().display()
+        args.dir.display()
     );
-    let summary = probe(
-        dir.path(),
+    let summary = probe_in(
+        &args.dir,
         args.count,
         Duration::from_millis(args.interval_ms),
     )?;
@@ -41,6 +37,15 @@ pub fn disk(args: DiskArgs) -> anyhow::Result<()> {
         summary.count, summary.p50_ms, summary.p90_ms, summary.p99_ms, summary.p999_ms, summary.max_ms
     );
     Ok(())
+}
+
+/// [`probe`] in a new temp dir under `dir`, removed after.
+pub fn probe_in(dir: &Path, count: u32, interval: Duration) -> anyhow::Result<Summary> {
+    let temp = tempfile::Builder::new()
+        .prefix("tsn_bench-disk-")
+        .tempdir_in(dir)
+        .map_err(|e| anyhow::anyhow!("cannot make a temp dir in {}: {e}", dir.display()))?;
+    probe(temp.path(), count, interval)
 }
 
 /// `count` timed append-and-fdatasync calls on a file in `dir`, starting

@@ -27,6 +27,9 @@ pub const Q_MAX_MS: u64 = 60_000;
 pub const SAMPLE_FOLLOWERS_MAX: u32 = 1_000;
 /// Bounds of `failover --count`.
 pub const FAILOVER_COUNT_MAX: u32 = 100;
+/// The main run's disk probe: appends with fdatasync, one every interval.
+pub const DISK_PROBE_APPENDS: u32 = 500;
+pub const DISK_PROBE_INTERVAL_MS: u64 = 10;
 /// Bounds of `disk --count` and `disk --interval-ms`.
 pub const DISK_COUNT_MAX: u32 = 100_000;
 pub const DISK_INTERVAL_MAX_MS: u64 = 1_000;

@@ -1,5 +1,7 @@
 //! The main run, phase by phase:
 //!
+//! 0. **disk**: before a local deployment starts, the latency of an
+//!    append and fdatasync alone in the temp dir it will use (`disk.rs`);
 //! 1. the deployment (local, or `-c`), the users and the follow graph,
 //!    waited for until it reached every cluster;
 //! 2. the sampled followers' Timeline streams, opened;
@@ -27,13 +29,15 @@ use crate::cli::{Load, RunArgs};
 use crate::cpu::{figures as cpu_figures, snapshot, Snapshot, Tracked};
 use crate::delivery::{analyze, Delivery, DeliveryFigures, Watchers};
 use crate::deploy::{kill_primary, restart, start_local, wait_whole, SECONDARIES_PER_CLUSTER};
+use crate::disk;
 use crate::echo;
 use crate::figures::{outage_ms, phase_figures, Span};
 use crate::graph::{follow_graph, followers_of, sample_followers};
 use crate::ids::new_run_id;
 use crate::limits::{
-    ACKS_MAX_RECORDS, DELIVERY_DRAIN_EXTRA_MS, GRAPH_CONVERGE_DEADLINE_MS, IN_SYNC_DEADLINE_MS,
-    RATE_MIN_PER_S, STREAMS_OPEN_DEADLINE_MS, WINDOW_MS,
+    ACKS_MAX_RECORDS, DELIVERY_DRAIN_EXTRA_MS, DISK_PROBE_APPENDS, DISK_PROBE_INTERVAL_MS,
+    GRAPH_CONVERGE_DEADLINE_MS, IN_SYNC_DEADLINE_MS, RATE_MIN_PER_S, STREAMS_OPEN_DEADLINE_MS,
+    WINDOW_MS,
 };
 use crate::load::{closed_loop, open_loop, LoadCtx};
 use crate::machine::Machine;
@@ -213,6 +217,20 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let machine = Machine::read();
     let clock = Clock::start();
     let run_id = new_run_id();
+
+    let disk = if args.coordinator.is_none() && !args.no_disk {
+        eprintln!(
+            "tsn_bench: disk probe: {DISK_PROBE_APPENDS} appends with fdatasync, one every \
+             {DISK_PROBE_INTERVAL_MS} ms"
+        );
+        let dir = std::env::temp_dir();
+        let interval = Duration::from_millis(DISK_PROBE_INTERVAL_MS);
+        let probe =
+            tokio::task::spawn_blocking(move || disk::probe_in(&dir, DISK_PROBE_APPENDS, interval));
+        Some(probe.await??)
+    } else {
+        None
+    };
 
     let (mut deployment, coord_addr) = match &args.coordinator {
         Some(addr) => (None, addr.clone()),
@@ -536,6 +554,7 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         half_load: half_report,
         echo: echo_report,
         posts_per_echo_call,
+        disk,
         kill,
         audit,
         stream_reopens,

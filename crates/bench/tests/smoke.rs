@@ -1,7 +1,7 @@
 //! A short run of the real `tsn_bench` against a local deployment of the
 //! debug binaries: it must finish, and its `result.json` must hold a
-//! throughput, same-cluster and cross-cluster delivery figures, and a
-//! clean audit. (The figures of a debug build on a busy machine mean
+//! throughput, same-cluster and cross-cluster delivery figures, the disk
+//! probe's, and a clean audit. (The figures of a debug build on a busy machine mean
 //! nothing; that they are there is what is checked.)
 
 use std::process::Command;
@@ -58,6 +58,16 @@ fn a_tiny_run_writes_a_complete_result() {
         assert!(c["latency"]["p99_ms"].is_f64(), "{class}: {c}");
     }
     assert!(r["echo"]["throughput_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(
+        r["disk"]["count"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        r["disk"]
+    );
+    assert!(
+        r["disk"]["p99_ms"].as_f64().unwrap_or(0.0) > 0.0,
+        "{}",
+        r["disk"]
+    );
     assert!(r["posts_per_echo_call"].as_f64().is_some());
     assert_eq!(r["audit"]["lost"], 0, "{}", r["audit"]);
     assert_eq!(r["audit"]["duplicated"], 0, "{}", r["audit"]);
