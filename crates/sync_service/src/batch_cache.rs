@@ -316,6 +316,13 @@ impl<T: Span, E: Clone> BatchCache<T, E> {
     fn stored_bytes(&self) -> usize {
         self.lock().bytes()
     }
+
+    /// The position `reader` asked for last (set, with the decision to
+    /// lead or join a read, under one lock: see `begin`).
+    #[cfg(test)]
+    fn cursor(&self, reader: u32) -> Option<u64> {
+        self.lock().cursors.get(&reader).copied()
+    }
 }
 
 #[cfg(test)]
@@ -362,6 +369,19 @@ mod tests {
             .unwrap()
     }
 
+    /// Waits (at most 5 s) until `reader` has asked for `after_seq`: from
+    /// then on it holds a stored batch, a read in flight, or its own read.
+    async fn until_asked(cache: &Cache, reader: u32, after_seq: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while cache.cursor(reader) != Some(after_seq) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "reader {reader} did not ask for {after_seq}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     async fn must_not_fetch(cache: &Cache, reader: u32, after_seq: u64) -> Got<B> {
         cache
             .get(reader, after_seq, || async {
@@ -390,8 +410,10 @@ mod tests {
                     .unwrap()
             }));
         }
-        // Let every reader reach the cache before the read ends.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Every reader reaches the cache before the read ends.
+        for reader in 1..=3 {
+            until_asked(&cache, reader, 5).await;
+        }
         release.notify_one();
         let mut hows = Vec::new();
         let mut batches = Vec::new();
@@ -471,12 +493,12 @@ mod tests {
                     .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until_asked(&cache, 1, 5).await;
         let joiner = {
             let cache = cache.clone();
             tokio::spawn(async move { cache.get(2, 5, || async { Ok(b(9)) }).await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until_asked(&cache, 2, 5).await;
         release.notify_one();
         assert_eq!(leader.await.unwrap().unwrap_err(), "primary down");
         assert_eq!(joiner.await.unwrap().unwrap_err(), "primary down");
@@ -581,12 +603,12 @@ mod tests {
                     .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until_asked(&cache, 1, 5).await;
         let waiter = {
             let cache = cache.clone();
             tokio::spawn(async move { cache.get(2, 5, || async { Ok(b(8)) }).await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until_asked(&cache, 2, 5).await;
         assert!(!waiter.is_finished(), "it waits for the leader's read");
         leader.abort();
         let got = tokio::time::timeout(Duration::from_secs(5), waiter)

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -426,16 +427,22 @@ fn follow(user: u32, target: u32, since_ms: i64) -> Op {
     }
 }
 
-// --------------------------------------------------------------- tests
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_reach_every_cluster_and_a_partition_stalls_only_its_cluster() {
+/// Two clusters' primaries, a coordinator that knows them, and a
+/// datastore directory for each cluster's sync service.
+async fn two_clusters() -> (PrimaryHandle, PrimaryHandle, SocketAddr, TempDir, TempDir) {
     let (p1, a1) = PrimaryHandle::start(1).await;
     let (p2, a2) = PrimaryHandle::start(2).await;
     let coord =
         start_coordinator(2, HashMap::from([(1, a1.to_string()), (2, a2.to_string())])).await;
-    let ds1 = tempfile::tempdir().unwrap();
-    let ds2 = tempfile::tempdir().unwrap();
+    let dir = || tempfile::tempdir().unwrap();
+    (p1, p2, coord, dir(), dir())
+}
+
+// --------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_every_cluster_and_a_partition_stalls_only_its_cluster() {
+    let (p1, p2, coord, ds1, ds2) = two_clusters().await;
     let port2 = free_port();
     let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
     let s2 = start_sync(coord, 2, port2, ds2.path()).await;
@@ -509,12 +516,7 @@ async fn changes_reach_every_cluster_and_a_partition_stalls_only_its_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_that_arrives_after_the_post_is_backfilled() {
-    let (p1, a1) = PrimaryHandle::start(1).await;
-    let (p2, a2) = PrimaryHandle::start(2).await;
-    let coord =
-        start_coordinator(2, HashMap::from([(1, a1.to_string()), (2, a2.to_string())])).await;
-    let ds1 = tempfile::tempdir().unwrap();
-    let ds2 = tempfile::tempdir().unwrap();
+    let (p1, p2, coord, ds1, ds2) = two_clusters().await;
     let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
 
     // 2 follows 1 from 1000 on, but cluster 2's sync service is not running,
@@ -537,12 +539,7 @@ async fn a_follow_that_arrives_after_the_post_is_backfilled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_in_step_read_each_batch_once() {
-    let (p1, a1) = PrimaryHandle::start(1).await;
-    let (p2, a2) = PrimaryHandle::start(2).await;
-    let coord =
-        start_coordinator(2, HashMap::from([(1, a1.to_string()), (2, a2.to_string())])).await;
-    let ds1 = tempfile::tempdir().unwrap();
-    let ds2 = tempfile::tempdir().unwrap();
+    let (p1, p2, coord, ds1, ds2) = two_clusters().await;
     let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
     let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
 
