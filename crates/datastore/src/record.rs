@@ -8,8 +8,6 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use crate::limits::DELIVER_RECIPIENTS_MAX;
-
 /// One change to a cluster's data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -29,8 +27,10 @@ pub enum Op {
     /// A post of someone each of `to` follows; goes into each of their
     /// timelines. One entry per post and cluster, not per follower, so that
     /// a post with many followers costs one journal line here, not one per
-    /// follower. At most [`DELIVER_RECIPIENTS_MAX`] recipients, sorted,
-    /// without repeats. (Older journals hold one recipient as a number.)
+    /// follower. At most
+    /// [`DELIVER_RECIPIENTS_MAX`](crate::limits::DELIVER_RECIPIENTS_MAX)
+    /// recipients, sorted, without repeats. (Older journals hold one
+    /// recipient as a number.)
     Deliver {
         #[serde(deserialize_with = "one_or_many")]
         to: Vec<u32>,

@@ -47,7 +47,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use tsn_datastore::record::DELIVER_RECIPIENTS_MAX;
+use tsn_datastore::limits::DELIVER_RECIPIENTS_MAX;
 use tsn_datastore::{Entry, Op, Post};
 
 /// The followers of a user: follower -> the time it followed from.
