@@ -231,11 +231,17 @@ async fn promotes_secondary_and_survives_restart() {
     })
     .await;
     assert_eq!(named, (2, "40002".to_string()));
-    let cluster = coord.clusters().await.unwrap().remove(0);
+    // Waited for, not read once: a coordinator that was starved of CPU for
+    // a moment (a loaded machine) counts everyone alive for one failure
+    // timeout after it notices, rather than declare the silent dead.
+    let cluster = wait_for("server 1 reported dead", &coordinator, || async {
+        let cluster = coord.clusters().await.ok()?.remove(0);
+        let old = cluster.processes.iter().find(|p| p.server_id == 1)?;
+        (!old.alive).then_some(cluster)
+    })
+    .await;
     assert_eq!((cluster.epoch, cluster.primary_id), (2, 2));
     assert!(cluster.in_sync.is_empty());
-    let old = cluster.processes.iter().find(|p| p.server_id == 1).unwrap();
-    assert!(!old.alive);
 
     // SIGKILL, then a restart on the same state: epoch and primary are kept.
     coordinator.kill();
