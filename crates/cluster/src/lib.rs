@@ -5,6 +5,7 @@
 //! * [`heartbeat`]: the heartbeat loop of servers and sync services.
 //! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`).
 //! * [`shutdown`]: the one shared signal that stops a process gracefully.
+//! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
 
 pub mod coord;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod net;
 pub mod retry;
 pub mod shutdown;
+pub mod sync;
 
 /// The cluster that serves `user` among `clusters` clusters:
 /// `((user - 1) mod clusters) + 1`. Client ids start at 1.

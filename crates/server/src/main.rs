@@ -1,8 +1,10 @@
 //! `tsn_server`: one server of a cluster. The primary and the secondaries
 //! run this same program; the coordinator tells each which it is.
 
+mod commit;
 mod config;
 mod directory;
+mod lease;
 mod node;
 mod posts;
 mod reconcile;
@@ -106,11 +108,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         },
         cfg.heartbeat_interval_ms,
         Box::new(move || {
-            (
-                progress_node.role().epoch,
-                progress_node.last_seq(),
-                progress_node.last_epoch(),
-            )
+            let (last_seq, last_epoch) = progress_node.position();
+            (progress_node.role().epoch, last_seq, last_epoch)
         }),
         shutdown.clone(),
     )?;

@@ -1,25 +1,38 @@
-//! The state one server shares between its tasks: the store, its role and
-//! epoch, the commit point, the replication progress of each secondary,
-//! the lease, and the subscriptions of open timeline streams.
+//! The state one server shares between its tasks, each piece with one
+//! owner that keeps its invariants inside:
+//!
+//! - the store (the writer thread appends; the rest read), behind `store`;
+//! - the role and epoch, a watch channel set by [`crate::role`];
+//! - the [`CommitTracker`]: durable position, commit point, in-sync set,
+//!   each secondary's progress and the wake-ups waiting for the commit
+//!   point, behind `commit` — every change goes through
+//!   [`Node::with_commit`], which publishes the commit point and announces
+//!   the wake-ups the change released;
+//! - the [`Lease`] from the coordinator;
+//! - the watchers of open timeline streams.
+//!
+//! Lock order (a thread holding one may take only those after it):
+//! `store` → `commit` → `watchers`. `lease`, `recent` and `reconciled`
+//! are taken alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 use tsn_cluster::coord::CoordClient;
+pub use tsn_cluster::sync::lock;
 use tsn_datastore::journal::{Line, RecentLines};
 use tsn_datastore::{Layout, Op, Store};
 
+use crate::commit::{CommitTracker, Wake};
+use crate::lease::Lease;
 use crate::writer::{Outcome, WriteRequest, Written};
 
 /// Most requests waiting for the writer; past this, clients are told the
 /// server is busy instead of queueing without bound.
 pub const WRITE_QUEUE_MAX_REQUESTS: usize = 4096;
-/// Most timeline lines waiting to be announced to open streams.
-const NOTIFY_QUEUE_MAX_ENTRIES: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -37,42 +50,6 @@ pub struct RoleView {
     pub primary_id: u32,
 }
 
-/// How far one secondary is.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PeerAck {
-    /// Its last durable seq, as it last told us.
-    pub acked_seq: u64,
-    /// When the request it last acknowledged was sent: it renews the lease.
-    pub ack_sent_at: Option<Instant>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Expanding {
-    pub target_seq: u64,
-    pub asking: bool,
-}
-
-#[derive(Default)]
-pub struct Replication {
-    /// Secondaries every commit waits for (the coordinator's in-sync set).
-    pub required: BTreeSet<u32>,
-    /// Secondaries being added to the in-sync set, with the seq each must
-    /// reach before the coordinator is asked (everything that may have been
-    /// committed without it). Commits wait for them too.
-    pub expanding: BTreeMap<u32, Expanding>,
-    pub peers: HashMap<u32, PeerAck>,
-    /// When the in-sync set was last changed by this server; heartbeat
-    /// replies from before that are not used to overwrite it.
-    pub changed_at: Option<Instant>,
-}
-
-#[derive(Default)]
-struct Notifications {
-    /// (seq, timeline owner) of committed-soon timeline lines, in seq order.
-    pending: VecDeque<(u64, u32)>,
-    watchers: HashMap<u32, watch::Sender<u64>>,
-}
-
 pub struct Node {
     pub cluster_id: u32,
     pub server_id: u32,
@@ -84,28 +61,20 @@ pub struct Node {
     pub coord: CoordClient,
     pub mirror_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
-    last_seq: AtomicU64,
-    last_epoch: AtomicU64,
     role: watch::Sender<RoleView>,
-    commit: watch::Sender<u64>,
-    pub repl: Mutex<Replication>,
-    notify: Mutex<Notifications>,
-    /// When the last heartbeat that confirmed this server as primary was sent.
-    coordinator_confirmed_at: Mutex<Option<Instant>>,
-    lease_ms: AtomicU64,
+    commit: Mutex<CommitTracker>,
+    /// The commit point as last published by [`Node::with_commit`].
+    commit_seq: watch::Sender<u64>,
+    /// The open timeline streams' wake-up channels, by timeline owner.
+    watchers: Mutex<HashMap<u32, watch::Sender<u64>>>,
+    lease: Mutex<Lease>,
     writer: mpsc::Sender<WriteRequest>,
     /// The journal's last written seq, fsynced or not yet: what the mirror
-    /// may send (see [`Node::note_written`]). `last_seq` is the durable end.
+    /// may send (see [`Node::note_written`]). The tracker holds the durable end.
     appended: watch::Sender<u64>,
     /// (epoch, primary) whose history this server has reconciled its
     /// journal with; a secondary accepts entries only from that primary.
     pub reconciled: Mutex<Option<(u64, u32)>>,
-}
-
-/// Locks a mutex, going on with the data if a thread panicked holding it:
-/// every critical section leaves the data consistent before it can panic.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Node {
@@ -131,19 +100,16 @@ impl Node {
             coord,
             mirror_timeout_ms,
             heartbeat_interval_ms,
-            last_seq: AtomicU64::new(last_seq),
-            last_epoch: AtomicU64::new(last_epoch),
             role: watch::channel(RoleView {
                 role: Role::Unknown,
                 epoch: last_epoch,
                 primary_id: 0,
             })
             .0,
-            commit: watch::channel(0).0,
-            repl: Mutex::new(Replication::default()),
-            notify: Mutex::new(Notifications::default()),
-            coordinator_confirmed_at: Mutex::new(None),
-            lease_ms: AtomicU64::new(0),
+            commit: Mutex::new(CommitTracker::new(last_seq, last_epoch)),
+            commit_seq: watch::channel(0).0,
+            watchers: Mutex::new(HashMap::new()),
+            lease: Mutex::new(Lease::default()),
             writer,
             appended: watch::channel(last_seq).0,
             reconciled: Mutex::new(None),
@@ -165,10 +131,7 @@ impl Node {
     }
 
     pub fn confirm_lease(&self, sent_at: Instant, failure_timeout_ms: u64) {
-        let lease =
-            failure_timeout_ms * tsn_cluster::limits::LEASE_PERCENT_OF_FAILURE_TIMEOUT / 100;
-        self.lease_ms.store(lease, Ordering::Relaxed);
-        *lock(&self.coordinator_confirmed_at) = Some(sent_at);
+        lock(&self.lease).confirm(sent_at, failure_timeout_ms);
     }
 
     /// Whether this server may accept a write now: it is the primary, and
@@ -182,18 +145,8 @@ impl Node {
             return Err(not_primary(&view, self.cluster_id));
         }
         let now = Instant::now();
-        let lease = Duration::from_millis(self.lease_ms.load(Ordering::Relaxed));
-        if lock(&self.coordinator_confirmed_at).is_some_and(|t| now < t + lease) {
-            return Ok(view.epoch);
-        }
-        let repl = lock(&self.repl);
-        let all_confirm = repl.required.iter().chain(repl.expanding.keys()).all(|id| {
-            repl.peers
-                .get(id)
-                .and_then(|p| p.ack_sent_at)
-                .is_some_and(|t| now < t + lease)
-        });
-        if all_confirm {
+        let lease = *lock(&self.lease);
+        if lease.holds(now) || lock(&self.commit).secondaries_confirm(now, lease.length()) {
             Ok(view.epoch)
         } else {
             Err(Status::unavailable(format!(
@@ -206,11 +159,12 @@ impl Node {
     // ------------------------------------------------------------ journal position
 
     pub fn last_seq(&self) -> u64 {
-        self.last_seq.load(Ordering::Acquire)
+        self.position().0
     }
 
-    pub fn last_epoch(&self) -> u64 {
-        self.last_epoch.load(Ordering::Acquire)
+    /// (last durable seq, its epoch), read as one value.
+    pub fn position(&self) -> (u64, u64) {
+        lock(&self.commit).durable()
     }
 
     /// The journal's last written seq: at least [`Node::last_seq`], more
@@ -231,8 +185,7 @@ impl Node {
 
     /// Called after every append or truncation of the store, once durable.
     pub fn set_position(&self, last_seq: u64, last_epoch: u64) {
-        self.last_seq.store(last_seq, Ordering::Release);
-        self.last_epoch.store(last_epoch, Ordering::Release);
+        self.with_commit(|c| c.set_durable(last_seq, last_epoch));
         // Unchanged after the writer's fsync (noted when written): no wake-up.
         self.appended.send_if_modified(|written| {
             let moved = *written != last_seq;
@@ -265,47 +218,46 @@ impl Node {
     // ------------------------------------------------------------ commit point
 
     pub fn commit_seq(&self) -> u64 {
-        *self.commit.borrow()
+        *self.commit_seq.borrow()
     }
 
     pub fn subscribe_commit(&self) -> watch::Receiver<u64> {
-        self.commit.subscribe()
+        self.commit_seq.subscribe()
     }
 
-    /// Moves the commit point to the highest seq durable here and on every
-    /// secondary that commits wait for, and wakes the streams whose
-    /// timelines it reached. Only the primary commits.
-    pub fn recompute_commit(&self) {
-        if self.role().role != Role::Primary {
-            return;
-        }
-        let mut commit = self.last_seq();
-        {
-            let repl = lock(&self.repl);
-            for id in repl.required.iter().chain(repl.expanding.keys()) {
-                let acked = repl.peers.get(id).map_or(0, |p| p.acked_seq);
-                commit = commit.min(acked);
-            }
-        }
-        let moved = self.commit.send_if_modified(|c| {
-            if commit > *c {
-                *c = commit;
-                true
-            } else {
-                false
-            }
+    /// Changes the commit tracker through `change`, then publishes the
+    /// commit point and wakes the streams whose lines it released — both
+    /// under the tracker's lock, so that what is published only grows
+    /// within a term and no released wake-up is lost or reordered.
+    pub fn with_commit<R>(&self, change: impl FnOnce(&mut CommitTracker) -> R) -> R
+    where
+        R: Released,
+    {
+        let mut tracker = lock(&self.commit);
+        let result = change(&mut tracker);
+        let commit = tracker.commit_seq();
+        self.commit_seq.send_if_modified(|c| {
+            let moved = *c != commit;
+            *c = commit;
+            moved
         });
-        if moved {
-            self.announce_up_to(commit);
+        let wakes = result.released();
+        if !wakes.is_empty() {
+            let mut watchers = lock(&self.watchers);
+            for &(seq, owner) in wakes {
+                let gone = match watchers.get(&owner) {
+                    Some(tx) => {
+                        tx.send_replace(seq);
+                        tx.receiver_count() == 0
+                    }
+                    None => false,
+                };
+                if gone {
+                    watchers.remove(&owner);
+                }
+            }
         }
-    }
-
-    /// Starts a term as primary: the commit point is recomputed from
-    /// scratch (it may be lower than what an earlier term left).
-    pub fn restart_commit(&self) {
-        self.clear_pending_notifications();
-        self.commit.send_replace(0);
-        self.recompute_commit();
+        result
     }
 
     /// Waits until `seq` is committed in `epoch`; fails if this server stops
@@ -376,47 +328,53 @@ impl Node {
 
     // ------------------------------------------------------------ timeline notifications
 
-    /// Records that `owner`'s timeline got line `seq` (not yet committed).
+    /// Records that `owner`'s timeline got line `seq` (durable here); its
+    /// streams wake once the commit point reaches it — at once if it has.
     pub fn note_timeline_line(&self, seq: u64, owner: u32) {
-        let mut n = lock(&self.notify);
-        if n.pending.len() >= NOTIFY_QUEUE_MAX_ENTRIES {
-            n.pending.pop_front();
-        }
-        n.pending.push_back((seq, owner));
-    }
-
-    fn announce_up_to(&self, commit: u64) {
-        let mut n = lock(&self.notify);
-        while n.pending.front().is_some_and(|&(s, _)| s <= commit) {
-            let Some((seq, owner)) = n.pending.pop_front() else {
-                break;
-            };
-            let gone = match n.watchers.get(&owner) {
-                Some(tx) => {
-                    tx.send_replace(seq);
-                    tx.receiver_count() == 0
-                }
-                None => false,
-            };
-            if gone {
-                n.watchers.remove(&owner);
-            }
-        }
+        self.with_commit(|c| c.note_line(seq, owner));
     }
 
     /// A receiver that changes whenever `user`'s timeline gets a committed line.
     pub fn watch_timeline(&self, user: u32) -> watch::Receiver<u64> {
-        let mut n = lock(&self.notify);
-        n.watchers
+        lock(&self.watchers)
             .entry(user)
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
     }
+}
 
-    /// Drops notifications not yet announced: they belong to a suffix that
-    /// was cut off, or to a term as primary that ended.
-    pub fn clear_pending_notifications(&self) {
-        lock(&self.notify).pending.clear();
+/// What a change of the commit tracker released: the wake-ups to announce.
+pub trait Released {
+    fn released(&self) -> &[Wake];
+}
+
+impl Released for () {
+    fn released(&self) -> &[Wake] {
+        &[]
+    }
+}
+
+impl Released for Vec<Wake> {
+    fn released(&self) -> &[Wake] {
+        self
+    }
+}
+
+impl Released for Option<Wake> {
+    fn released(&self) -> &[Wake] {
+        self.as_slice()
+    }
+}
+
+impl<T> Released for (T, Vec<Wake>) {
+    fn released(&self) -> &[Wake] {
+        &self.1
+    }
+}
+
+impl Released for crate::commit::ExpandStep {
+    fn released(&self) -> &[Wake] {
+        &[]
     }
 }
 

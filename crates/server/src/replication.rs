@@ -18,7 +18,8 @@ use tsn_cluster::retry::{Backoff, FailureLog};
 use tsn_proto::tsn::replica_client::ReplicaClient;
 use tsn_proto::tsn::{AppendRequest, InSyncChange, Peer};
 
-use crate::node::{lock, Expanding, Node, Role};
+use crate::commit::{ExpandAnswer, ExpandStep};
+use crate::node::{lock, Node, Role};
 
 /// Most entries in one Append.
 pub const APPEND_MAX_ENTRIES: usize = 512;
@@ -125,13 +126,7 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
                 known = Some(reply.last_seq);
                 if reply.ok {
                     backoff.reset();
-                    {
-                        let mut repl = lock(&node.repl);
-                        let p = repl.peers.entry(peer_id).or_default();
-                        p.acked_seq = reply.last_seq;
-                        p.ack_sent_at = Some(sent_at);
-                    }
-                    node.recompute_commit();
+                    node.with_commit(|c| c.peer_acked(peer_id, reply.last_seq, sent_at));
                     maybe_expand(&node, peer_id, epoch, reply.last_seq).await;
                     if sent_entries > 0 {
                         continue; // more to send, maybe
@@ -173,34 +168,12 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
     }
 }
 
-/// Adds a caught-up secondary to the in-sync set. First locally: once it
-/// is within one batch of the journal's end, every later commit waits for
-/// it; once it has everything committed before that, the coordinator is
-/// asked, which makes it eligible for promotion. (Waiting for an exact tie
-/// with the journal's end would never happen under steady load.)
+/// Adds a caught-up secondary to the in-sync set: see
+/// [`crate::commit::CommitTracker::offer_expand`] for the two steps.
 async fn maybe_expand(node: &Arc<Node>, peer_id: u32, epoch: u64, acked: u64) {
-    {
-        let mut repl = lock(&node.repl);
-        if repl.required.contains(&peer_id) {
-            return;
-        }
-        let last = node.last_seq();
-        match repl.expanding.get_mut(&peer_id) {
-            None => {
-                if acked + APPEND_MAX_ENTRIES as u64 >= last {
-                    repl.expanding.insert(
-                        peer_id,
-                        Expanding {
-                            target_seq: last,
-                            asking: false,
-                        },
-                    );
-                }
-                return;
-            }
-            Some(x) if x.asking || acked < x.target_seq => return,
-            Some(x) => x.asking = true,
-        }
+    let step = node.with_commit(|c| c.offer_expand(peer_id, acked, APPEND_MAX_ENTRIES as u64));
+    if step == ExpandStep::Wait {
+        return;
     }
     let change = InSyncChange {
         cluster_id: node.cluster_id,
@@ -209,40 +182,27 @@ async fn maybe_expand(node: &Arc<Node>, peer_id: u32, epoch: u64, acked: u64) {
         server_id: peer_id,
         in_sync: true,
     };
-    let result = node.coord.change_in_sync(change).await;
-    let mut repl = lock(&node.repl);
-    match result {
+    let answer = match node.coord.change_in_sync(change).await {
         Ok(reply) if reply.ok => {
-            repl.required = reply.in_sync.into_iter().collect();
-            repl.expanding.remove(&peer_id);
-            repl.changed_at = Some(Instant::now());
             tracing::info!(peer = peer_id, "secondary caught up: now in sync");
+            ExpandAnswer::Added(reply.in_sync)
         }
-        Ok(_) => {
-            repl.expanding.remove(&peer_id);
-        }
+        Ok(_) => ExpandAnswer::Refused,
         Err(e) => {
-            // Unknown outcome: keep waiting for it, and ask again later.
-            if let Some(x) = repl.expanding.get_mut(&peer_id) {
-                x.asking = false;
-            }
             tracing::warn!(peer = peer_id, error = %e.message(), "adding to the in-sync set failed");
+            ExpandAnswer::Failed
         }
-    }
+    };
+    node.with_commit(|c| c.expand_answered(peer_id, answer, Instant::now()));
 }
 
 /// Drops a secondary that stopped answering from the in-sync set. Commits
 /// go on without it only once the coordinator has agreed, so it can no
 /// longer be promoted.
 async fn shrink(node: &Arc<Node>, peer_id: u32, epoch: u64) {
-    {
-        let mut repl = lock(&node.repl);
-        repl.expanding.remove(&peer_id);
-        if !repl.required.contains(&peer_id) {
-            drop(repl);
-            node.recompute_commit();
-            return;
-        }
+    let (in_sync, _) = node.with_commit(|c| c.peer_failed(peer_id));
+    if !in_sync {
+        return;
     }
     let change = InSyncChange {
         cluster_id: node.cluster_id,
@@ -253,16 +213,11 @@ async fn shrink(node: &Arc<Node>, peer_id: u32, epoch: u64) {
     };
     match node.coord.change_in_sync(change).await {
         Ok(reply) if reply.ok => {
-            {
-                let mut repl = lock(&node.repl);
-                repl.required = reply.in_sync.into_iter().collect();
-                repl.changed_at = Some(Instant::now());
-            }
+            node.with_commit(|c| c.dropped(reply.in_sync, Instant::now()));
             tracing::warn!(
                 peer = peer_id,
                 "secondary dropped from the in-sync set; going on without it"
             );
-            node.recompute_commit();
         }
         Ok(_) => {}
         Err(e) => {

@@ -56,18 +56,12 @@ pub async fn follow(
             Role::Primary => {
                 node.confirm_lease(sent_at, reply.failure_timeout_ms as u64);
                 let started = old.role != Role::Primary || old.epoch != reply.epoch;
-                {
-                    let mut repl = lock(&node.repl);
-                    if started {
-                        repl.peers.clear();
-                        repl.expanding.clear();
-                        repl.changed_at = None;
-                    }
-                    // A reply to a heartbeat sent before this server last
-                    // changed the in-sync set may not show that change yet.
-                    if repl.changed_at.is_none_or(|t| sent_at > t) {
-                        repl.required = reply.in_sync.iter().copied().collect();
-                    }
+                if started {
+                    // The new term's commit point starts from the
+                    // coordinator's in-sync set, before any write of it.
+                    node.with_commit(|c| c.start_term(&reply.in_sync));
+                } else {
+                    node.with_commit(|c| c.heard_in_sync(&reply.in_sync, sent_at));
                 }
                 node.set_role(view);
                 if started {
@@ -80,9 +74,6 @@ pub async fn follow(
                         "this server is now the primary of cluster {}",
                         node.cluster_id
                     );
-                    node.restart_commit();
-                } else {
-                    node.recompute_commit();
                 }
                 replicators.sync(&node, reply.epoch, &reply.secondaries);
             }
@@ -94,7 +85,7 @@ pub async fn follow(
                         "this server is no longer the primary: it refuses writes from now on"
                     );
                     replicators.stop_all();
-                    node.clear_pending_notifications();
+                    node.with_commit(|c| c.end_term());
                 }
                 node.set_role(view);
                 let target = (reply.epoch, reply.primary_id);
