@@ -26,7 +26,7 @@ use crate::limits::{
     AUDIT_CONCURRENCY_MAX, AUDIT_POSTS_PER_AUTHOR_MAX, AUDIT_RETRY_FOR_MS, POST_CALL_TIMEOUT_MS,
     POST_RETRY_BACKOFF_MAX_MS,
 };
-use crate::poster::{backoff, is_retryable};
+use crate::poster::is_retryable;
 use crate::record::Ack;
 
 /// Most example ids listed in the report for each kind of finding.
@@ -128,9 +128,7 @@ fn push_example(list: &mut Vec<String>, what: String) {
 
 async fn read_author(coord: &CoordClient, run: &str, author: u32, since_ms: i64) -> Read {
     let start = Instant::now();
-    let mut tries = 0;
     loop {
-        tries += 1;
         let status = match posts_since(coord, author, since_ms).await {
             Ok(posts) if posts.len() >= AUDIT_POSTS_PER_AUTHOR_MAX as usize => {
                 return Read::TooMany
@@ -148,7 +146,7 @@ async fn read_author(coord: &CoordClient, run: &str, author: u32, since_ms: i64)
             }
             Err(status) => status,
         };
-        let pause = backoff(tries).max(Duration::from_millis(POST_RETRY_BACKOFF_MAX_MS));
+        let pause = Duration::from_millis(POST_RETRY_BACKOFF_MAX_MS);
         if !is_retryable(&status)
             || start.elapsed() + pause >= Duration::from_millis(AUDIT_RETRY_FOR_MS)
         {

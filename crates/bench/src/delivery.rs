@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -35,6 +35,8 @@ use crate::limits::{
 };
 use crate::record::{Ack, Clock};
 use crate::stats::{summarize, Summary};
+use tsn_cluster::retry::Backoff;
+use tsn_cluster::sync::lock;
 
 /// Messages the watcher may queue towards the server (it sends only the
 /// first one; the rest of the request stream stays open and empty).
@@ -56,10 +58,6 @@ struct Sink {
     opened: AtomicUsize,
     /// Times a stream was opened again after it failed.
     reopened: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The open streams of the sampled followers.
@@ -146,7 +144,7 @@ async fn watch(
 ) {
     let mut last_seq = 0u64;
     let mut opened_once = false;
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::new(STREAM_RETRY_BACKOFF_MIN_MS, STREAM_RETRY_BACKOFF_MAX_MS);
     while !stop.is_fired() {
         let opened = tokio::time::timeout(
             Duration::from_millis(POST_CALL_TIMEOUT_MS),
@@ -160,7 +158,7 @@ async fn watch(
                 opened_once = true;
                 sink.opened.fetch_add(1, Ordering::Relaxed);
             }
-            failures = 0;
+            backoff.reset();
             loop {
                 let msg = tokio::select! {
                     _ = stop.wait() => return,
@@ -184,12 +182,9 @@ async fn watch(
             }
             drop(outbound);
         }
-        failures = failures.saturating_add(1);
-        let pause =
-            (STREAM_RETRY_BACKOFF_MIN_MS << failures.min(16)).min(STREAM_RETRY_BACKOFF_MAX_MS);
         tokio::select! {
             _ = stop.wait() => return,
-            _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
 }

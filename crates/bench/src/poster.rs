@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
+use tsn_cluster::retry::Backoff;
 use tsn_proto::tsn::PostRequest;
 
 use crate::ids::{post_id, post_text};
@@ -37,10 +38,9 @@ pub fn is_retryable(status: &Status) -> bool {
     )
 }
 
-/// The pause after `tries` failed tries: doubling from the minimum, capped.
-pub fn backoff(tries: u32) -> Duration {
-    let ms = POST_RETRY_BACKOFF_MIN_MS.saturating_mul(1u64 << tries.saturating_sub(1).min(20));
-    Duration::from_millis(ms.min(POST_RETRY_BACKOFF_MAX_MS))
+/// The pauses between tries of one post.
+pub fn backoff() -> Backoff {
+    Backoff::new(POST_RETRY_BACKOFF_MIN_MS, POST_RETRY_BACKOFF_MAX_MS)
 }
 
 impl Poster {
@@ -52,6 +52,7 @@ impl Poster {
         let started = Instant::now();
         let sent_us = self.clock.us(started);
         let mut tries: u32 = 0;
+        let mut backoff = backoff();
         loop {
             tries += 1;
             let attempt = async {
@@ -94,7 +95,7 @@ impl Poster {
                 }
                 Err(status) => status,
             };
-            let pause = backoff(tries);
+            let pause = backoff.next_delay();
             let out_of_time = started.elapsed() + pause >= Duration::from_millis(POST_RETRY_FOR_MS);
             if !is_retryable(&status) || out_of_time {
                 self.records.fail(Failure {
@@ -116,16 +117,22 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(POST_RETRY_BACKOFF_MIN_MS));
+        let mut b = backoff();
         assert_eq!(
-            backoff(2),
+            b.next_delay(),
+            Duration::from_millis(POST_RETRY_BACKOFF_MIN_MS)
+        );
+        assert_eq!(
+            b.next_delay(),
             Duration::from_millis(2 * POST_RETRY_BACKOFF_MIN_MS)
         );
+        for _ in 0..100 {
+            b.next_delay();
+        }
         assert_eq!(
-            backoff(100),
+            b.next_delay(),
             Duration::from_millis(POST_RETRY_BACKOFF_MAX_MS)
         );
-        assert_eq!(backoff(0), Duration::from_millis(POST_RETRY_BACKOFF_MIN_MS));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Instant;
+use tsn_cluster::sync::lock;
 
 /// The run's time origin.
 #[derive(Clone, Copy, Debug)]
@@ -77,12 +78,6 @@ pub struct Records {
     /// Acknowledgements so far (for the progress bar).
     count: AtomicU64,
     limit: usize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means a task panicked while pushing; the
-    // vector is whole.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Records {

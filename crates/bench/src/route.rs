@@ -8,7 +8,7 @@
 //! path and differ only in what the server does.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use tonic::transport::Channel;
 use tonic::Status;
@@ -18,6 +18,7 @@ use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
 use tsn_proto::tsn::posts_client::PostsClient;
 
 use crate::limits::POST_CALL_TIMEOUT_MS;
+use tsn_cluster::sync::lock;
 
 /// Most distinct server addresses remembered (each kill and restart may
 /// add one); past this the table stops growing and later addresses share
@@ -56,10 +57,6 @@ pub struct Router {
     connections: u32,
     routes: Mutex<HashMap<u32, Route>>,
     servers: Mutex<Vec<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Router {

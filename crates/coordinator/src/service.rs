@@ -6,7 +6,7 @@
 //! decides and persists synchronously, and releases the lock before the
 //! reply is sent. The lock is never held across an `.await`.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
@@ -21,12 +21,10 @@ use crate::state::{Error, State};
 /// The shared state, as the service and the failure detector hold it.
 pub type Shared = Arc<Mutex<State>>;
 
-/// Takes the state lock. A panic while the lock was held cannot have left a
-/// half-made change behind (changes are adopted in memory only after they
-/// are stored, in one assignment), so a poisoned lock is still usable.
-pub fn lock(state: &Shared) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
+// The state lock is `tsn_cluster::sync::lock`: a panic while it was held
+// cannot have left a half-made change behind (changes are adopted in memory
+// only after they are stored, in one assignment).
+pub use tsn_cluster::sync::lock;
 
 #[derive(Clone)]
 pub struct CoordinatorService {

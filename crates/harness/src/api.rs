@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tsn_cluster::coord::{channel, server_address, stream_channel, CoordClient};
 use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
+use tsn_cluster::retry::Backoff;
 use tsn_proto::csce438::sns_service_client::SnsServiceClient;
 use tsn_proto::csce438::{ListReply, Request};
 use tsn_proto::tsn::posts_client::PostsClient;
@@ -189,19 +190,19 @@ impl Api {
         Fut: Future<Output = Result<T, Status>>,
     {
         let start = Instant::now();
-        let mut backoff = Duration::from_millis(CALL_RETRY_BACKOFF_MIN_MS);
+        let mut backoff = Backoff::new(CALL_RETRY_BACKOFF_MIN_MS, CALL_RETRY_BACKOFF_MAX_MS);
         loop {
             let result =
                 match tokio::time::timeout(Duration::from_millis(CALL_TIMEOUT_MS), call()).await {
                     Ok(result) => result,
                     Err(_) => Err(Status::deadline_exceeded("the harness's call timeout")),
                 };
+            let pause = backoff.next_delay();
             match result {
                 Err(status)
-                    if is_transient(&status) && start.elapsed() + backoff < self.retry_for =>
+                    if is_transient(&status) && start.elapsed() + pause < self.retry_for =>
                 {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(CALL_RETRY_BACKOFF_MAX_MS));
+                    tokio::time::sleep(pause).await;
                 }
                 other => return other,
             }

@@ -18,7 +18,7 @@
 //! treat as a failure of the promise that clients carry on by themselves.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -32,6 +32,8 @@ use tsn_proto::tsn::posts_client::PostsClient;
 use tsn_proto::tsn::PostRequest;
 
 use crate::limits::POLL_INTERVAL_MS;
+use tsn_cluster::retry::Backoff;
+use tsn_cluster::sync::lock;
 
 /// First pause before a post is sent again; it doubles on every failure.
 pub const WRITER_BACKOFF_MIN_MS: u64 = 20;
@@ -336,7 +338,7 @@ async fn post_until_acked(
     index: usize,
 ) -> Result<Acked, String> {
     let start = Instant::now();
-    let mut backoff_ms = WRITER_BACKOFF_MIN_MS;
+    let mut backoff = Backoff::new(WRITER_BACKOFF_MIN_MS, WRITER_BACKOFF_MAX_MS);
     loop {
         if target.is_none() {
             match coord.get_server(record.author).await {
@@ -404,8 +406,7 @@ async fn post_until_acked(
                 record.post_id
             ));
         }
-        tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-        backoff_ms = (backoff_ms * 2).min(WRITER_BACKOFF_MAX_MS);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -603,12 +604,6 @@ impl Load {
         }
         LoadReport { writers }
     }
-}
-
-/// Locks a mutex, going on with the data if a task panicked holding it:
-/// every critical section here leaves the data consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
+use tsn_cluster::sync::lock;
 use tsn_proto::csce438::sns_service_client::SnsServiceClient;
 use tsn_proto::csce438::Message;
 
@@ -145,12 +146,6 @@ impl TimelineStream {
 struct Seen {
     messages: Vec<(Message, Instant)>,
     ended: Option<String>,
-}
-
-fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
-    // A poisoned lock means a test panicked while reading; the data is
-    // still whole.
-    seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A Timeline stream read in the background; each message is kept with the

@@ -301,9 +301,7 @@ impl<T: Span, E: Clone> BatchCache<T, E> {
     fn lock(&self) -> MutexGuard<'_, Inner<T, E>> {
         // Every critical section leaves the maps consistent before anything
         // that could panic, so a poisoned lock still guards good data.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tsn_cluster::sync::lock(&self.inner)
     }
 
     /// Batches stored now (for tests and logs).

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -19,6 +19,7 @@ use tonic::Status;
 use tsn_cluster::coord::{channel, CoordClient};
 use tsn_cluster::heartbeat::Heard;
 use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
+use tsn_cluster::sync::lock;
 use tsn_proto::tsn::replica_client::ReplicaClient;
 use tsn_proto::tsn::sync_client::SyncClient;
 use tsn_proto::tsn::{ClusterView, ProcessKind};
@@ -71,14 +72,6 @@ pub fn sync_address(clusters: &[ClusterView], cluster_id: u32) -> Option<String>
         .find(|p| p.alive)
         .or_else(|| all.first())
         .map(|p| p.address.clone())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a single insert, remove or clone, so a
-    // poisoned lock still guards consistent data.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Peers {

@@ -139,9 +139,7 @@ impl Positions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Seqs> {
         // A panic while holding the lock cannot leave the map half-changed
         // (one insert), so a poisoned lock is still good.
-        self.seqs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tsn_cluster::sync::lock(&self.seqs)
     }
 }
 
