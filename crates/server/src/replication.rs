@@ -175,14 +175,7 @@ async fn maybe_expand(node: &Arc<Node>, peer_id: u32, epoch: u64, acked: u64) {
     if step == ExpandStep::Wait {
         return;
     }
-    let change = InSyncChange {
-        cluster_id: node.cluster_id,
-        primary_id: node.server_id,
-        epoch,
-        server_id: peer_id,
-        in_sync: true,
-    };
-    let answer = match node.coord.change_in_sync(change).await {
+    let answer = match change_in_sync(node, epoch, peer_id, true).await {
         Ok(reply) if reply.ok => {
             tracing::info!(peer = peer_id, "secondary caught up: now in sync");
             ExpandAnswer::Added(reply.in_sync)
@@ -204,14 +197,7 @@ async fn shrink(node: &Arc<Node>, peer_id: u32, epoch: u64) {
     if !in_sync {
         return;
     }
-    let change = InSyncChange {
-        cluster_id: node.cluster_id,
-        primary_id: node.server_id,
-        epoch,
-        server_id: peer_id,
-        in_sync: false,
-    };
-    match node.coord.change_in_sync(change).await {
+    match change_in_sync(node, epoch, peer_id, false).await {
         Ok(reply) if reply.ok => {
             node.with_commit(|c| c.dropped(reply.in_sync, Instant::now()));
             tracing::warn!(
@@ -224,4 +210,22 @@ async fn shrink(node: &Arc<Node>, peer_id: u32, epoch: u64) {
             tracing::warn!(peer = peer_id, error = %e.message(), "cannot drop the secondary: the coordinator is unreachable; commits wait");
         }
     }
+}
+
+/// Asks the coordinator to add `peer_id` to this epoch's in-sync set, or to
+/// drop it.
+async fn change_in_sync(
+    node: &Node,
+    epoch: u64,
+    peer_id: u32,
+    in_sync: bool,
+) -> Result<tsn_proto::tsn::InSyncReply, tonic::Status> {
+    let change = InSyncChange {
+        cluster_id: node.cluster_id,
+        primary_id: node.server_id,
+        epoch,
+        server_id: peer_id,
+        in_sync,
+    };
+    node.coord.change_in_sync(change).await
 }
