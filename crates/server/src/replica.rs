@@ -236,12 +236,14 @@ impl Replica for ReplicaService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(PostsSinceReply {
-            posts: posts
-                .iter()
-                .map(|p| serde_json::to_vec(p).unwrap_or_default())
-                .collect(),
-        }))
+        // A post that does not serialize is an error of the whole reply,
+        // never an empty record that the receiver would skip.
+        let posts = posts
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(format!("a stored post does not serialize: {e}")))?;
+        Ok(Response::new(PostsSinceReply { posts }))
     }
 
     async fn user_exists(

@@ -357,19 +357,19 @@ impl Feed {
             async move { Ok(client.posts_since(request).await?.into_inner()) },
         )
         .await?;
-        let mut posts = Vec::with_capacity(reply.posts.len());
-        for bytes in &reply.posts {
-            match serde_json::from_slice::<Post>(bytes) {
-                Ok(post) => posts.push(post),
-                Err(e) => tracing::warn!(
-                    author,
-                    primary = %addr,
-                    error = %e,
-                    "skipped a post that does not parse in a backfill"
-                ),
-            }
-        }
-        Ok(posts)
+        // A post that does not parse fails the whole batch, which the feed
+        // reports and retries: skipping it would lose it without a word.
+        reply
+            .posts
+            .iter()
+            .map(|bytes| {
+                serde_json::from_slice::<Post>(bytes).map_err(|e| {
+                    anyhow::anyhow!(
+                        "a post of user {author} from the primary at {addr} does not parse in a backfill: {e}"
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Sends `ops` in order until the destination acknowledged all of them;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,11 @@ struct FakePrimary {
     last_seq: watch::Sender<u64>,
     /// The `after_seq` of every `ReadChanges` reply that carried entries.
     reads: Mutex<Vec<u64>>,
+    /// While set, every `PostsSince` reply also carries a post that does
+    /// not parse.
+    corrupt_backfills: AtomicBool,
+    /// `PostsSince` calls answered.
+    backfill_calls: AtomicU64,
     _dir: tempfile::TempDir,
 }
 
@@ -71,6 +77,8 @@ impl PrimaryHandle {
             store: Mutex::new(store),
             last_seq,
             reads: Mutex::new(Vec::new()),
+            corrupt_backfills: AtomicBool::new(false),
+            backfill_calls: AtomicU64::new(0),
             _dir: dir,
         }));
         let (l, addr) = listener().await;
@@ -222,7 +230,7 @@ impl Replica for PrimaryHandle {
     ) -> Result<Response<PostsSinceReply>, Status> {
         let r = request.into_inner();
         let store = self.0.store.lock().unwrap();
-        let posts = tsn_datastore::store::read_posts_since(
+        let mut posts: Vec<Vec<u8>> = tsn_datastore::store::read_posts_since(
             store.layout(),
             r.author,
             r.since_ms,
@@ -231,6 +239,10 @@ impl Replica for PrimaryHandle {
         .iter()
         .map(|p| serde_json::to_vec(p).unwrap())
         .collect();
+        if self.0.corrupt_backfills.load(Ordering::SeqCst) {
+            posts.push(b"{\"id\":\"1-torn\",\"auth".to_vec());
+        }
+        self.0.backfill_calls.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(PostsSinceReply { posts }))
     }
 
@@ -533,6 +545,38 @@ async fn a_follow_that_arrives_after_the_post_is_backfilled() {
     let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
     eventually("1-a backfilled to 2", || p2.has_post(2, "1-a")).await;
     assert!(!p2.has_post(2, "1-old"));
+    s1.kill().await;
+    s2.kill().await;
+}
+
+/// A backfill whose reply holds a post that does not parse is an error
+/// that is retried, never a post skipped: nothing of it is delivered while
+/// the reply is bad, and all of it once the primary answers well again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_post_that_does_not_parse_is_retried_not_skipped() {
+    let (p1, p2, coord, ds1, ds2) = two_clusters().await;
+    p1.0.corrupt_backfills.store(true, Ordering::SeqCst);
+    let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
+    p2.commit(vec![follow(2, 1, 1_000)]);
+    p1.commit(vec![post(1, "1-a", 2_000)]);
+    let end = p1.last_seq();
+    eventually("cluster 1 passed the post for cluster 2", || {
+        position(ds1.path(), 1, 2) == end
+    })
+    .await;
+    let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
+    eventually("the backfill asked for three times", || {
+        p1.0.backfill_calls.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    assert!(
+        !p2.has_post(2, "1-a"),
+        "delivered from a reply with a bad post"
+    );
+    assert!(!p2.has_post(2, "1-torn"));
+
+    p1.0.corrupt_backfills.store(false, Ordering::SeqCst);
+    eventually("1-a backfilled to 2", || p2.has_post(2, "1-a")).await;
     s1.kill().await;
     s2.kill().await;
 }
