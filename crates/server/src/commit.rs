@@ -4,7 +4,7 @@
 //!
 //! It does no I/O and reads no clock: every time it needs is passed in, so
 //! its rules are unit-tested below. [`crate::node::Node`] keeps it behind
-//! one mutex and announces what it returns.
+//! one mutex and announces the wake-ups it releases.
 //!
 //! Invariants, kept inside so that no caller has to remember them:
 //! - the commit point is the lowest of the durable end here and the acks of
@@ -84,6 +84,8 @@ pub struct CommitTracker {
     changed_at: Option<Instant>,
     /// Timeline lines above the commit point, in seq order.
     pending: VecDeque<Wake>,
+    /// Wake-ups the commit point reached, not yet taken by the owner.
+    released: Vec<Wake>,
 }
 
 impl CommitTracker {
@@ -105,15 +107,15 @@ impl CommitTracker {
 
     /// The journal is durable up to `last_seq` (after an append, or a
     /// truncation while not primary).
-    pub fn set_durable(&mut self, last_seq: u64, last_epoch: u64) -> Vec<Wake> {
+    pub fn set_durable(&mut self, last_seq: u64, last_epoch: u64) {
         self.durable = (last_seq, last_epoch);
-        self.recompute()
+        self.recompute();
     }
 
     /// Starts a term as primary with the coordinator's in-sync set: the
     /// commit point is computed anew (it may be lower than what an earlier
     /// term left), with no secondary's progress known yet.
-    pub fn start_term(&mut self, in_sync: &[u32]) -> Vec<Wake> {
+    pub fn start_term(&mut self, in_sync: &[u32]) {
         self.primary = true;
         self.commit_seq = 0;
         self.required = in_sync.iter().copied().collect();
@@ -121,7 +123,8 @@ impl CommitTracker {
         self.expanding.clear();
         self.changed_at = None;
         self.pending.clear();
-        self.recompute()
+        self.released.clear();
+        self.recompute();
     }
 
     /// Ends a term as primary: what was not announced belongs to a term
@@ -129,25 +132,26 @@ impl CommitTracker {
     pub fn end_term(&mut self) {
         self.primary = false;
         self.pending.clear();
+        self.released.clear();
     }
 
     /// The coordinator's in-sync set, from a heartbeat reply whose request
     /// was sent at `sent_at`. A reply older than this server's own last
     /// change of the set may not show that change yet, and is not used.
-    pub fn heard_in_sync(&mut self, in_sync: &[u32], sent_at: Instant) -> Vec<Wake> {
+    pub fn heard_in_sync(&mut self, in_sync: &[u32], sent_at: Instant) {
         if self.changed_at.is_none_or(|t| sent_at > t) {
             self.required = in_sync.iter().copied().collect();
         }
-        self.recompute()
+        self.recompute();
     }
 
     /// A secondary acknowledged everything up to `acked_seq` in a request
     /// sent at `sent_at`.
-    pub fn peer_acked(&mut self, peer: u32, acked_seq: u64, sent_at: Instant) -> Vec<Wake> {
+    pub fn peer_acked(&mut self, peer: u32, acked_seq: u64, sent_at: Instant) {
         let p = self.peers.entry(peer).or_default();
         p.acked_seq = acked_seq;
         p.ack_sent_at = Some(sent_at);
-        self.recompute()
+        self.recompute();
     }
 
     /// Adds a caught-up secondary to the in-sync set, in two steps. Once it
@@ -183,7 +187,7 @@ impl CommitTracker {
     }
 
     /// What the coordinator answered to adding `peer`, at `now`.
-    pub fn expand_answered(&mut self, peer: u32, answer: ExpandAnswer, now: Instant) -> Vec<Wake> {
+    pub fn expand_answered(&mut self, peer: u32, answer: ExpandAnswer, now: Instant) {
         match answer {
             ExpandAnswer::Added(in_sync) => {
                 self.required = in_sync.into_iter().collect();
@@ -199,23 +203,24 @@ impl CommitTracker {
                 }
             }
         }
-        self.recompute()
+        self.recompute();
     }
 
     /// A secondary stopped answering: commits stop waiting for it as one
     /// being added. Returns whether it is in the in-sync set, in which case
     /// commits go on waiting for it until the coordinator dropped it
     /// ([`CommitTracker::dropped`]), so that it can no longer be promoted.
-    pub fn peer_failed(&mut self, peer: u32) -> (bool, Vec<Wake>) {
+    pub fn peer_failed(&mut self, peer: u32) -> bool {
         self.expanding.remove(&peer);
-        (self.required.contains(&peer), self.recompute())
+        self.recompute();
+        self.required.contains(&peer)
     }
 
     /// The coordinator dropped a secondary: the in-sync set is now this.
-    pub fn dropped(&mut self, in_sync: Vec<u32>, now: Instant) -> Vec<Wake> {
+    pub fn dropped(&mut self, in_sync: Vec<u32>, now: Instant) {
         self.required = in_sync.into_iter().collect();
         self.changed_at = Some(now);
-        self.recompute()
+        self.recompute();
     }
 
     /// Whether every secondary that commits wait for confirmed this
@@ -233,15 +238,21 @@ impl CommitTracker {
     /// `owner`'s timeline got line `seq` (durable here, maybe not yet
     /// committed). Handed out at once when the commit point already
     /// covers it.
-    pub fn note_line(&mut self, seq: u64, owner: u32) -> Option<Wake> {
+    pub fn note_line(&mut self, seq: u64, owner: u32) {
         if self.primary && seq <= self.commit_seq {
-            return Some((seq, owner));
+            self.released.push((seq, owner));
+            return;
         }
         if self.pending.len() >= NOTIFY_QUEUE_MAX_ENTRIES {
             self.pending.pop_front();
         }
         self.pending.push_back((seq, owner));
-        None
+    }
+
+    /// The wake-ups released since the last call, in seq order: the
+    /// owner of the tracker announces them to the streams.
+    pub fn take_released(&mut self) -> Vec<Wake> {
+        std::mem::take(&mut self.released)
     }
 
     fn waited_for(&self) -> impl Iterator<Item = u32> + '_ {
@@ -249,23 +260,21 @@ impl CommitTracker {
     }
 
     /// Moves the commit point to the highest seq durable here and on every
-    /// secondary that commits wait for; returns the wake-ups it reached.
-    fn recompute(&mut self) -> Vec<Wake> {
+    /// secondary that commits wait for, releasing the wake-ups it reached.
+    fn recompute(&mut self) {
         if !self.primary {
-            return Vec::new();
+            return;
         }
         let commit = self.waited_for().fold(self.durable.0, |c, id| {
             c.min(self.peers.get(&id).map_or(0, |p| p.acked_seq))
         });
         if commit <= self.commit_seq {
-            return Vec::new();
+            return;
         }
         self.commit_seq = commit;
-        let mut wakes = Vec::new();
         while self.pending.front().is_some_and(|&(s, _)| s <= commit) {
-            wakes.extend(self.pending.pop_front());
+            self.released.extend(self.pending.pop_front());
         }
-        wakes
     }
 }
 
@@ -328,13 +337,20 @@ mod tests {
     fn a_line_noted_after_its_commit_wakes_at_once() {
         let t0 = Instant::now();
         let mut c = primary_with(&[2]);
-        assert!(c.set_durable(8, 1).is_empty());
-        assert!(c.peer_acked(2, 8, t0).is_empty());
+        c.set_durable(8, 1);
+        c.peer_acked(2, 8, t0);
         assert_eq!(c.commit_seq(), 8);
-        assert_eq!(c.note_line(8, 42), Some((8, 42)));
-        assert_eq!(c.note_line(9, 43), None, "above the commit point: waits");
+        assert!(c.take_released().is_empty());
+        c.note_line(8, 42);
+        assert_eq!(c.take_released(), vec![(8, 42)]);
+        c.note_line(9, 43);
+        assert!(
+            c.take_released().is_empty(),
+            "above the commit point: waits"
+        );
         c.set_durable(9, 1);
-        assert_eq!(c.peer_acked(2, 9, t0), vec![(9, 43)]);
+        c.peer_acked(2, 9, t0);
+        assert_eq!(c.take_released(), vec![(9, 43)]);
     }
 
     #[test]
@@ -343,10 +359,13 @@ mod tests {
         let mut c = primary_with(&[2]);
         c.set_durable(3, 1);
         for (seq, owner) in [(1, 10), (2, 11), (3, 12)] {
-            assert_eq!(c.note_line(seq, owner), None);
+            c.note_line(seq, owner);
         }
-        assert_eq!(c.peer_acked(2, 2, t0), vec![(1, 10), (2, 11)]);
-        assert_eq!(c.peer_acked(2, 3, t0), vec![(3, 12)]);
+        assert!(c.take_released().is_empty());
+        c.peer_acked(2, 2, t0);
+        assert_eq!(c.take_released(), vec![(1, 10), (2, 11)]);
+        c.peer_acked(2, 3, t0);
+        assert_eq!(c.take_released(), vec![(3, 12)]);
     }
 
     #[test]
@@ -355,8 +374,9 @@ mod tests {
         c.set_durable(3, 1);
         c.note_line(3, 10);
         c.end_term();
-        assert!(c.start_term(&[2]).is_empty());
-        assert!(c.peer_acked(2, 3, Instant::now()).is_empty());
+        c.start_term(&[2]);
+        c.peer_acked(2, 3, Instant::now());
+        assert!(c.take_released().is_empty());
     }
 
     #[test]
@@ -403,8 +423,7 @@ mod tests {
         let mut c = primary_with(&[2]);
         c.peer_acked(2, 4, t0);
         c.set_durable(6, 1);
-        let (in_sync, _) = c.peer_failed(2);
-        assert!(in_sync);
+        assert!(c.peer_failed(2), "in sync: held until dropped");
         assert_eq!(c.commit_seq(), 4);
         c.dropped(vec![], t0 + Duration::from_millis(5));
         assert_eq!(c.commit_seq(), 6);

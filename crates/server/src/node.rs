@@ -26,7 +26,7 @@ pub use tsn_cluster::sync::lock;
 use tsn_datastore::journal::{Line, RecentLines};
 use tsn_datastore::{Layout, Op, Store};
 
-use crate::commit::{CommitTracker, Wake};
+use crate::commit::CommitTracker;
 use crate::lease::Lease;
 use crate::writer::{Outcome, WriteRequest, Written};
 
@@ -229,10 +229,7 @@ impl Node {
     /// commit point and wakes the streams whose lines it released — both
     /// under the tracker's lock, so that what is published only grows
     /// within a term and no released wake-up is lost or reordered.
-    pub fn with_commit<R>(&self, change: impl FnOnce(&mut CommitTracker) -> R) -> R
-    where
-        R: Released,
-    {
+    pub fn with_commit<R>(&self, change: impl FnOnce(&mut CommitTracker) -> R) -> R {
         let mut tracker = lock(&self.commit);
         let result = change(&mut tracker);
         let commit = tracker.commit_seq();
@@ -241,10 +238,10 @@ impl Node {
             *c = commit;
             moved
         });
-        let wakes = result.released();
+        let wakes = tracker.take_released();
         if !wakes.is_empty() {
             let mut watchers = lock(&self.watchers);
-            for &(seq, owner) in wakes {
+            for (seq, owner) in wakes {
                 let gone = match watchers.get(&owner) {
                     Some(tx) => {
                         tx.send_replace(seq);
@@ -340,41 +337,6 @@ impl Node {
             .entry(user)
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
-    }
-}
-
-/// What a change of the commit tracker released: the wake-ups to announce.
-pub trait Released {
-    fn released(&self) -> &[Wake];
-}
-
-impl Released for () {
-    fn released(&self) -> &[Wake] {
-        &[]
-    }
-}
-
-impl Released for Vec<Wake> {
-    fn released(&self) -> &[Wake] {
-        self
-    }
-}
-
-impl Released for Option<Wake> {
-    fn released(&self) -> &[Wake] {
-        self.as_slice()
-    }
-}
-
-impl<T> Released for (T, Vec<Wake>) {
-    fn released(&self) -> &[Wake] {
-        &self.1
-    }
-}
-
-impl Released for crate::commit::ExpandStep {
-    fn released(&self) -> &[Wake] {
-        &[]
     }
 }
 

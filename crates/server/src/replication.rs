@@ -193,7 +193,7 @@ async fn maybe_expand(node: &Arc<Node>, peer_id: u32, epoch: u64, acked: u64) {
 /// go on without it only once the coordinator has agreed, so it can no
 /// longer be promoted.
 async fn shrink(node: &Arc<Node>, peer_id: u32, epoch: u64) {
-    let (in_sync, _) = node.with_commit(|c| c.peer_failed(peer_id));
+    let in_sync = node.with_commit(|c| c.peer_failed(peer_id));
     if !in_sync {
         return;
     }
