@@ -325,10 +325,15 @@ impl Node {
 
     // ------------------------------------------------------------ timeline notifications
 
-    /// Records that `owner`'s timeline got line `seq` (durable here); its
-    /// streams wake once the commit point reaches it — at once if it has.
-    pub fn note_timeline_line(&self, seq: u64, owner: u32) {
-        self.with_commit(|c| c.note_line(seq, owner));
+    /// Records that each `(seq, owner)`'s timeline got line `seq` (durable
+    /// here); its streams wake once the commit point reaches it — at once
+    /// if it has. One lock for a whole batch of lines.
+    pub fn note_timeline_lines(&self, lines: impl IntoIterator<Item = (u64, u32)>) {
+        self.with_commit(|c| {
+            for (seq, owner) in lines {
+                c.note_line(seq, owner);
+            }
+        });
     }
 
     /// A receiver that changes whenever `user`'s timeline gets a committed line.

@@ -157,11 +157,12 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
     // Wake the open streams of every timeline a committed entry wrote to.
     // A line the commit point already passed (a secondary acked it since
     // `set_position`) wakes its streams at once: see `CommitTracker`.
-    for (e, owners) in committed.iter().zip(&timelines) {
-        for owner in owners {
-            node.note_timeline_line(e.seq, *owner);
-        }
-    }
+    node.note_timeline_lines(
+        committed
+            .iter()
+            .zip(&timelines)
+            .flat_map(|(e, owners)| owners.iter().map(move |owner| (e.seq, *owner))),
+    );
     for (req, res) in batch.into_iter().zip(results) {
         let _ = req.reply.send(Ok(res));
     }
