@@ -24,7 +24,9 @@ use tonic::{Status, Streaming};
 use tsn_cluster::coord::{server_address, stream_channel, CoordClient};
 use tsn_cluster::home_cluster;
 use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
+use tsn_cluster::retry::Backoff;
 use tsn_cluster::shutdown::{Shutdown, Trigger};
+use tsn_cluster::sync::lock;
 use tsn_proto::csce438::sns_service_client::SnsServiceClient;
 use tsn_proto::csce438::Message;
 
@@ -35,8 +37,6 @@ use crate::limits::{
 };
 use crate::record::{Ack, Clock};
 use crate::stats::{summarize, Summary};
-use tsn_cluster::retry::Backoff;
-use tsn_cluster::sync::lock;
 
 /// Messages the watcher may queue towards the server (it sends only the
 /// first one; the rest of the request stream stays open and empty).

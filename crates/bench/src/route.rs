@@ -15,10 +15,10 @@ use tonic::Status;
 use tsn_cluster::coord::{channel, server_address, CoordClient};
 use tsn_cluster::home_cluster;
 use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
+use tsn_cluster::sync::lock;
 use tsn_proto::tsn::posts_client::PostsClient;
 
 use crate::limits::POST_CALL_TIMEOUT_MS;
-use tsn_cluster::sync::lock;
 
 /// Most distinct server addresses remembered (each kill and restart may
 /// add one); past this the table stops growing and later addresses share

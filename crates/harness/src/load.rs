@@ -27,13 +27,13 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tsn_cluster::coord::{channel, server_address, CoordClient};
 use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
+use tsn_cluster::retry::Backoff;
+use tsn_cluster::sync::lock;
 use tsn_proto::csce438::ServerInfo;
 use tsn_proto::tsn::posts_client::PostsClient;
 use tsn_proto::tsn::PostRequest;
 
 use crate::limits::POLL_INTERVAL_MS;
-use tsn_cluster::retry::Backoff;
-use tsn_cluster::sync::lock;
 
 /// First pause before a post is sent again; it doubles on every failure.
 pub const WRITER_BACKOFF_MIN_MS: u64 = 20;
