@@ -170,10 +170,10 @@ async fn posts_since(coord: &CoordClient, author: u32, since_ms: i64) -> Result<
         .await?
         .into_inner();
     let mut posts = Vec::with_capacity(reply.posts.len());
-    for bytes in reply.posts {
-        match serde_json::from_slice::<Post>(&bytes) {
+    for post in reply.posts {
+        match Post::try_from(post) {
             Ok(p) => posts.push(p),
-            Err(e) => return Err(Status::internal(format!("a post that is not JSON: {e}"))),
+            Err(e) => return Err(Status::internal(format!("a post that is not valid: {e}"))),
         }
     }
     Ok(posts)

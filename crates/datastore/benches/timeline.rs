@@ -292,7 +292,7 @@ fn batches(c: &mut Criterion) {
             usize::MAX,
         )
         .into_iter()
-        .map(|(_, l)| l.to_vec())
+        .map(|l| l.bytes.to_vec())
         .collect();
     let mut secondary = open(2);
     let (first, rest) = lines.split_at(BATCH_USERS as usize);

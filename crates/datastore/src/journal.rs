@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::jsonl;
-use crate::record::Entry;
+use crate::record::{Entry, OpKind};
 use crate::{io_err, Error, Result};
 
 /// Most recent journal lines kept in memory.
@@ -16,8 +16,27 @@ pub const RECENT_MAX_ENTRIES: usize = 200_000;
 /// Most bytes of recent journal lines kept in memory.
 pub const RECENT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-/// One journal line: its seq and its exact bytes (without the newline).
-pub type Line = (u64, Arc<[u8]>);
+/// One journal line: its exact bytes (without the newline), and what a
+/// reader of lines needs to know of its entry without parsing them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub seq: u64,
+    pub epoch: u64,
+    pub kind: OpKind,
+    pub bytes: Arc<[u8]>,
+}
+
+impl Line {
+    /// The line of `entry`, whose serialization is `bytes`.
+    pub fn of(entry: &Entry, bytes: Arc<[u8]>) -> Line {
+        Line {
+            seq: entry.seq,
+            epoch: entry.epoch,
+            kind: entry.op.kind(),
+            bytes,
+        }
+    }
+}
 
 /// The newest journal lines, in memory, as written. Mirroring and the sync
 /// services' change feed read the journal's tail over and over; serving it
@@ -30,13 +49,13 @@ pub struct RecentLines {
 }
 
 impl RecentLines {
-    fn push(&mut self, seq: u64, line: Arc<[u8]>) {
-        debug_assert!(self.lines.back().is_none_or(|(s, _)| *s < seq));
-        self.bytes += line.len();
-        self.lines.push_back((seq, line));
+    fn push(&mut self, line: Line) {
+        debug_assert!(self.lines.back().is_none_or(|l| l.seq < line.seq));
+        self.bytes += line.bytes.len();
+        self.lines.push_back(line);
         while self.lines.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
             match self.lines.pop_front() {
-                Some((_, l)) => self.bytes -= l.len(),
+                Some(l) => self.bytes -= l.bytes.len(),
                 None => break,
             }
         }
@@ -51,23 +70,23 @@ impl RecentLines {
     /// `max_bytes`), or `None` when the lines right after `after_seq` are
     /// no longer (or not yet) held here.
     pub fn after(&self, after_seq: u64, max_entries: usize, max_bytes: usize) -> Option<Vec<Line>> {
-        let first = self.lines.front()?.0;
-        let last = self.lines.back()?.0;
+        let first = self.lines.front()?.seq;
+        let last = self.lines.back()?.seq;
         if after_seq >= last {
             return Some(Vec::new());
         }
         if after_seq + 1 < first {
             return None;
         }
-        let start = self.lines.partition_point(|(s, _)| *s <= after_seq);
+        let start = self.lines.partition_point(|l| l.seq <= after_seq);
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (seq, line) in self.lines.range(start..) {
+        for line in self.lines.range(start..) {
             if out.len() >= max_entries || bytes >= max_bytes {
                 break;
             }
-            bytes += line.len();
-            out.push((*seq, line.clone()));
+            bytes += line.bytes.len();
+            out.push(line.clone());
         }
         Some(out)
     }
@@ -218,7 +237,7 @@ impl Journal {
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             for (e, line) in entries.iter().zip(lines) {
-                recent.push(e.seq, line.clone());
+                recent.push(Line::of(e, line.clone()));
             }
         }
         for e in entries {
@@ -254,7 +273,7 @@ impl Journal {
         }
         let mut out = Vec::new();
         self.scan_after(after_seq, max_entries, max_bytes, |e, line| {
-            out.push((e.seq, Arc::from(line)))
+            out.push(Line::of(&e, Arc::from(line)))
         });
         out
     }
@@ -370,10 +389,18 @@ mod tests {
         j.append(&[entry(4, 2)]).unwrap();
         let from_memory = j.read_lines_after(3, 10, 1 << 20);
         assert_eq!(from_memory.len(), 1);
-        assert_eq!(&*from_memory[0].1, entry(4, 2).to_line().as_bytes());
+        assert_eq!(&*from_memory[0].bytes, entry(4, 2).to_line().as_bytes());
+        assert_eq!(
+            (
+                from_memory[0].seq,
+                from_memory[0].epoch,
+                from_memory[0].kind
+            ),
+            (4, 2, OpKind::User)
+        );
         let from_file = j.read_lines_after(0, 10, 1 << 20);
         assert_eq!(
-            from_file.iter().map(|l| l.0).collect::<Vec<_>>(),
+            from_file.iter().map(|l| l.seq).collect::<Vec<_>>(),
             vec![1, 2, 3, 4]
         );
         assert_eq!(j.read_lines_after(0, 2, 1 << 20).len(), 2);

@@ -976,7 +976,7 @@ mod tests {
         let secondary = Layout::new(dir.path(), 1, 2);
         let mut store = Store::open(secondary.clone(), 1).unwrap();
         for chunk in lines.chunks(3) {
-            let lines: Vec<Arc<[u8]>> = chunk.iter().map(|(_, l)| l.clone()).collect();
+            let lines: Vec<Arc<[u8]>> = chunk.iter().map(|l| l.bytes.clone()).collect();
             let entries: Vec<Entry> = lines.iter().map(|l| Entry::from_line(l).unwrap()).collect();
             store.append_lines(&entries, &lines).unwrap();
         }
@@ -1044,7 +1044,7 @@ mod tests {
         }
         assert_eq!(std::fs::read(layout.journal()).unwrap(), journal);
         let held = store.read_journal_lines(0, 10, 1 << 20);
-        assert!(held.iter().zip(&lines).all(|((_, h), l)| &h[..] == *l));
+        assert!(held.iter().zip(&lines).all(|(h, l)| &h.bytes[..] == *l));
         // The timeline holds the serialized records either way.
         let ops: Vec<Op> = entries.iter().map(|e| e.op.clone()).collect();
         let expected = serialized_views(&ops);
@@ -1057,7 +1057,10 @@ mod tests {
         // And the reopened journal serves the same bytes from the file.
         let store = Store::open(layout.clone(), 1).unwrap();
         let from_file = store.read_journal_lines(0, 10, 1 << 20);
-        assert!(from_file.iter().zip(&lines).all(|((_, h), l)| &h[..] == *l));
+        assert!(from_file
+            .iter()
+            .zip(&lines)
+            .all(|(h, l)| &h.bytes[..] == *l));
         assert_eq!(from_file.len(), lines.len());
     }
 

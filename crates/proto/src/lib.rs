@@ -3,15 +3,21 @@
 //! * [`csce438`]: the classic Tiny SNS client protocol (`SNSService`) and the
 //!   classic coordinator lookup (`CoordService`), wire-compatible.
 //! * [`tsn`]: tsn's own control plane, replication, sync and client extensions.
+//! * [`records`]: the conversion between the datastore's records and their
+//!   messages, both directions, in one place.
 
-#![allow(clippy::all, missing_docs)]
+#![allow(missing_docs)]
 
+#[allow(clippy::all)]
 pub mod csce438 {
     tonic::include_proto!("csce438");
 }
 
+#[allow(clippy::all)]
 pub mod tsn {
     tonic::include_proto!("tsn");
 }
+
+pub mod records;
 
 pub use prost_types::Timestamp;

@@ -10,9 +10,10 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use tsn_datastore::jsonl::is_storable_line;
 use tsn_datastore::limits::{DELIVER_RECIPIENTS_MAX, TIMELINE_READ_MAX_POSTS, USER_ID_MAX};
-use tsn_datastore::record::line_is_delivery;
+use tsn_datastore::record::OpKind;
 use tsn_datastore::store::read_posts_since;
 use tsn_datastore::{Entry, Op};
+use tsn_proto::records::entry_of;
 use tsn_proto::tsn::replica_server::Replica;
 use tsn_proto::tsn::*;
 
@@ -127,9 +128,9 @@ impl Replica for ReplicaService {
             )));
         }
         let mut ops = Vec::with_capacity(req.ops.len());
-        for (i, bytes) in req.ops.iter().enumerate() {
-            let op = Op::from_json(bytes).ok_or_else(|| {
-                Status::invalid_argument(format!("op {i} is not a valid operation"))
+        for (i, op) in req.ops.into_iter().enumerate() {
+            let op = Op::try_from(op).map_err(|e| {
+                Status::invalid_argument(format!("op {i} is not a valid operation: {e}"))
             })?;
             validate_synced(&op, self.node.cluster_id)
                 .map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
@@ -171,15 +172,15 @@ impl Replica for ReplicaService {
             // Deliveries are most of a busy journal; when they are left out,
             // look further for the entries that are wanted.
             let scan = if skip { max * SKIP_SCAN_FACTOR } else { max };
-            for (seq, line) in node.journal_lines(req.after_seq, scan, READ_CHANGES_MAX_BYTES) {
-                if seq > committed {
+            for line in node.journal_lines(req.after_seq, scan, READ_CHANGES_MAX_BYTES) {
+                if line.seq > committed {
                     break;
                 }
-                scanned_to = seq;
-                if skip && line_is_delivery(&line) {
+                scanned_to = line.seq;
+                if skip && line.kind == OpKind::Deliver {
                     continue;
                 }
-                entries.push(line.to_vec());
+                entries.push(JournalEntry::from(&line));
                 if entries.len() >= max {
                     break;
                 }
@@ -236,13 +237,7 @@ impl Replica for ReplicaService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        // A post that does not serialize is an error of the whole reply,
-        // never an empty record that the receiver would skip.
-        let posts = posts
-            .iter()
-            .map(serde_json::to_vec)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::internal(format!("a stored post does not serialize: {e}")))?;
+        let posts = posts.into_iter().map(PostRecord::from).collect();
         Ok(Response::new(PostsSinceReply { posts }))
     }
 
@@ -264,31 +259,31 @@ type JournalLine = Arc<[u8]>;
 /// The entries of an Append, each with its line as it came: every line
 /// is parsed (for the state and the derived files) and then stored as it
 /// came, so both journals hold the same bytes and no entry is serialized
-/// again here. A line must be one line ([`is_storable_line`]), parse, and
-/// continue the sequence after `prev_seq` with epochs that do not go back
-/// and are not past the sender's `epoch`; else the index of the first bad
-/// line.
+/// again here. An entry's envelope must continue the sequence after
+/// `prev_seq` with epochs that do not go back and are not past the
+/// sender's `epoch`; its line must be one line ([`is_storable_line`]) and
+/// hold what the envelope says ([`entry_of`]); else the index of the first
+/// bad entry.
 fn received_entries(
     prev_seq: u64,
     epoch: u64,
-    received: Vec<Vec<u8>>,
+    received: Vec<JournalEntry>,
 ) -> Result<(Vec<Entry>, Vec<JournalLine>), usize> {
     let mut entries: Vec<Entry> = Vec::with_capacity(received.len());
     let mut lines: Vec<JournalLine> = Vec::with_capacity(received.len());
-    for (i, line) in received.into_iter().enumerate() {
-        let entry = is_storable_line(&line)
-            .then(|| Entry::from_line(&line))
+    for (i, msg) in received.into_iter().enumerate() {
+        let in_order = msg.seq == prev_seq + 1 + i as u64
+            && msg.epoch <= epoch
+            && entries.last().is_none_or(|p| p.epoch <= msg.epoch);
+        let entry = (in_order && is_storable_line(&msg.line))
+            .then(|| entry_of(&msg).ok())
             .flatten();
         match entry {
-            Some(e)
-                if e.seq == prev_seq + 1 + i as u64
-                    && e.epoch <= epoch
-                    && entries.last().is_none_or(|p| p.epoch <= e.epoch) =>
-            {
+            Some(e) => {
                 entries.push(e);
-                lines.push(Arc::from(line));
+                lines.push(Arc::from(msg.line));
             }
-            _ => return Err(i),
+            None => return Err(i),
         }
     }
     Ok((entries, lines))
@@ -344,11 +339,30 @@ mod tests {
         .into_bytes()
     }
 
+    /// `line` in the envelope its own fields make, or (for a line that
+    /// does not parse) the envelope of a post at (seq, epoch).
+    fn wrap(seq: u64, epoch: u64, line: Vec<u8>) -> JournalEntry {
+        let (seq, epoch, kind) = match Entry::from_line(&line) {
+            Some(e) => (e.seq, e.epoch, e.op.kind()),
+            None => (seq, epoch, OpKind::Post),
+        };
+        JournalEntry {
+            seq,
+            epoch,
+            kind: tsn_proto::tsn::OpKind::from(kind).into(),
+            line,
+        }
+    }
+
+    fn wrapped(lines: Vec<Vec<u8>>) -> Vec<JournalEntry> {
+        lines.into_iter().map(|l| wrap(6, 1, l)).collect()
+    }
+
     #[test]
     fn received_lines_are_kept_as_they_came() {
         let spaced = br#"{"seq":12, "epoch":3,"op":{"type":"user","user":1,"cluster":1}}"#.to_vec();
         let received = vec![line(10, 2), line(11, 3), spaced.clone()];
-        let (entries, lines) = received_entries(9, 3, received.clone()).unwrap();
+        let (entries, lines) = received_entries(9, 3, wrapped(received.clone())).unwrap();
         assert_eq!(
             entries.iter().map(|e| (e.seq, e.epoch)).collect::<Vec<_>>(),
             vec![(10, 2), (11, 3), (12, 3)]
@@ -361,8 +375,8 @@ mod tests {
 
     #[test]
     fn a_bad_line_refuses_the_append() {
-        let ok = || vec![line(5, 1), line(6, 1)];
-        let cases: Vec<(Vec<Vec<u8>>, usize)> = vec![
+        let ok = || wrapped(vec![line(5, 1), line(6, 1)]);
+        let mut cases: Vec<(Vec<JournalEntry>, usize)> = vec![
             // Does not parse.
             (vec![line(5, 1), b"{\"seq\":6".to_vec()], 1),
             // Valid JSON, but over two lines: it would break the journal.
@@ -383,7 +397,17 @@ mod tests {
             (vec![line(5, 3)], 0),
             (vec![line(5, 2), line(6, 1)], 1),
             (vec![Vec::new()], 0),
-        ];
+        ]
+        .into_iter()
+        .map(|(lines, bad)| (wrapped(lines), bad))
+        .collect();
+        // An envelope that disagrees with its line.
+        let mut other_seq = ok();
+        other_seq[1].line = line(7, 1);
+        cases.push((other_seq, 1));
+        let mut other_kind = ok();
+        other_kind[0].kind = tsn_proto::tsn::OpKind::Deliver.into();
+        cases.push((other_kind, 0));
         for (received, bad) in cases {
             assert_eq!(received_entries(4, 2, received).err(), Some(bad));
         }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tsn_cluster::coord::channel;
 use tsn_cluster::retry::{Backoff, FailureLog};
 use tsn_proto::tsn::replica_client::ReplicaClient;
-use tsn_proto::tsn::{AppendRequest, InSyncChange, Peer};
+use tsn_proto::tsn::{AppendRequest, InSyncChange, JournalEntry, Peer};
 
 use crate::commit::{ExpandAnswer, ExpandStep};
 use crate::node::{lock, Node, Role};
@@ -100,10 +100,10 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
         // Written, maybe not fsynced yet: see `Node::note_written`.
         let local = node.written_seq();
         let prev = known.unwrap_or(local);
-        let entries: Vec<Vec<u8>> = if prev < local {
+        let entries: Vec<JournalEntry> = if prev < local {
             node.journal_lines(prev, APPEND_MAX_ENTRIES, APPEND_MAX_BYTES)
-                .into_iter()
-                .map(|(_, line)| line.to_vec())
+                .iter()
+                .map(JournalEntry::from)
                 .collect()
         } else {
             Vec::new()

@@ -19,11 +19,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::Status;
 use tsn_cluster::shutdown::Shutdown;
 use tsn_datastore::{Entry, Op, Post};
-use tsn_proto::tsn::{ApplyReply, ApplyRequest, PostsSinceRequest};
+use tsn_proto::tsn::{ApplyReply, ApplyRequest, Operation, PostsSinceRequest};
 
 use crate::batch_cache::How;
 use crate::derive::{backfill_followers_needed, backfills_needed, derive, Backfills};
@@ -78,23 +79,24 @@ pub fn spawn(
     tokio::spawn(feed.run())
 }
 
-/// Splits `ops` into the requests of Apply calls, in order: at most
+/// Splits `ops` into the operations of Apply calls, in order: at most
 /// [`APPLY_BATCH_MAX_OPS`] ops and (but for a single larger op) at most
-/// [`APPLY_BATCH_MAX_BYTES`] bytes each.
-pub fn chunk_ops(ops: &[Op]) -> Vec<Vec<Vec<u8>>> {
+/// [`APPLY_BATCH_MAX_BYTES`] encoded bytes each.
+pub fn chunk_ops(ops: Vec<Op>) -> Vec<Vec<Operation>> {
     let mut chunks = Vec::new();
-    let mut chunk: Vec<Vec<u8>> = Vec::new();
+    let mut chunk: Vec<Operation> = Vec::new();
     let mut chunk_bytes = 0usize;
     for op in ops {
-        let bytes = op.to_json();
+        let op = Operation::from(op);
+        let bytes = op.encoded_len();
         let full = chunk.len() == APPLY_BATCH_MAX_OPS
-            || (!chunk.is_empty() && chunk_bytes + bytes.len() > APPLY_BATCH_MAX_BYTES);
+            || (!chunk.is_empty() && chunk_bytes + bytes > APPLY_BATCH_MAX_BYTES);
         if full {
             chunks.push(std::mem::take(&mut chunk));
             chunk_bytes = 0;
         }
-        chunk_bytes += bytes.len();
-        chunk.push(bytes);
+        chunk_bytes += bytes;
+        chunk.push(op);
     }
     if !chunk.is_empty() {
         chunks.push(chunk);
@@ -357,15 +359,15 @@ impl Feed {
             async move { Ok(client.posts_since(request).await?.into_inner()) },
         )
         .await?;
-        // A post that does not parse fails the whole batch, which the feed
+        // A post that does not convert fails the whole batch, which the feed
         // reports and retries: skipping it would lose it without a word.
         reply
             .posts
-            .iter()
-            .map(|bytes| {
-                serde_json::from_slice::<Post>(bytes).map_err(|e| {
+            .into_iter()
+            .map(|post| {
+                Post::try_from(post).map_err(|e| {
                     anyhow::anyhow!(
-                        "a post of user {author} from the primary at {addr} does not parse in a backfill: {e}"
+                        "a post of user {author} from the primary at {addr} is not valid in a backfill: {e}"
                     )
                 })
             })
@@ -375,7 +377,7 @@ impl Feed {
     /// Sends `ops` in order until the destination acknowledged all of them;
     /// false on shutdown.
     async fn send(&mut self, ops: Vec<Op>) -> bool {
-        for chunk in chunk_ops(&ops) {
+        for chunk in chunk_ops(ops) {
             let request = ApplyRequest {
                 from_cluster: self.peers.own_cluster(),
                 ops: chunk,
@@ -472,17 +474,17 @@ mod tests {
 
     #[test]
     fn ops_are_sent_in_bounded_chunks_in_order() {
-        assert!(chunk_ops(&[]).is_empty());
+        assert!(chunk_ops(Vec::new()).is_empty());
         let ops: Vec<Op> = (0..2500).map(|n| deliver(n, 1)).collect();
-        let chunks = chunk_ops(&ops);
+        let chunks = chunk_ops(ops.clone());
         assert_eq!(
             chunks.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![1000, 1000, 500]
         );
         let back: Vec<Op> = chunks
-            .iter()
+            .into_iter()
             .flatten()
-            .map(|b| Op::from_json(b).unwrap())
+            .map(|o| Op::try_from(o).unwrap())
             .collect();
         assert_eq!(back, ops);
     }
@@ -491,16 +493,17 @@ mod tests {
     fn chunks_are_bounded_in_bytes() {
         let big = APPLY_BATCH_MAX_BYTES / 3;
         let ops: Vec<Op> = (0..5).map(|n| deliver(n, big)).collect();
-        let chunks = chunk_ops(&ops);
+        let chunks = chunk_ops(ops);
         assert_eq!(
             chunks.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![2, 2, 1]
         );
         for chunk in &chunks {
-            assert!(chunk.iter().map(Vec::len).sum::<usize>() <= APPLY_BATCH_MAX_BYTES);
+            let bytes: usize = chunk.iter().map(Message::encoded_len).sum();
+            assert!(bytes <= APPLY_BATCH_MAX_BYTES);
         }
         // One op larger than the limit still goes, alone.
-        let huge = [deliver(0, APPLY_BATCH_MAX_BYTES + 1), deliver(1, 1)];
-        assert_eq!(chunk_ops(&huge).len(), 2);
+        let huge = vec![deliver(0, APPLY_BATCH_MAX_BYTES + 1), deliver(1, 1)];
+        assert_eq!(chunk_ops(huge).len(), 2);
     }
 }

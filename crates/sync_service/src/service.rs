@@ -43,9 +43,9 @@ pub fn check_apply(request: &ApplyRequest, cluster_count: u32) -> Result<(), Sta
         )));
     }
     for (i, op) in request.ops.iter().enumerate() {
-        if Op::from_json(op).is_none() {
+        if let Err(e) = Op::try_from(op.clone()) {
             return Err(Status::invalid_argument(format!(
-                "op {i} is not a valid operation"
+                "op {i} is not a valid operation: {e}"
             )));
         }
     }
@@ -96,8 +96,10 @@ impl Sync for SyncService {
 mod tests {
     use super::*;
 
-    fn user_op(user: u32) -> Vec<u8> {
-        Op::User { user, cluster: 2 }.to_json()
+    use tsn_proto::tsn::{operation, Operation, PostRecord};
+
+    fn user_op(user: u32) -> Operation {
+        Op::User { user, cluster: 2 }.into()
     }
 
     #[test]
@@ -127,11 +129,13 @@ mod tests {
             },
             ApplyRequest {
                 from_cluster: 2,
-                ops: vec![user_op(1), b"{\"type\":\"nope\"}".to_vec()],
+                ops: vec![user_op(1), Operation { op: None }],
             },
             ApplyRequest {
                 from_cluster: 2,
-                ops: vec![b"\xff".to_vec()],
+                ops: vec![Operation {
+                    op: Some(operation::Op::Post(PostRecord::default())),
+                }],
             },
             ApplyRequest {
                 from_cluster: 2,

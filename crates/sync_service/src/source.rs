@@ -26,7 +26,8 @@ use tsn_cluster::shutdown::Shutdown;
 
 use tsn_datastore::limits::USER_ID_MAX;
 use tsn_datastore::Entry;
-use tsn_proto::tsn::{FollowersRequest, ReadChangesRequest};
+use tsn_proto::records::entry_of;
+use tsn_proto::tsn::{FollowersRequest, JournalEntry, ReadChangesRequest};
 
 use crate::batch_cache::{BatchCache, Got, Span};
 use crate::derive::{followers_needed, homes_needed, FollowerList, Lookups};
@@ -114,9 +115,10 @@ pub struct Source {
 }
 
 /// Parses the entries of a `ReadChanges` reply and checks that they are
-/// what was asked for: at most [`READ_BATCH_MAX_ENTRIES`], in strictly
-/// increasing seq order, all after `after_seq`.
-pub fn parse_entries(after_seq: u64, lines: &[Vec<u8>]) -> Result<Vec<Entry>, String> {
+/// what was asked for: at most [`READ_BATCH_MAX_ENTRIES`], each line what
+/// its envelope says ([`entry_of`]), in strictly increasing seq order, all
+/// after `after_seq`.
+pub fn parse_entries(after_seq: u64, lines: &[JournalEntry]) -> Result<Vec<Entry>, String> {
     if lines.len() > READ_BATCH_MAX_ENTRIES as usize {
         return Err(format!(
             "{} entries in one reply, more than the {READ_BATCH_MAX_ENTRIES} asked for",
@@ -126,12 +128,8 @@ pub fn parse_entries(after_seq: u64, lines: &[Vec<u8>]) -> Result<Vec<Entry>, St
     let mut entries = Vec::with_capacity(lines.len());
     let mut last_seq = after_seq;
     for line in lines {
-        let entry = Entry::from_line(line).ok_or_else(|| {
-            format!(
-                "an entry after seq {last_seq} does not parse: {}",
-                String::from_utf8_lossy(&line[..line.len().min(120)])
-            )
-        })?;
+        let entry =
+            entry_of(line).map_err(|e| format!("an entry after seq {last_seq} is bad: {e}"))?;
         if entry.seq <= last_seq {
             return Err(format!(
                 "entry seq {} does not follow seq {last_seq}",
@@ -299,7 +297,7 @@ impl Source {
         .await?;
         let entries = parse_entries(after_seq, &reply.entries)
             .map_err(|e| anyhow::anyhow!("bad reply from the primary at {addr}: {e}"))?;
-        let line_bytes = reply.entries.iter().map(Vec::len).sum();
+        let line_bytes = reply.entries.iter().map(|e| e.line.len()).sum();
         // What the primary looked at, but never past what it committed.
         let last = entries.last().map_or(after_seq, |e| e.seq);
         let scanned_to = reply.scanned_to_seq.min(reply.commit_seq).max(last);
@@ -366,19 +364,20 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tsn_datastore::journal::Line;
     use tsn_datastore::{Op, Post};
 
-    fn line(seq: u64) -> Vec<u8> {
-        Entry {
+    fn line(seq: u64) -> JournalEntry {
+        let entry = Entry {
             seq,
             epoch: 1,
             op: Op::User {
                 user: seq as u32,
                 cluster: 1,
             },
-        }
-        .to_line()
-        .into_bytes()
+        };
+        let bytes = Arc::from(entry.to_line().into_bytes());
+        JournalEntry::from(&Line::of(&entry, bytes))
     }
 
     #[test]
@@ -389,8 +388,13 @@ mod tests {
         assert!(parse_entries(5, &[line(5)]).is_err());
         assert!(parse_entries(4, &[line(6), line(6)]).is_err());
         assert!(parse_entries(4, &[line(7), line(6)]).is_err());
-        assert!(parse_entries(4, &[b"{\"seq\":5".to_vec()]).is_err());
-        let too_many: Vec<Vec<u8>> = (1..=READ_BATCH_MAX_ENTRIES as u64 + 1).map(line).collect();
+        let torn = JournalEntry {
+            line: b"{\"seq\":5".to_vec(),
+            ..line(5)
+        };
+        assert!(parse_entries(4, &[torn]).is_err());
+        let too_many: Vec<JournalEntry> =
+            (1..=READ_BATCH_MAX_ENTRIES as u64 + 1).map(line).collect();
         assert!(parse_entries(0, &too_many).is_err());
         assert!(parse_entries(0, &too_many[1..]).is_ok());
     }

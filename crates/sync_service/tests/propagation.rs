@@ -58,7 +58,7 @@ struct FakePrimary {
     /// The `after_seq` of every `ReadChanges` reply that carried entries.
     reads: Mutex<Vec<u64>>,
     /// While set, every `PostsSince` reply also carries a post that does
-    /// not parse.
+    /// not convert (it has no author).
     corrupt_backfills: AtomicBool,
     /// `PostsSince` calls answered.
     backfill_calls: AtomicU64,
@@ -163,8 +163,8 @@ impl Replica for PrimaryHandle {
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
         let mut ops = Vec::new();
-        for bytes in request.into_inner().ops {
-            ops.push(Op::from_json(&bytes).ok_or_else(|| Status::invalid_argument("bad op"))?);
+        for op in request.into_inner().ops {
+            ops.push(Op::try_from(op).map_err(|e| Status::invalid_argument(e.to_string()))?);
         }
         let (applied, duplicates) = self.commit(ops);
         Ok(Response::new(ApplyReply {
@@ -185,10 +185,10 @@ impl Replica for PrimaryHandle {
         )
         .await;
         let store = self.0.store.lock().unwrap();
-        let entries: Vec<Vec<u8>> = store
-            .read_journal(r.after_seq, r.max_entries as usize, 4 << 20)
+        let entries: Vec<JournalEntry> = store
+            .read_journal_lines(r.after_seq, r.max_entries as usize, 4 << 20)
             .iter()
-            .map(|e| e.to_line().into_bytes())
+            .map(JournalEntry::from)
             .collect();
         if !entries.is_empty() {
             self.0.reads.lock().unwrap().push(r.after_seq);
@@ -230,17 +230,22 @@ impl Replica for PrimaryHandle {
     ) -> Result<Response<PostsSinceReply>, Status> {
         let r = request.into_inner();
         let store = self.0.store.lock().unwrap();
-        let mut posts: Vec<Vec<u8>> = tsn_datastore::store::read_posts_since(
+        let mut posts: Vec<PostRecord> = tsn_datastore::store::read_posts_since(
             store.layout(),
             r.author,
             r.since_ms,
             r.limit as usize,
         )
-        .iter()
-        .map(|p| serde_json::to_vec(p).unwrap())
+        .into_iter()
+        .map(PostRecord::from)
         .collect();
         if self.0.corrupt_backfills.load(Ordering::SeqCst) {
-            posts.push(b"{\"id\":\"1-torn\",\"auth".to_vec());
+            // No author: it does not convert to a post.
+            posts.push(PostRecord {
+                id: "1-torn".into(),
+                text: "torn".into(),
+                ..Default::default()
+            });
         }
         self.0.backfill_calls.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(PostsSinceReply { posts }))
@@ -549,8 +554,8 @@ async fn a_follow_that_arrives_after_the_post_is_backfilled() {
     s2.kill().await;
 }
 
-/// A backfill whose reply holds a post that does not parse is an error
-/// that is retried, never a post skipped: nothing of it is delivered while
+/// A backfill whose reply holds a post that does not parse (its fields do
+/// not make a valid post) is an error that is retried, never a post skipped: nothing of it is delivered while
 /// the reply is bad, and all of it once the primary answers well again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_post_that_does_not_parse_is_retried_not_skipped() {
