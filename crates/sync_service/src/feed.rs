@@ -34,7 +34,7 @@ use crate::limits::{
 };
 use crate::peers::{call_within, Peers};
 use crate::position::Positions;
-use crate::source::{Batch, Source};
+use crate::source::{ChangeBatch, Source};
 use tsn_cluster::retry::{Backoff, FailureLog};
 
 /// The feed of one destination cluster.
@@ -107,7 +107,7 @@ pub fn chunk_ops(ops: Vec<Op>) -> Vec<Vec<Operation>> {
 /// A batch a feed takes, and the position it takes it from (a stored batch
 /// may have been read from an earlier one).
 struct Part {
-    batch: Arc<Batch>,
+    batch: Arc<ChangeBatch>,
     after_seq: u64,
 }
 
@@ -137,7 +137,7 @@ impl Feed {
                 continue;
             }
             assert!(last_seq > after_seq, "checked by parse_entries");
-            let Some(ops) = self.derive(&parts).await else {
+            let Some(ops) = self.ops_for_dest(&parts).await else {
                 return;
             };
             let op_count = ops.len();
@@ -203,7 +203,7 @@ impl Feed {
     /// The batch after `after_seq` (possibly with no entry for this feed,
     /// after an idle poll or when only deliveries were committed), and how
     /// it was had; `None` on shutdown.
-    async fn read(&mut self, after_seq: u64) -> Option<(Arc<Batch>, How)> {
+    async fn read(&mut self, after_seq: u64) -> Option<(Arc<ChangeBatch>, How)> {
         let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
         loop {
             let mut shutdown = self.shutdown.clone();
@@ -250,7 +250,7 @@ impl Feed {
     }
 
     /// Says so when the position is past the primary's commit point.
-    fn note_position(&mut self, after_seq: u64, batch: &Batch) {
+    fn note_position(&mut self, after_seq: u64, batch: &ChangeBatch) {
         if batch.entries.is_empty() && batch.commit_seq < after_seq {
             // Committed entries are never lost, so this is a primary that
             // has not committed in its epoch yet, or a datastore replaced
@@ -270,12 +270,12 @@ impl Feed {
 
     /// The ops of `parts` for this destination, in journal order; `None`
     /// on shutdown.
-    async fn derive(&mut self, parts: &[Part]) -> Option<Vec<Op>> {
+    async fn ops_for_dest(&mut self, parts: &[Part]) -> Option<Vec<Op>> {
         let mut backoff = Backoff::new(RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS);
         loop {
             let mut shutdown = self.shutdown.clone();
             let result = tokio::select! {
-                result = self.derive_once(parts) => result,
+                result = self.ops_for_dest_once(parts) => result,
                 _ = shutdown.wait() => return None,
             };
             match result {
@@ -305,7 +305,7 @@ impl Feed {
     /// The shared lookups of every part, at the same time (usually made by
     /// the reader already, or under way); then, for each part, this
     /// destination's backfill lookups and its ops.
-    async fn derive_once(&self, parts: &[Part]) -> anyhow::Result<Vec<Op>> {
+    async fn ops_for_dest_once(&self, parts: &[Part]) -> anyhow::Result<Vec<Op>> {
         let mut lookups = JoinSet::new();
         for part in parts {
             if part.entries().is_empty() || part.batch.looked_up() {
@@ -331,7 +331,7 @@ impl Feed {
             let own = self.peers.own_cluster();
             let users = backfill_followers_needed(own, self.dest, entries, lookups)?;
             if !users.is_empty() {
-                // Looked up now, just before the posts (see `derive`).
+                // Looked up now, just before the posts (see `crate::derive`).
                 backfills.followers = self.source.followers(&users).await?;
                 for (author, since_ms) in
                     backfills_needed(own, self.dest, entries, lookups, &backfills)?

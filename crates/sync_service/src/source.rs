@@ -52,7 +52,7 @@ const LOOKUP_ITEM_APPROX_BYTES: usize = 32;
 /// made, by the reader or a feed) the lookups every destination needs for
 /// it.
 #[derive(Debug)]
-pub struct Batch {
+pub struct ChangeBatch {
     /// The entries the primary returned (deliveries left out), in seq order.
     pub entries: Vec<Entry>,
     /// How far the batch reaches: every entry up to this seq that a feed
@@ -73,7 +73,7 @@ pub struct Batch {
     line_bytes: usize,
 }
 
-impl Batch {
+impl ChangeBatch {
     /// Whether its lookups are made (see [`Source::lookups`]).
     pub fn looked_up(&self) -> bool {
         self.lookups.initialized()
@@ -86,7 +86,7 @@ impl Batch {
     }
 }
 
-impl Span for Batch {
+impl Span for ChangeBatch {
     fn end_seq(&self) -> u64 {
         self.end_seq
     }
@@ -109,7 +109,7 @@ pub struct ReadError(String);
 pub struct Source {
     peers: Arc<Peers>,
     poll_interval_ms: u64,
-    batches: BatchCache<Batch, ReadError>,
+    batches: BatchCache<ChangeBatch, ReadError>,
     /// Bounds the lookups the reader starts ahead of the feeds.
     eager_lookups: Arc<Semaphore>,
 }
@@ -153,9 +153,9 @@ impl Source {
     }
 
     /// The batch for the feed of `dest` at `after_seq`: possibly read from
-    /// an earlier position (take [`Batch::entries_after`]); possibly empty
+    /// an earlier position (take [`ChangeBatch::entries_after`]); possibly empty
     /// after an idle long poll. One attempt: on an error the feed retries.
-    pub async fn read(&self, dest: u32, after_seq: u64) -> Result<Got<Batch>, ReadError> {
+    pub async fn read(&self, dest: u32, after_seq: u64) -> Result<Got<ChangeBatch>, ReadError> {
         self.batches
             .get(dest, after_seq, || self.fetch(after_seq))
             .await
@@ -218,7 +218,7 @@ impl Source {
     /// Starts the lookups of `batch` in the background, unless
     /// [`EAGER_LOOKUPS_MAX_IN_FLIGHT`] are under way (a slow primary): then
     /// the first feed that takes the batch makes them.
-    fn look_up_ahead(self: &Arc<Self>, batch: &Arc<Batch>) {
+    fn look_up_ahead(self: &Arc<Self>, batch: &Arc<ChangeBatch>) {
         if batch.entries.is_empty() || batch.looked_up() {
             return;
         }
@@ -244,7 +244,7 @@ impl Source {
     /// if any, without reading or waiting: a feed takes every batch read
     /// since its position, several at once, in one Apply rather than one
     /// per batch.
-    pub fn stored(&self, dest: u32, after_seq: u64) -> Option<Arc<Batch>> {
+    pub fn stored(&self, dest: u32, after_seq: u64) -> Option<Arc<ChangeBatch>> {
         self.batches.stored(dest, after_seq)
     }
 
@@ -252,7 +252,7 @@ impl Source {
     /// takes): made once, by the reader as soon as it read the batch or
     /// else by the first feed that asks, and waited for by any other
     /// meanwhile; after an error the next one that asks makes them.
-    pub async fn lookups<'b>(&self, batch: &'b Batch) -> anyhow::Result<&'b Lookups> {
+    pub async fn lookups<'b>(&self, batch: &'b ChangeBatch) -> anyhow::Result<&'b Lookups> {
         batch
             .lookups
             .get_or_try_init(|| self.make_lookups(&batch.entries))
@@ -260,13 +260,13 @@ impl Source {
     }
 
     /// Reads the committed entries after `after_seq` (a long poll).
-    async fn fetch(&self, after_seq: u64) -> Result<Batch, ReadError> {
+    async fn fetch(&self, after_seq: u64) -> Result<ChangeBatch, ReadError> {
         let read_at = Instant::now();
         let (entries, end_seq, commit_seq, line_bytes) = self
             .read_changes(after_seq)
             .await
             .map_err(|e| ReadError(format!("{e:#}")))?;
-        Ok(Batch {
+        Ok(ChangeBatch {
             entries,
             end_seq,
             commit_seq,
@@ -411,7 +411,7 @@ mod tests {
                 ts_ms: 0,
             }),
         };
-        let batch = Batch {
+        let batch = ChangeBatch {
             entries: vec![entry(11), entry(14), entry(15)],
             end_seq: 20,
             commit_seq: 20,
