@@ -51,6 +51,11 @@ pub enum Op {
         follower: u32,
         version: u64,
     },
+    /// `user` (served here) has been shown, by an MP3 variant `Timeline`
+    /// call, every line of its timeline up to journal seq `seq`: the "not
+    /// shown yet" cursor. A journal entry like any other change, so that it
+    /// survives failovers and restarts; it only grows.
+    Shown { user: u32, seq: u64 },
 }
 
 /// Reads `to` as a list, or as the single number of older journals.
