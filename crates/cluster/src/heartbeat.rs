@@ -35,6 +35,8 @@ pub struct Identity {
     pub kind: ProcessKind,
     pub address: String,
     pub requested_role: Role,
+    /// host:port of a server's MP3 variant listener (empty: none).
+    pub mp3_address: String,
 }
 
 /// What this process last heard from the coordinator.
@@ -120,6 +122,7 @@ async fn beat(
                     epoch,
                     last_seq,
                     last_epoch,
+                    mp3_address: me.mp3_address.clone(),
                 };
                 let coord = coord.clone();
                 let done = done_tx.clone();

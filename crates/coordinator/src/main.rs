@@ -13,6 +13,7 @@
 
 mod config;
 mod liveness;
+mod mp3;
 mod persist;
 mod service;
 mod state;
@@ -29,7 +30,9 @@ use tonic::transport::Server;
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
 use tsn_cluster::shutdown::Shutdown;
 use tsn_proto::csce438::coord_service_server::CoordServiceServer;
+use tsn_proto::mp3::sns_coordinator_service_server::SnsCoordinatorServiceServer;
 use tsn_proto::tsn::coordinator_server::CoordinatorServer;
+use tsn_proto::tsn::mp3_directory_server::Mp3DirectoryServer;
 
 use crate::config::Args;
 use crate::service::CoordinatorService;
@@ -84,6 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    let mp3 = mp3::Mp3Coordinator::new(state.clone());
     let service = CoordinatorService::new(state);
     let incoming = tsn_cluster::net::incoming(listener);
     let mut stop = shutdown.clone();
@@ -97,6 +101,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .add_service(
             CoordServiceServer::new(service).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
         )
+        .add_service(
+            SnsCoordinatorServiceServer::new(mp3.clone())
+                .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(Mp3DirectoryServer::new(mp3))
         .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
         .await
         .context("serving gRPC")?;

@@ -50,6 +50,8 @@ type ProcessKey = (u32, ProcessKind, u32);
 #[derive(Clone, Debug)]
 struct Process {
     address: String,
+    /// host:port of its MP3 variant listener (empty: none).
+    mp3_address: String,
     last_heartbeat: Instant,
     last_seq: u64,
     last_epoch: u64,
@@ -206,6 +208,9 @@ impl State {
             _ => {}
         }
         check_address(&req.address)?;
+        if !req.mp3_address.is_empty() {
+            check_address(&req.mp3_address)?;
+        }
         if req.epoch > EPOCH_MAX || req.last_epoch > EPOCH_MAX {
             return invalid(format!("epochs are at most {EPOCH_MAX}"));
         }
@@ -249,6 +254,7 @@ impl State {
                     p.reported_alive = true;
                 }
                 p.last_heartbeat = p.last_heartbeat.max(now);
+                p.mp3_address.clone_from(&req.mp3_address);
                 p.last_seq = req.last_seq;
                 p.last_epoch = req.last_epoch;
                 p.requested_role = requested_role;
@@ -259,6 +265,7 @@ impl State {
                     key,
                     Process {
                         address: req.address.clone(),
+                        mp3_address: req.mp3_address.clone(),
                         last_heartbeat: now,
                         last_seq: req.last_seq,
                         last_epoch: req.last_epoch,
@@ -602,6 +609,29 @@ impl State {
         })
     }
 
+    /// The MP3 lookup: client `user`'s cluster and the MP3 listener of its
+    /// live primary (`None` for the address when there is none, or when
+    /// it has no MP3 listener).
+    pub fn mp3_primary(&mut self, user: u32, now: Instant) -> Result<(u32, Option<String>)> {
+        let c = self.assign(&[user])?.first().copied().unwrap_or(0);
+        let rec = self.record(c);
+        let address = self
+            .processes
+            .get(&(c, ProcessKind::Server, rec.primary_id))
+            .filter(|p| rec.primary_id != 0 && self.is_alive(p, now) && !p.mp3_address.is_empty())
+            .map(|p| p.mp3_address.clone());
+        Ok((c, address))
+    }
+
+    /// (cluster, server id, MP3 listener, alive) of every server that has one.
+    pub fn mp3_listeners(&self, now: Instant) -> Vec<(u32, u32, String, bool)> {
+        self.processes
+            .iter()
+            .filter(|((_, kind, _), p)| *kind == ProcessKind::Server && !p.mp3_address.is_empty())
+            .map(|(&(c, _, s), p)| (c, s, p.mp3_address.clone(), self.is_alive(p, now)))
+            .collect()
+    }
+
     /// Every cluster 1..=N with its registered processes.
     pub fn clusters(&self, now: Instant) -> Vec<ClusterView> {
         (1..=self.cluster_count)
@@ -732,7 +762,7 @@ fn check_address(address: &str) -> Result<()> {
 }
 
 /// Splits `host:port` at the last ':' (an IPv6 host has colons of its own).
-fn split_address(address: &str) -> (&str, &str) {
+pub fn split_address(address: &str) -> (&str, &str) {
     address.rsplit_once(':').unwrap_or((address, ""))
 }
 
@@ -786,6 +816,7 @@ mod tests {
             epoch: 0,
             last_seq: 0,
             last_epoch: 0,
+            mp3_address: format!("127.0.0.1:{}", 20_000 + s),
         }
     }
 

@@ -136,6 +136,7 @@ impl FakeServer {
                     // An empty journal: nothing to raise the epoch with.
                     last_seq: 0,
                     last_epoch: 0,
+                    mp3_address: String::new(),
                 };
                 if let Ok(reply) = coord.heartbeat(req).await {
                     e.store(reply.epoch, Ordering::SeqCst);

@@ -53,6 +53,11 @@ pub enum Op {
         follower: u32,
         version: u64,
     },
+    /// `user` (served here) has been shown, by an MP3 variant `Timeline`
+    /// call, every line of its timeline up to journal seq `seq`: the "not
+    /// shown yet" cursor. A journal entry like any other change, so that it
+    /// survives failovers and restarts; it only grows.
+    Shown { user: u32, seq: u64 },
 }
 
 /// Reads `to` as a list, or as the single number of older journals.
@@ -147,6 +152,7 @@ pub enum OpKind {
     Deliver,
     AddFollower,
     RemoveFollower,
+    Shown,
 }
 
 impl Op {
@@ -159,6 +165,7 @@ impl Op {
             Op::Deliver { .. } => OpKind::Deliver,
             Op::AddFollower { .. } => OpKind::AddFollower,
             Op::RemoveFollower { .. } => OpKind::RemoveFollower,
+            Op::Shown { .. } => OpKind::Shown,
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct State {
     timeline_posts: HashMap<u32, HashSet<u64>>,
     /// Timeline owner -> seq of its newest line.
     timeline_last_seq: HashMap<u32, u64>,
+    /// Local user -> seq up to which the MP3 variant's `Timeline` showed
+    /// its timeline (`Op::Shown`).
+    shown: HashMap<u32, u64>,
     last_seq: u64,
 }
 
@@ -62,6 +65,7 @@ impl State {
                 .edge_versions
                 .get(&(*user, *follower))
                 .is_some_and(|v| v >= version),
+            Op::Shown { user, seq } => self.shown_seq(*user) >= *seq,
         }
     }
 
@@ -150,7 +154,17 @@ impl State {
                     f.remove(follower);
                 }
             }
+            Op::Shown { user, seq } => {
+                let shown = self.shown.entry(*user).or_default();
+                *shown = (*shown).max(*seq);
+            }
         }
+    }
+
+    /// The seq up to which `user`'s timeline has been shown by the MP3
+    /// variant's `Timeline` (0: never).
+    pub fn shown_seq(&self, user: u32) -> u64 {
+        self.shown.get(&user).copied().unwrap_or(0)
     }
 
     fn add_post(&mut self, owner: u32, id: &str, seq: u64) {
@@ -279,6 +293,26 @@ mod tests {
         assert_eq!(s.last_seq(), 5, "three duplicates were skipped");
         assert!(s.has_post(1, "1-a") && s.has_post(2, "1-a"));
         assert!(!s.has_post(3, "1-a"));
+    }
+
+    #[test]
+    fn the_shown_cursor_only_grows() {
+        let shown = |seq| Op::Shown { user: 2, seq };
+        let s = apply_all(&[shown(5)]);
+        assert_eq!(s.shown_seq(2), 5);
+        assert_eq!(s.shown_seq(3), 0, "per user");
+        assert!(s.is_duplicate(&shown(5)) && s.is_duplicate(&shown(4)));
+        assert!(!s.is_duplicate(&shown(6)));
+        let line = Entry {
+            seq: 9,
+            epoch: 1,
+            op: shown(7),
+        }
+        .to_line();
+        assert_eq!(
+            Entry::from_line(line.as_bytes()).map(|e| e.op),
+            Some(shown(7))
+        );
     }
 
     #[test]

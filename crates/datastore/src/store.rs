@@ -594,6 +594,8 @@ fn derive(
             edge(scratch, "remove", *follower, None, Some(*version));
             emit(DerivedFile::Followers(*user), scratch);
         }
+        // Lives in the journal and its fold only: no derived file.
+        Op::Shown { .. } => {}
     }
 }
 
@@ -929,6 +931,7 @@ mod tests {
                         add(&format!("local_clients/{t}/timeline.data"), tl(seq, post));
                     }
                 }
+                Op::Shown { .. } => {}
             }
         }
         out

@@ -49,6 +49,7 @@ impl From<OpKind> for pb::OpKind {
             OpKind::Deliver => pb::OpKind::Deliver,
             OpKind::AddFollower => pb::OpKind::AddFollower,
             OpKind::RemoveFollower => pb::OpKind::RemoveFollower,
+            OpKind::Shown => pb::OpKind::Shown,
         }
     }
 }
@@ -66,6 +67,7 @@ impl TryFrom<pb::OpKind> for OpKind {
             pb::OpKind::Deliver => OpKind::Deliver,
             pb::OpKind::AddFollower => OpKind::AddFollower,
             pb::OpKind::RemoveFollower => OpKind::RemoveFollower,
+            pb::OpKind::Shown => OpKind::Shown,
         })
     }
 }
@@ -139,6 +141,7 @@ impl From<Op> for pb::Operation {
                 follower,
                 version,
             }),
+            Op::Shown { user, seq } => PbOp::Shown(pb::ShownOp { user, seq }),
         };
         pb::Operation { op: Some(op) }
     }
@@ -190,6 +193,7 @@ impl TryFrom<pb::Operation> for Op {
                 follower,
                 version,
             },
+            PbOp::Shown(pb::ShownOp { user, seq }) => Op::Shown { user, seq },
         })
     }
 }
@@ -278,6 +282,7 @@ mod tests {
                 follower: 4,
                 version: 13,
             },
+            Op::Shown { user: 1, seq: 40 },
         ]
     }
 
@@ -285,7 +290,7 @@ mod tests {
     fn every_op_round_trips_through_its_message_and_the_wire() {
         let ops = every_op();
         let kinds: std::collections::HashSet<OpKind> = ops.iter().map(Op::kind).collect();
-        assert_eq!(kinds.len(), 7, "every variant is covered");
+        assert_eq!(kinds.len(), 8, "every variant is covered");
         for op in ops {
             let msg = pb::Operation::from(op.clone());
             let wire = pb::Operation::decode(&msg.encode_to_vec()[..]).unwrap();

@@ -22,6 +22,11 @@ pub struct Config {
     /// Port to listen on.
     #[arg(short = 'p', long = "port")]
     pub port: u16,
+    /// Port of the listener for the MP3 variant of the client protocol
+    /// (0: pick a free one). The coordinator learns it from the heartbeats
+    /// and names the primary's in `FetchAssignment`.
+    #[arg(long, default_value_t = 0)]
+    pub mp3_port: u16,
     /// Cluster this server belongs to (1..).
     #[arg(short = 'i', long = "cluster", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cluster_id: u32,

@@ -5,6 +5,7 @@ mod commit;
 mod config;
 mod directory;
 mod lease;
+mod mp3;
 mod node;
 mod posts;
 mod reconcile;
@@ -24,6 +25,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -34,12 +36,19 @@ use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
 use tsn_cluster::shutdown::Shutdown;
 use tsn_datastore::{Layout, Store};
 use tsn_proto::csce438::sns_service_server::SnsServiceServer;
+use tsn_proto::mp3::sns_service_server::SnsServiceServer as Mp3SnsServiceServer;
 use tsn_proto::tsn::posts_server::PostsServer;
 use tsn_proto::tsn::replica_server::ReplicaServer;
 use tsn_proto::tsn::{ProcessKind, Role as WireRole};
 
 use crate::config::{Config, RoleArg};
 use crate::node::{Node, WRITE_QUEUE_MAX_REQUESTS};
+
+/// How long requests may still run once a stop is asked for (SIGTERM,
+/// Ctrl-C), in milliseconds.
+const SHUTDOWN_GRACE_MS: u64 = 1_000;
+/// How long the runtime waits for blocking work (reads of files) at exit.
+const RUNTIME_STOP_MAX_MS: u64 = 500;
 
 fn main() {
     let cfg = Config::parse();
@@ -51,7 +60,9 @@ fn main() {
         Ok(r) => r,
         Err(e) => fail(format!("cannot start the runtime: {e}")),
     };
-    if let Err(e) = runtime.block_on(run(cfg)) {
+    let result = runtime.block_on(run(cfg));
+    runtime.shutdown_timeout(Duration::from_millis(RUNTIME_STOP_MAX_MS));
+    if let Err(e) = result {
         fail(format!("{e:#}"));
     }
 }
@@ -68,6 +79,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let mp3_bind = format!("{}:{}", cfg.bind, cfg.mp3_port);
+    let mp3_listener = TcpListener::bind(&mp3_bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {mp3_bind} (--mp3-port): {e}"))?;
+    let mp3_address = format!(
+        "{}:{}",
+        cfg.advertise_host,
+        mp3_listener.local_addr()?.port()
+    );
     let layout = Layout::new(&cfg.datastore, cfg.cluster_id, server_id);
     let cluster_id = cfg.cluster_id;
     let store = tokio::task::spawn_blocking(move || Store::open(layout, cluster_id))
@@ -105,6 +125,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 RoleArg::Primary => WireRole::Primary,
                 RoleArg::Secondary => WireRole::Secondary,
             },
+            mp3_address: mp3_address.clone(),
         },
         cfg.heartbeat_interval_ms,
         Box::new(move || {
@@ -124,8 +145,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let directory = Arc::new(directory::Directory::default());
     let sns = SnsServiceServer::new(sns::Sns {
         node: node.clone(),
-        directory,
+        directory: directory.clone(),
     })
+    .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
+    let mp3_sns = Mp3SnsServiceServer::new(mp3::Mp3Sns::new(sns::Sns {
+        node: node.clone(),
+        directory,
+    }))
     .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
     let posts = PostsServer::new(posts::PostsService { node: node.clone() })
         .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
@@ -134,22 +160,43 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES);
 
     println!(
-        "tsn_server cluster {} server {} listening on {} (datastore {})",
+        "tsn_server cluster {} server {} listening on {} (MP3 variant on {}) (datastore {})",
         cfg.cluster_id,
         server_id,
         cfg.advertise_address(),
+        mp3_address,
         node.layout.dir().display()
     );
     let _ = std::io::stdout().flush();
     let mut stop = shutdown.clone();
     let incoming = tsn_cluster::net::incoming(listener);
-    Server::builder()
+    let classic = Server::builder()
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
         .add_service(sns)
         .add_service(posts)
         .add_service(replica)
-        .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
-        .await?;
+        .serve_with_incoming_shutdown(incoming, async move { stop.wait().await });
+    let mut stop = shutdown.clone();
+    let mp3_incoming = tsn_cluster::net::incoming(mp3_listener);
+    let mp3 = Server::builder()
+        .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
+        .add_service(mp3_sns)
+        .serve_with_incoming_shutdown(mp3_incoming, async move { stop.wait().await });
+    let mut stop = shutdown.clone();
+    // A request may wait for a commit that cannot come (the secondary and
+    // the coordinator are stopping too): after the grace period the server
+    // stops without it. The client was not answered, so nothing is lost.
+    let grace = async move {
+        stop.wait().await;
+        tokio::time::sleep(Duration::from_millis(SHUTDOWN_GRACE_MS)).await;
+        tracing::info!(
+            "requests still running after {SHUTDOWN_GRACE_MS} ms; stopping without them"
+        );
+    };
+    tokio::select! {
+        r = async { tokio::try_join!(classic, mp3) } => { r?; }
+        _ = grace => {}
+    }
     replicators.stop_all();
     tracing::info!("stopped");
     Ok(())

@@ -312,8 +312,8 @@ fn validate_synced(op: &Op, cluster_id: u32) -> Result<(), String> {
         {
             Ok(())
         }
-        Op::Follow { .. } | Op::Unfollow { .. } | Op::Post(_) => Err(format!(
-            "only a client of cluster {cluster_id} follows or posts"
+        Op::Follow { .. } | Op::Unfollow { .. } | Op::Post(_) | Op::Shown { .. } => Err(format!(
+            "only a client of cluster {cluster_id} follows, posts or reads its timeline"
         )),
         _ => Err("a user id is out of range".into()),
     }

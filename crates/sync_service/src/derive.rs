@@ -273,7 +273,8 @@ pub fn derive(
                     }
                 }
             }
-            Op::Deliver { .. } | Op::RemoveFollower { .. } => {}
+            // A shown cursor concerns the own cluster's user only.
+            Op::Deliver { .. } | Op::RemoveFollower { .. } | Op::Shown { .. } => {}
         }
     }
     Ok(ops)

@@ -98,6 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         kind: ProcessKind::SyncService,
         address: config.advertise_address(),
         requested_role: Role::Unspecified,
+        mp3_address: String::new(),
     };
     let heard = heartbeat::spawn(
         &config.coordinator,

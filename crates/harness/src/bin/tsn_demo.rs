@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use tsn_cluster::coord::CoordClient;
 use tsn_harness::{Config, Deployment, Member};
-use tsn_proto::tsn::{ProcessKind, Role};
+use tsn_proto::tsn::mp3_directory_client::Mp3DirectoryClient;
+use tsn_proto::tsn::{Mp3Listener, Mp3ListenersRequest, ProcessKind, Role};
 
 /// Starts a local tsn deployment in the foreground; Ctrl-C stops it.
 #[derive(Parser, Debug)]
@@ -99,6 +100,7 @@ async fn run(args: Args) {
     println!("logs and data:  {}", root.display());
     println!("client:         {client} -c {coord_addr} -i <client id>");
     println!("                (scripts: add a command, e.g. `post hello`, `timeline --watch`; --help lists them)");
+    println!("MP3 client:     its coordinator address is {coord_addr} (FetchAssignment names the mp3_port)");
     println!();
     println!("running; press Ctrl-C to stop every process");
     if let Err(e) = tokio::signal::ctrl_c().await {
@@ -130,14 +132,15 @@ async fn print_table(coord_addr: &str) {
         Ok(c) => c.clusters().await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
+    let mp3 = mp3_listeners(coord_addr).await;
     println!();
     println!(
-        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8}",
-        "cluster", "role", "id", "address", "alive", "last_seq"
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
+        "cluster", "role", "id", "address", "alive", "last_seq", "mp3_port"
     );
     println!(
-        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8}",
-        "-", "coordinator", "-", coord_addr, "yes", "-"
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
+        "-", "coordinator", "-", coord_addr, "yes", "-", "-"
     );
     for c in &views {
         let mut procs = c.processes.clone();
@@ -149,15 +152,38 @@ async fn print_table(coord_addr: &str) {
                 (_, Ok(Role::Secondary)) => "secondary",
                 _ => "?",
             };
+            let mp3_port = match ProcessKind::try_from(p.kind) {
+                Ok(ProcessKind::Server) => mp3
+                    .iter()
+                    .find(|l| l.cluster_id == c.cluster_id && l.server_id == p.server_id)
+                    .and_then(|l| l.address.rsplit_once(':'))
+                    .map_or("?", |(_, port)| port)
+                    .to_string(),
+                _ => "-".to_string(),
+            };
             println!(
-                "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8}",
+                "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
                 c.cluster_id,
                 role,
                 p.server_id,
                 p.address,
                 if p.alive { "yes" } else { "no" },
-                p.last_seq
+                p.last_seq,
+                mp3_port
             );
         }
     }
+}
+
+/// Every server's listener for the MP3 variant of the client protocol.
+async fn mp3_listeners(coord_addr: &str) -> Vec<Mp3Listener> {
+    let Ok(mut directory) = Mp3DirectoryClient::connect(format!("http://{coord_addr}")).await
+    else {
+        return Vec::new();
+    };
+    directory
+        .listeners(Mp3ListenersRequest {})
+        .await
+        .map(|r| r.into_inner().listeners)
+        .unwrap_or_default()
 }
