@@ -4,6 +4,7 @@
 //! The waits come from [`tsn_cluster::retry::Backoff`]; [`Retry`] is pure
 //! (the clock is passed in), so the rule is tested without a network.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
@@ -102,6 +103,32 @@ impl Retry {
             Some(limit) if waited >= limit => Next::GiveUp { waited },
             Some(limit) => Next::Wait(delay.min(limit - waited)),
             None => Next::Wait(delay),
+        }
+    }
+}
+
+/// Runs `call`, which needs no route (an admin call to the coordinator),
+/// until it succeeds, fails for good, or `policy` gives up; then the last
+/// status is the answer.
+pub async fn retry_call<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut retry = Retry::new(policy, Instant::now());
+    let attempt_timeout = Duration::from_millis(policy.attempt_timeout_ms);
+    loop {
+        let status = match tokio::time::timeout(attempt_timeout, call()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(status)) => status,
+            Err(_) => Status::deadline_exceeded(format!(
+                "no answer within {} ms",
+                policy.attempt_timeout_ms
+            )),
+        };
+        match retry.after(&status, Instant::now()) {
+            Next::Wait(delay) => tokio::time::sleep(delay).await,
+            Next::GiveUp { .. } | Next::Final => return Err(status),
         }
     }
 }
