@@ -93,15 +93,7 @@ pub async fn audit(coord: &CoordClient, run: &str, acks: &[Ack], since_ms: i64) 
     for a in acks {
         by_author.entry(a.author).or_default().push(a.n);
     }
-    let router = Router::new(
-        coord.clone(),
-        RouterConfig {
-            lanes: 1,
-            call_timeout_ms: POST_CALL_TIMEOUT_MS,
-            login: false,
-            clusters: None,
-        },
-    );
+    let router = Router::new(coord.clone(), RouterConfig::per_user(POST_CALL_TIMEOUT_MS));
     let router = &router;
     let reads: Vec<(u32, Vec<u64>, Read)> = stream::iter(by_author)
         .map(|(author, acked)| async move {

@@ -72,15 +72,7 @@ impl Watchers {
     pub fn start(coord: &CoordClient, followers: &[u32], run: &str, clock: Clock) -> Watchers {
         let sink = Arc::new(Sink::default());
         let (stop, stopped) = Shutdown::new();
-        let router = Router::new(
-            coord.clone(),
-            RouterConfig {
-                lanes: 1,
-                call_timeout_ms: POST_CALL_TIMEOUT_MS,
-                login: false,
-                clusters: None,
-            },
-        );
+        let router = Router::new(coord.clone(), RouterConfig::per_user(POST_CALL_TIMEOUT_MS));
         let tasks = followers
             .iter()
             .map(|&user| {

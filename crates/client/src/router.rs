@@ -50,6 +50,20 @@ pub struct RouterConfig {
     pub clusters: Option<u32>,
 }
 
+impl RouterConfig {
+    /// One connection per server, routes per user, no login: a program
+    /// that acts for many users (a test, a load generator) but is not a
+    /// person's session.
+    pub const fn per_user(call_timeout_ms: u64) -> RouterConfig {
+        RouterConfig {
+            lanes: 1,
+            call_timeout_ms,
+            login: false,
+            clusters: None,
+        }
+    }
+}
+
 /// Connections to one server, named by the coordinator. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Route {

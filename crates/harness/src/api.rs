@@ -50,15 +50,7 @@ impl Api {
             Ok(c) => c,
             Err(e) => panic!("bad coordinator address {coord_addr:?}: {e:#}"),
         };
-        let router = Router::new(
-            coord.clone(),
-            RouterConfig {
-                lanes: 1,
-                call_timeout_ms: CALL_TIMEOUT_MS,
-                login: false,
-                clusters: None,
-            },
-        );
+        let router = Router::new(coord.clone(), RouterConfig::per_user(CALL_TIMEOUT_MS));
         Api {
             coord,
             router,

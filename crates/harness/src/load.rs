@@ -261,15 +261,7 @@ const WRITER_POLICY: RetryPolicy = RetryPolicy {
 };
 
 async fn run(coord: CoordClient, author: u32, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let router = Router::new(
-        coord,
-        RouterConfig {
-            lanes: 1,
-            call_timeout_ms: WRITER_CALL_TIMEOUT_MS,
-            login: false,
-            clusters: None,
-        },
-    );
+    let router = Router::new(coord, RouterConfig::per_user(WRITER_CALL_TIMEOUT_MS));
     for n in 1..=WRITER_POSTS_MAX {
         if *stop.borrow() {
             return;
