@@ -424,6 +424,108 @@ mod tests {
         assert!(lock(&r.inner.routes).is_empty());
     }
 
+    fn policy(retry_for_ms: u64, attempt_timeout_ms: u64) -> RetryPolicy {
+        RetryPolicy {
+            backoff_min_ms: 1,
+            backoff_max_ms: 2,
+            attempt_timeout_ms,
+            retry_for: Some(Duration::from_millis(retry_for_ms)),
+        }
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_noted_and_retried_until_success() {
+        let r = Router::fixed("127.0.0.1:9", config(None, false)).unwrap();
+        let mut tries = 0;
+        let mut noted = Vec::new();
+        let got = r
+            .call_noting(
+                1,
+                &policy(10_000, 1_000),
+                |stage, status| noted.push((stage, status.code())),
+                |_| {
+                    tries += 1;
+                    let n = tries;
+                    async move {
+                        match n {
+                            1 => Err(Status::resource_exhausted("busy")),
+                            2 => Err(Status::unavailable("no primary")),
+                            _ => Ok(n),
+                        }
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, 3);
+        assert_eq!(
+            noted,
+            vec![
+                (Stage::Server, tonic::Code::ResourceExhausted),
+                (Stage::Server, tonic::Code::Unavailable)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn final_answers_and_exhausted_time_end_a_call() {
+        let r = Router::fixed("127.0.0.1:9", config(None, false)).unwrap();
+        let mut tries = 0;
+        let refused = r
+            .call(1, &policy(10_000, 1_000), |_| {
+                tries += 1;
+                async { Err::<(), _>(Status::invalid_argument("too long")) }
+            })
+            .await;
+        assert!(matches!(refused, Err(CallError::Refused(s)) if s.message() == "too long"));
+        assert_eq!(tries, 1, "a final answer is not retried");
+        let gave_up = r
+            .call(1, &policy(0, 1_000), |_| async {
+                Err::<(), _>(Status::unavailable("down"))
+            })
+            .await;
+        assert!(matches!(
+            gave_up,
+            Err(CallError::GaveUp { stage: Stage::Server, last, .. }) if last.message() == "down"
+        ));
+        // An attempt that does not end is cut by the attempt's time limit.
+        let slow = r
+            .call(1, &policy(0, 10), |_| {
+                std::future::pending::<Result<(), Status>>()
+            })
+            .await;
+        assert!(matches!(
+            slow,
+            Err(CallError::GaveUp { last, .. }) if last.code() == tonic::Code::DeadlineExceeded
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_coordinator_is_named_when_the_time_is_up() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let coord = CoordClient::new(&format!("127.0.0.1:{port}")).unwrap();
+        let r = Router::new(coord, config(None, true));
+        let mut called = false;
+        let result = r
+            .call(1, &policy(30, 1_000), |_| {
+                called = true;
+                async { Ok(()) }
+            })
+            .await;
+        assert!(matches!(
+            result,
+            Err(CallError::GaveUp {
+                stage: Stage::Coordinator,
+                ..
+            })
+        ));
+        assert!(!called);
+    }
+
     #[tokio::test]
     async fn a_server_info_without_a_server_is_no_route() {
         let coord = CoordClient::new("127.0.0.1:9").unwrap();
