@@ -93,26 +93,33 @@ async fn send(
     }
 }
 
+/// What [`resend_pending`] did.
+#[derive(Debug, Default)]
+pub struct Resent {
+    /// Posts acknowledged now.
+    pub acknowledged: usize,
+    /// Posts the server finally refused, with why: no longer pending.
+    pub dropped: Vec<(String, CallError)>,
+}
+
 /// Sends again every post left pending by an earlier run (a crash, or an
 /// outage longer than its retries), with its original id, so each is stored
-/// exactly once. Returns how many were acknowledged. A post the server
-/// finally refuses is dropped with a warning; an unreachable tsn stops the
-/// resend with an error and leaves the rest pending.
+/// exactly once. A post the server finally refuses is dropped (and listed,
+/// for the caller to tell the user); an unreachable tsn stops the resend
+/// with an error and leaves the rest pending.
 pub async fn resend_pending(
     router: &Router,
     user: u32,
     store: &PendingStore,
     policy: &RetryPolicy,
-) -> Result<usize, PostError> {
+) -> Result<Resent, PostError> {
     let posts = store.load()?;
     let total = posts.len();
-    let mut resent = 0;
+    let mut resent = Resent::default();
     for (done, pending) in posts.iter().enumerate() {
         match send(router, user, store, pending, policy).await {
-            Ok(_) => resent += 1,
-            Err(PostError::Refused(error)) => {
-                eprintln!("warning: dropped pending post {}: {error}", pending.post_id);
-            }
+            Ok(_) => resent.acknowledged += 1,
+            Err(PostError::Refused(error)) => resent.dropped.push((pending.post_id.clone(), error)),
             Err(PostError::Kept(error)) => {
                 return Err(PostError::ResendKept {
                     error,
@@ -121,9 +128,6 @@ pub async fn resend_pending(
             }
             Err(error) => return Err(error),
         }
-    }
-    if resent > 0 {
-        eprintln!("resent {resent} pending post(s)");
     }
     Ok(resent)
 }

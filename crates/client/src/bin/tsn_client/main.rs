@@ -299,7 +299,13 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
     let router = user_router(p.coord);
     let user = p.user;
     let policy = user_policy(Some(p.retry_for));
-    tsn_client::post::resend_pending(&router, user, &store, &policy).await?;
+    let resent = tsn_client::post::resend_pending(&router, user, &store, &policy).await?;
+    for (post_id, error) in &resent.dropped {
+        eprintln!("warning: dropped pending post {post_id}: {error}");
+    }
+    if resent.acknowledged > 0 {
+        eprintln!("resent {} pending post(s)", resent.acknowledged);
+    }
     let out = p.out;
     match action {
         Action::Interactive => interactive::run(&router, user, &store, out, &policy).await,
