@@ -23,6 +23,7 @@ pub mod post;
 pub mod post_text;
 pub mod reply;
 pub mod retry;
+pub mod route;
 pub mod router;
 pub mod watch;
 
@@ -32,7 +33,8 @@ use tsn_cluster::coord::CoordClient;
 
 pub use error::{status_text, CallError, Stage};
 pub use retry::{is_retryable, RetryPolicy};
-pub use router::{Route, Router, RouterConfig};
+pub use route::Route;
+pub use router::{Router, RouterConfig};
 pub use watch::{Event, TimelineWatch};
 
 /// A router for one person's client: one connection to the primary, the

@@ -21,7 +21,8 @@ use tsn_proto::csce438::Message;
 use crate::error::CallError;
 use crate::limits::{WATCH_OUTBOUND_QUEUE_MAX, WATCH_SHOWN_IDS_MAX};
 use crate::retry::{is_retryable, RetryPolicy};
-use crate::router::{Route, Router};
+use crate::route::Route;
+use crate::router::Router;
 
 /// What the watcher has shown: the pure part of the resume logic.
 #[derive(Debug, Default)]
