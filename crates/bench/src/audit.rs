@@ -2,32 +2,39 @@
 //! exactly once?
 //!
 //! Each author's own posts since the run began are read from the current
-//! primary of its cluster (`Replica.PostsSince`, which reads the author's
-//! timeline file from its end). An acknowledged post that is absent is
+//! primary of its cluster, found and retried by the client library's router
+//! (`Replica.PostsSince`, which reads the author's timeline file from its
+//! end). An acknowledged post that is absent is
 //! *lost*; a post id present twice is *duplicated*. Both must be zero, a
 //! failover in the middle of the run included. An author with more posts
 //! than one read returns is reported as not fully audited instead of being
 //! guessed about.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tonic::Status;
-use tsn_cluster::coord::{channel, server_address, CoordClient};
-use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
+use tsn_client::{RetryPolicy, Route, Router, RouterConfig};
+use tsn_cluster::coord::CoordClient;
 use tsn_datastore::Post;
-use tsn_proto::tsn::replica_client::ReplicaClient;
 use tsn_proto::tsn::PostsSinceRequest;
 
 use crate::ids::parse_post_id;
 use crate::limits::{
     AUDIT_CONCURRENCY_MAX, AUDIT_POSTS_PER_AUTHOR_MAX, AUDIT_RETRY_FOR_MS, POST_CALL_TIMEOUT_MS,
-    POST_RETRY_BACKOFF_MAX_MS,
+    POST_RETRY_BACKOFF_MAX_MS, POST_RETRY_BACKOFF_MIN_MS,
 };
-use crate::poster::is_retryable;
 use crate::record::Ack;
+
+/// How one author's read is retried.
+const AUDIT_POLICY: RetryPolicy = RetryPolicy {
+    backoff_min_ms: POST_RETRY_BACKOFF_MIN_MS,
+    backoff_max_ms: POST_RETRY_BACKOFF_MAX_MS,
+    attempt_timeout_ms: POST_CALL_TIMEOUT_MS,
+    retry_for: Some(Duration::from_millis(AUDIT_RETRY_FOR_MS)),
+};
 
 /// Most example ids listed in the report for each kind of finding.
 const EXAMPLES_MAX: usize = 10;
@@ -86,9 +93,11 @@ pub async fn audit(coord: &CoordClient, run: &str, acks: &[Ack], since_ms: i64) 
     for a in acks {
         by_author.entry(a.author).or_default().push(a.n);
     }
+    let router = Router::new(coord.clone(), RouterConfig::per_user(POST_CALL_TIMEOUT_MS));
+    let router = &router;
     let reads: Vec<(u32, Vec<u64>, Read)> = stream::iter(by_author)
         .map(|(author, acked)| async move {
-            let read = read_author(coord, run, author, since_ms).await;
+            let read = read_author(router, run, author, since_ms).await;
             (author, acked, read)
         })
         .buffer_unordered(AUDIT_CONCURRENCY_MAX)
@@ -126,42 +135,32 @@ fn push_example(list: &mut Vec<String>, what: String) {
     }
 }
 
-async fn read_author(coord: &CoordClient, run: &str, author: u32, since_ms: i64) -> Read {
-    let start = Instant::now();
-    loop {
-        let status = match posts_since(coord, author, since_ms).await {
-            Ok(posts) if posts.len() >= AUDIT_POSTS_PER_AUTHOR_MAX as usize => {
-                return Read::TooMany
-            }
-            Ok(posts) => {
-                let mut found = Found::new();
-                for p in posts {
-                    if let Some((a, n)) = parse_post_id(run, &p.id) {
-                        if a == author {
-                            *found.entry(n).or_insert(0) += 1;
-                        }
+async fn read_author(router: &Router, run: &str, author: u32, since_ms: i64) -> Read {
+    let read = router
+        .call(author, &AUDIT_POLICY, |route| {
+            posts_since(route, author, since_ms)
+        })
+        .await;
+    match read {
+        Ok(posts) if posts.len() >= AUDIT_POSTS_PER_AUTHOR_MAX as usize => Read::TooMany,
+        Ok(posts) => {
+            let mut found = Found::new();
+            for p in posts {
+                if let Some((a, n)) = parse_post_id(run, &p.id) {
+                    if a == author {
+                        *found.entry(n).or_insert(0) += 1;
                     }
                 }
-                return Read::Found(found);
             }
-            Err(status) => status,
-        };
-        let pause = Duration::from_millis(POST_RETRY_BACKOFF_MAX_MS);
-        if !is_retryable(&status)
-            || start.elapsed() + pause >= Duration::from_millis(AUDIT_RETRY_FOR_MS)
-        {
-            return Read::Failed(status.to_string());
+            Read::Found(found)
         }
-        tokio::time::sleep(pause).await;
+        Err(error) => Read::Failed(error.to_string()),
     }
 }
 
-async fn posts_since(coord: &CoordClient, author: u32, since_ms: i64) -> Result<Vec<Post>, Status> {
-    let info = coord.get_server(author).await?;
-    let ch = channel(&server_address(&info), POST_CALL_TIMEOUT_MS)
-        .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-    let mut replica = ReplicaClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
-    let reply = replica
+async fn posts_since(route: Route, author: u32, since_ms: i64) -> Result<Vec<Post>, Status> {
+    let reply = route
+        .replica()
         .posts_since(PostsSinceRequest {
             author,
             since_ms,

@@ -3,9 +3,9 @@
 //!
 //! A sample of followers keep their streams open for the whole run, like
 //! people watching their timelines. Each stream notes when each of this
-//! run's posts arrived; when a stream fails (its primary was killed) it is
-//! opened again on the current primary, resuming after the last line it
-//! got, as a client does. The pure [`analyze`] then matches arrivals with
+//! run's posts arrived; when a stream fails (its primary was killed) the
+//! client library's [`TimelineWatch`] opens it again on the current
+//! primary, resuming after the last line it got, as a client does. The pure [`analyze`] then matches arrivals with
 //! acknowledgements and splits them by whether follower and author share a
 //! cluster: a same-cluster delivery is written by the author's primary in
 //! the post's own entry, a cross-cluster one goes through two sync services
@@ -17,18 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
-use tsn_cluster::coord::{server_address, stream_channel, CoordClient};
+use tsn_client::{Event, RetryPolicy, Router, RouterConfig, TimelineWatch};
+use tsn_cluster::coord::CoordClient;
 use tsn_cluster::home_cluster;
-use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
-use tsn_cluster::retry::Backoff;
 use tsn_cluster::shutdown::{Shutdown, Trigger};
 use tsn_cluster::sync::lock;
-use tsn_proto::csce438::sns_service_client::SnsServiceClient;
-use tsn_proto::csce438::Message;
 
 use crate::ids::parse_post_id;
 use crate::limits::{
@@ -38,9 +32,14 @@ use crate::limits::{
 use crate::record::{Ack, Clock};
 use crate::stats::{summarize, Summary};
 
-/// Messages the watcher may queue towards the server (it sends only the
-/// first one; the rest of the request stream stays open and empty).
-const OUTBOUND_QUEUE_MAX: usize = 4;
+/// How a stream is opened again after it failed: for as long as the run
+/// lasts.
+const STREAM_POLICY: RetryPolicy = RetryPolicy {
+    backoff_min_ms: STREAM_RETRY_BACKOFF_MIN_MS,
+    backoff_max_ms: STREAM_RETRY_BACKOFF_MAX_MS,
+    attempt_timeout_ms: POST_CALL_TIMEOUT_MS,
+    retry_for: None,
+};
 
 /// One of this run's posts arriving on a follower's stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,11 +72,12 @@ impl Watchers {
     pub fn start(coord: &CoordClient, followers: &[u32], run: &str, clock: Clock) -> Watchers {
         let sink = Arc::new(Sink::default());
         let (stop, stopped) = Shutdown::new();
+        let router = Router::new(coord.clone(), RouterConfig::per_user(POST_CALL_TIMEOUT_MS));
         let tasks = followers
             .iter()
             .map(|&user| {
                 tokio::spawn(watch(
-                    coord.clone(),
+                    router.clone(),
                     user,
                     run.to_string(),
                     clock,
@@ -135,38 +135,30 @@ impl Watchers {
 }
 
 async fn watch(
-    coord: CoordClient,
+    router: Router,
     user: u32,
     run: String,
     clock: Clock,
     sink: Arc<Sink>,
     mut stop: Shutdown,
 ) {
-    let mut last_seq = 0u64;
+    let mut stream = TimelineWatch::new(router, user, STREAM_POLICY);
     let mut opened_once = false;
-    let mut backoff = Backoff::new(STREAM_RETRY_BACKOFF_MIN_MS, STREAM_RETRY_BACKOFF_MAX_MS);
     while !stop.is_fired() {
-        let opened = tokio::time::timeout(
-            Duration::from_millis(POST_CALL_TIMEOUT_MS),
-            open(&coord, user, last_seq),
-        )
-        .await;
-        if let Ok(Ok((outbound, mut inbound))) = opened {
-            if opened_once {
+        let event = tokio::select! {
+            _ = stop.wait() => return,
+            event = stream.next() => event,
+        };
+        match event {
+            Ok(Event::Opened { .. }) if opened_once => {
                 sink.reopened.fetch_add(1, Ordering::Relaxed);
-            } else {
+            }
+            Ok(Event::Opened { .. }) => {
                 opened_once = true;
                 sink.opened.fetch_add(1, Ordering::Relaxed);
             }
-            backoff.reset();
-            loop {
-                let msg = tokio::select! {
-                    _ = stop.wait() => return,
-                    m = inbound.message() => m,
-                };
-                let Ok(Some(msg)) = msg else { break };
+            Ok(Event::Post(msg)) => {
                 let at_us = clock.now_us();
-                last_seq = last_seq.max(msg.seq);
                 if let Some((_, n)) = parse_post_id(&run, &msg.post_id) {
                     let mut a = lock(&sink.arrivals);
                     if a.len() < ARRIVALS_MAX_RECORDS {
@@ -180,37 +172,12 @@ async fn watch(
                     }
                 }
             }
-            drop(outbound);
-        }
-        tokio::select! {
-            _ = stop.wait() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            Err(error) => {
+                tracing::warn!(user, %error, "the timeline stream was refused for good");
+                return;
+            }
         }
     }
-}
-
-/// Opens `user`'s stream on the current primary of its cluster, resuming
-/// after `last_seq` (0: the last 20 posts first, as a new session).
-async fn open(
-    coord: &CoordClient,
-    user: u32,
-    last_seq: u64,
-) -> Result<(mpsc::Sender<Message>, Streaming<Message>), Status> {
-    let info = coord.get_server(user).await?;
-    let ch = stream_channel(&server_address(&info))
-        .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-    let mut sns = SnsServiceClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
-    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_MAX);
-    let hello = Message {
-        username: user.to_string(),
-        resume_after_seq: last_seq,
-        ..Default::default()
-    };
-    tx.send(hello)
-        .await
-        .map_err(|_| Status::internal("the request stream closed before use"))?;
-    let inbound = sns.timeline(ReceiverStream::new(rx)).await?.into_inner();
-    Ok((tx, inbound))
 }
 
 /// The delivery figures of one phase.

@@ -1,22 +1,19 @@
-//! Where each post goes, as a real client finds it: the coordinator's
-//! `GetServer` names the primary of the author's cluster, and the answer is
-//! kept until a call to that server fails (then the next post asks again).
+//! Where each post goes: the client library's router, as a real client
+//! finds the primary (the coordinator's `GetServer`, kept until a call to
+//! that server fails), with one route per cluster shared by all its
+//! authors, and a table that numbers the servers that acknowledged posts.
 //!
 //! Each server gets a few HTTP/2 connections that all posters share, the
 //! way many clients of one process would; the echo phase uses the very
 //! same router with one fixed address, so both loads take the same client
 //! path and differ only in what the server does.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tonic::transport::Channel;
-use tonic::Status;
-use tsn_cluster::coord::{channel, server_address, CoordClient};
+use tsn_client::RouterConfig;
+use tsn_cluster::coord::CoordClient;
 use tsn_cluster::home_cluster;
-use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
 use tsn_cluster::sync::lock;
-use tsn_proto::tsn::posts_client::PostsClient;
 
 use crate::limits::POST_CALL_TIMEOUT_MS;
 
@@ -25,50 +22,28 @@ use crate::limits::POST_CALL_TIMEOUT_MS;
 /// the last index.
 const SERVERS_MAX: usize = 1_024;
 
-/// The connections to one server.
-#[derive(Clone)]
-pub struct Route {
-    pub addr: String,
-    /// Index of `addr` in the router's address table.
-    pub server: u16,
-    clients: Vec<PostsClient<Channel>>,
-}
-
-impl Route {
-    /// The client of connection `lane` (any number: it wraps around).
-    pub fn client(&self, lane: usize) -> PostsClient<Channel> {
-        assert!(!self.clients.is_empty());
-        self.clients[lane % self.clients.len()].clone()
-    }
-}
-
-enum Target {
-    /// Ask the coordinator; key routes by cluster.
-    Coordinator {
-        coord: Box<CoordClient>,
-        clusters: u32,
-    },
-    /// Always this one server (the echo server).
-    Fixed,
-}
-
 pub struct Router {
-    target: Target,
-    connections: u32,
-    routes: Mutex<HashMap<u32, Route>>,
+    client: tsn_client::Router,
+    /// Clusters of the deployment (`None`: the fixed echo route).
+    clusters: Option<u32>,
     servers: Mutex<Vec<String>>,
+}
+
+fn config(clusters: Option<u32>, connections: u32) -> RouterConfig {
+    RouterConfig {
+        lanes: connections,
+        call_timeout_ms: POST_CALL_TIMEOUT_MS,
+        login: false,
+        clusters,
+    }
 }
 
 impl Router {
     pub fn new(coord: CoordClient, clusters: u32, connections: u32) -> Router {
         assert!(clusters >= 1 && connections >= 1);
         Router {
-            target: Target::Coordinator {
-                coord: Box::new(coord),
-                clusters,
-            },
-            connections,
-            routes: Mutex::new(HashMap::new()),
+            client: tsn_client::Router::new(coord, config(Some(clusters), connections)),
+            clusters: Some(clusters),
             servers: Mutex::new(Vec::new()),
         }
     }
@@ -77,52 +52,22 @@ impl Router {
     pub fn fixed(addr: &str, connections: u32) -> anyhow::Result<Router> {
         assert!(connections >= 1);
         let router = Router {
-            target: Target::Fixed,
-            connections,
-            routes: Mutex::new(HashMap::new()),
+            client: tsn_client::Router::fixed(addr, config(None, connections))?,
+            clusters: None,
             servers: Mutex::new(Vec::new()),
         };
-        let route = router.connect(addr)?;
-        lock(&router.routes).insert(0, route);
+        router.server_index(addr);
         Ok(router)
+    }
+
+    /// The library's router, to make calls through.
+    pub fn client(&self) -> &tsn_client::Router {
+        &self.client
     }
 
     /// The cluster serving `user` (0 for a fixed router).
     pub fn cluster_of(&self, user: u32) -> u32 {
-        match &self.target {
-            Target::Coordinator { clusters, .. } => home_cluster(user, *clusters),
-            Target::Fixed => 0,
-        }
-    }
-
-    /// The route to the primary serving `user`.
-    pub async fn route(&self, user: u32) -> Result<Route, Status> {
-        let key = self.cluster_of(user);
-        if let Some(r) = lock(&self.routes).get(&key) {
-            return Ok(r.clone());
-        }
-        let Target::Coordinator { coord, .. } = &self.target else {
-            return Err(Status::internal("the fixed route is missing"));
-        };
-        let info = coord.get_server(user).await?;
-        let addr = server_address(&info);
-        let route = self
-            .connect(&addr)
-            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-        Ok(lock(&self.routes).entry(key).or_insert(route).clone())
-    }
-
-    /// Forgets the route of `user`'s cluster if it still goes to `addr`:
-    /// the next post asks the coordinator again.
-    pub fn forget(&self, user: u32, addr: &str) {
-        if matches!(self.target, Target::Fixed) {
-            return;
-        }
-        let key = self.cluster_of(user);
-        let mut routes = lock(&self.routes);
-        if routes.get(&key).is_some_and(|r| r.addr == addr) {
-            routes.remove(&key);
-        }
+        self.clusters.map_or(0, |n| home_cluster(user, n))
     }
 
     /// The address with index `server`.
@@ -142,21 +87,6 @@ impl Router {
         servers.push(addr.to_string());
         (servers.len() - 1) as u16
     }
-
-    fn connect(&self, addr: &str) -> anyhow::Result<Route> {
-        let clients = (0..self.connections)
-            .map(|_| {
-                channel(addr, POST_CALL_TIMEOUT_MS).map(|ch| {
-                    PostsClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Route {
-            addr: addr.to_string(),
-            server: self.server_index(addr),
-            clients,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -164,14 +94,11 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_fixed_router_always_routes_to_its_server() {
+    async fn a_fixed_router_numbers_its_server_first() {
         let r = Router::fixed("127.0.0.1:9", 3).unwrap();
-        let a = r.route(1).await.unwrap();
-        let b = r.route(77).await.unwrap();
-        assert_eq!((a.addr.as_str(), a.server), ("127.0.0.1:9", 0));
-        assert_eq!(b.addr, a.addr);
-        r.forget(1, "127.0.0.1:9");
-        assert!(r.route(1).await.is_ok(), "a fixed route is never forgotten");
+        assert_eq!(r.server_addr(0).as_deref(), Some("127.0.0.1:9"));
+        let route = r.client().route(77).await.unwrap();
+        assert_eq!(r.server_index(&route.addr), 0);
         assert_eq!(r.cluster_of(5), 0);
     }
 

@@ -2,15 +2,15 @@
 //! the retry rule, forget it once acknowledged.
 
 use std::io::Read;
-use std::time::Duration;
 
 use tsn_proto::tsn::{PostReply, PostRequest};
 
-use crate::connection::{CallError, Connection};
+use crate::error::CallError;
 use crate::limits::POST_ID_RANDOM_HEX_CHARS;
-use crate::output::Output;
 use crate::pending::{PendingError, PendingPost, PendingStore};
 use crate::post_text;
+use crate::retry::RetryPolicy;
+use crate::router::Router;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -42,43 +42,42 @@ pub fn new_post_id(user: u32) -> Result<String, std::io::Error> {
     Ok(format!("{user}-{hex}"))
 }
 
-/// Posts `text` as the connection's user: validated, recorded as pending,
-/// sent until acknowledged or `retry_for` has passed.
+/// Posts `text` as `user`: validated, recorded as pending in `store` (the
+/// store of `user`), sent until acknowledged or `policy` gives up.
 pub async fn post(
-    conn: &mut Connection,
+    router: &Router,
+    user: u32,
     store: &PendingStore,
     text: &str,
-    retry_for: Duration,
+    policy: &RetryPolicy,
 ) -> Result<(String, PostReply), PostError> {
     post_text::validate(text).map_err(PostError::Invalid)?;
     let pending = PendingPost {
-        post_id: new_post_id(conn.user()).map_err(PostError::Random)?,
+        post_id: new_post_id(user).map_err(PostError::Random)?,
         text: text.to_string(),
     };
     store.add(&pending)?;
-    let reply = send(conn, store, &pending, retry_for).await?;
+    let reply = send(router, user, store, &pending, policy).await?;
     Ok((pending.post_id, reply))
 }
 
 /// Sends one pending post and settles its entry in the pending file.
 async fn send(
-    conn: &mut Connection,
+    router: &Router,
+    user: u32,
     store: &PendingStore,
     pending: &PendingPost,
-    retry_for: Duration,
+    policy: &RetryPolicy,
 ) -> Result<PostReply, PostError> {
     let request = PostRequest {
-        user: conn.user(),
+        user,
         post_id: pending.post_id.clone(),
         text: pending.text.clone(),
     };
-    let result = conn
-        .call(Some(retry_for), |session| {
+    let result = router
+        .call(user, policy, |route| {
             let request = request.clone();
-            async move {
-                let mut posts = session.posts;
-                Ok(posts.post(request).await?.into_inner())
-            }
+            async move { Ok(route.posts().post(request).await?.into_inner()) }
         })
         .await;
     match result {
@@ -94,25 +93,33 @@ async fn send(
     }
 }
 
+/// What [`resend_pending`] did.
+#[derive(Debug, Default)]
+pub struct Resent {
+    /// Posts acknowledged now.
+    pub acknowledged: usize,
+    /// Posts the server finally refused, with why: no longer pending.
+    pub dropped: Vec<(String, CallError)>,
+}
+
 /// Sends again every post left pending by an earlier run (a crash, or an
 /// outage longer than its retries), with its original id, so each is stored
-/// exactly once. Returns how many were acknowledged. A post the server
-/// finally refuses is dropped with a warning; an unreachable tsn stops the
-/// resend with an error and leaves the rest pending.
+/// exactly once. A post the server finally refuses is dropped (and listed,
+/// for the caller to tell the user); an unreachable tsn stops the resend
+/// with an error and leaves the rest pending.
 pub async fn resend_pending(
-    conn: &mut Connection,
+    router: &Router,
+    user: u32,
     store: &PendingStore,
-    retry_for: Duration,
-) -> Result<usize, PostError> {
+    policy: &RetryPolicy,
+) -> Result<Resent, PostError> {
     let posts = store.load()?;
     let total = posts.len();
-    let mut resent = 0;
+    let mut resent = Resent::default();
     for (done, pending) in posts.iter().enumerate() {
-        match send(conn, store, pending, retry_for).await {
-            Ok(_) => resent += 1,
-            Err(PostError::Refused(error)) => {
-                eprintln!("warning: dropped pending post {}: {error}", pending.post_id);
-            }
+        match send(router, user, store, pending, policy).await {
+            Ok(_) => resent.acknowledged += 1,
+            Err(PostError::Refused(error)) => resent.dropped.push((pending.post_id.clone(), error)),
             Err(PostError::Kept(error)) => {
                 return Err(PostError::ResendKept {
                     error,
@@ -122,28 +129,7 @@ pub async fn resend_pending(
             Err(error) => return Err(error),
         }
     }
-    if resent > 0 {
-        eprintln!("resent {resent} pending post(s)");
-    }
     Ok(resent)
-}
-
-/// Prints the acknowledgement of a one-shot `post`.
-pub fn print(out: &Output, post_id: &str, reply: &PostReply) -> std::io::Result<()> {
-    if out.json() {
-        out.json_line(&serde_json::json!({
-            "post_id": post_id,
-            "seq": reply.seq,
-            "duplicate": reply.duplicate,
-        }))
-    } else if reply.duplicate {
-        out.line(&format!(
-            "Posted {post_id} (seq {}, already stored)",
-            reply.seq
-        ))
-    } else {
-        out.line(&format!("Posted {post_id} (seq {})", reply.seq))
-    }
 }
 
 #[cfg(test)]

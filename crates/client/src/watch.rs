@@ -1,31 +1,28 @@
-//! `timeline --watch` (and the interactive timeline mode): the classic
-//! `Timeline` stream, kept open through failovers without showing a post
-//! twice or skipping one.
+//! A user's timeline stream (the classic `Timeline` call), kept open
+//! through failovers without handing out a post twice or skipping one.
 //!
 //! The server first sends the newest posts, newest first, then each new post
 //! as it is committed. Every post carries the `seq` of its timeline line,
-//! which is the same on every replica of the cluster. The watcher remembers
-//! the highest `seq` it showed; when the stream breaks it reconnects (to the
-//! new primary, if there was a failover) and asks to resume after that
-//! `seq`, so the server sends exactly the lines it has not shown, oldest
-//! first. Post ids already shown are dropped too, in case a server sends a
-//! line again.
+//! which is the same on every replica of the cluster. [`Watcher`] remembers
+//! the highest `seq` handed out; when the stream breaks, [`TimelineWatch`]
+//! reconnects through the [`Router`] (to the new primary, if there was a
+//! failover) and asks to resume after that `seq`, so the server sends
+//! exactly the lines not yet seen, oldest first. Post ids already handed
+//! out are dropped too, in case a server sends a line again.
 
 use std::collections::{HashSet, VecDeque};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::{Status, Streaming};
+use tsn_cluster::retry::Backoff;
 use tsn_proto::csce438::Message;
 
-use crate::connection::{is_retryable, CallError, Connection};
-use crate::display::ShownPost;
-use crate::limits::{
-    RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_START_MS, WATCH_OUTBOUND_QUEUE_MAX, WATCH_SHOWN_IDS_MAX,
-};
-use crate::output::Output;
-use crate::timeline;
-use tsn_cluster::retry::Backoff;
+use crate::error::CallError;
+use crate::limits::{WATCH_OUTBOUND_QUEUE_MAX, WATCH_SHOWN_IDS_MAX};
+use crate::retry::{is_retryable, RetryPolicy};
+use crate::route::Route;
+use crate::router::Router;
 
 /// What the watcher has shown: the pure part of the resume logic.
 #[derive(Debug, Default)]
@@ -74,77 +71,114 @@ impl Watcher {
     }
 }
 
-/// Watches the user's timeline until `max_posts` were shown (forever with
-/// `None`) or the server gives a final refusal. A broken stream is reopened
-/// with the retry rule, without a total deadline.
-pub async fn watch(
-    mut conn: Connection,
-    out: Output,
-    max_posts: Option<u64>,
-) -> anyhow::Result<()> {
-    if max_posts == Some(0) {
-        return Ok(());
+/// What a [`TimelineWatch`] has to tell.
+#[derive(Debug)]
+pub enum Event {
+    /// A stream was opened, resuming after this `seq` (0: the first one,
+    /// which starts with the newest posts).
+    Opened { resume_after_seq: u64 },
+    /// A post not handed out before.
+    Post(Message),
+}
+
+/// An open stream: the route it runs on, the sender of the request half
+/// (dropping it would end the client's half of the stream), the replies.
+struct Open {
+    route: Route,
+    _outbound: mpsc::Sender<Message>,
+    inbound: Streaming<Message>,
+}
+
+/// `user`'s timeline stream, reopened on the current primary whenever it
+/// breaks, for as long as the caller keeps asking for the next event.
+pub struct TimelineWatch {
+    router: Router,
+    user: u32,
+    policy: RetryPolicy,
+    watcher: Watcher,
+    open: Option<Open>,
+    /// The pause before reopening a stream that broke; reset by each post.
+    backoff: Backoff,
+}
+
+impl TimelineWatch {
+    /// A watch of `user`'s timeline; opening a stream follows `policy`.
+    pub fn new(router: Router, user: u32, policy: RetryPolicy) -> TimelineWatch {
+        TimelineWatch {
+            router,
+            user,
+            backoff: policy.backoff(),
+            policy,
+            watcher: Watcher::new(),
+            open: None,
+        }
     }
-    let mut watcher = Watcher::new();
-    let mut shown: u64 = 0;
-    let mut backoff = Backoff::new(RETRY_BACKOFF_START_MS, RETRY_BACKOFF_MAX_MS);
-    loop {
-        let first = Message {
-            username: conn.user().to_string(),
-            msg: String::new(),
-            timestamp: Some(now()),
-            post_id: String::new(),
-            seq: 0,
-            resume_after_seq: watcher.begin_stream(),
-        };
-        let (mut inbound, _outbound) = conn
-            .call(None, |session| {
-                let first = first.clone();
-                async move {
-                    let (tx, rx) = mpsc::channel(WATCH_OUTBOUND_QUEUE_MAX);
-                    tx.try_send(first).map_err(|_| {
-                        Status::internal("the outbound queue refused the first message")
-                    })?;
-                    let mut client = session.stream;
-                    let inbound = client.timeline(ReceiverStream::new(rx)).await?.into_inner();
-                    // The sender is kept for as long as the stream is read:
-                    // dropping it would end the client's half of the stream.
-                    Ok((inbound, tx))
-                }
-            })
-            .await?;
+
+    /// The next event: a stream opened, or a new post. Fails only on a
+    /// final refusal, or when opening a stream ran out of the policy's time.
+    pub async fn next(&mut self) -> Result<Event, CallError> {
         loop {
-            match inbound.message().await {
+            let Some(open) = self.open.as_mut() else {
+                let resume_after_seq = self.watcher.begin_stream();
+                let user = self.user;
+                let open = self
+                    .router
+                    .call(user, &self.policy, |route| {
+                        open_stream(route, user, resume_after_seq)
+                    })
+                    .await?;
+                self.open = Some(open);
+                return Ok(Event::Opened { resume_after_seq });
+            };
+            match open.inbound.message().await {
                 Ok(Some(message)) => {
-                    backoff.reset();
+                    self.backoff.reset();
                     if message.msg.is_empty() && message.post_id.is_empty() {
                         continue;
                     }
-                    let post = ShownPost::from_message(&message);
-                    if !watcher.accept(post.seq, &post.post_id) {
-                        tracing::debug!(seq = post.seq, post_id = %post.post_id, "dropped a post already shown");
+                    if !self.watcher.accept(message.seq, &message.post_id) {
+                        tracing::debug!(seq = message.seq, post_id = %message.post_id, "dropped a post already handed out");
                         continue;
                     }
-                    timeline::show(&out, &post)?;
-                    shown += 1;
-                    if max_posts.is_some_and(|max| shown >= max) {
-                        return Ok(());
-                    }
+                    return Ok(Event::Post(message));
                 }
                 Ok(None) => {
                     tracing::debug!("the server ended the timeline stream; reconnecting");
-                    break;
                 }
                 Err(status) if is_retryable(&status) => {
                     tracing::debug!(code = ?status.code(), error = %status.message(), "timeline stream broke; reconnecting");
-                    break;
                 }
-                Err(status) => return Err(CallError::Refused(status).into()),
+                Err(status) => return Err(CallError::Refused(status)),
             }
+            if let Some(broken) = self.open.take() {
+                self.router.forget(self.user, &broken.route);
+            }
+            tokio::time::sleep(self.backoff.next_delay()).await;
         }
-        conn.forget_session();
-        tokio::time::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Opens `user`'s stream on `route`, resuming after `resume_after_seq`.
+async fn open_stream(route: Route, user: u32, resume_after_seq: u64) -> Result<Open, Status> {
+    let (tx, rx) = mpsc::channel(WATCH_OUTBOUND_QUEUE_MAX);
+    let first = Message {
+        username: user.to_string(),
+        timestamp: Some(now()),
+        resume_after_seq,
+        ..Default::default()
+    };
+    tx.try_send(first)
+        .map_err(|_| Status::internal("the outbound queue refused the first message"))?;
+    let inbound = route
+        .stream()
+        .timeline(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok(Open {
+        route,
+        _outbound: tx,
+        inbound,
+    })
 }
 
 fn now() -> tsn_proto::Timestamp {

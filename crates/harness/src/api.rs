@@ -1,30 +1,32 @@
 //! The gRPC API as a test uses it: one call per user action, each one
-//! routed to the current primary of the user's cluster, as a client would.
+//! routed to the current primary of the user's cluster by the client
+//! library's [`Router`], as a client would.
 //!
-//! Calls that fail for a transient reason (the cluster has no primary yet,
-//! the connection was refused, a call timed out) are tried again for a
-//! while, so that a test right after a restart does not have to. Answers
-//! (including `FAILURE_*` replies and `INVALID_ARGUMENT`) are returned as
-//! they are: judging them is the test's job.
+//! Calls that fail for a reason the library's retry rule calls transient
+//! (the cluster has no primary yet, the connection was refused, a call
+//! timed out) are tried again for a while, so that a test right after a
+//! restart does not have to. Answers (including `FAILURE_*` replies and
+//! `INVALID_ARGUMENT`) are returned as they are: judging them is the test's
+//! job.
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tonic::transport::Channel;
-use tonic::{Code, Status};
-use tsn_cluster::coord::{channel, server_address, stream_channel, CoordClient};
-use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
-use tsn_cluster::retry::Backoff;
-use tsn_proto::csce438::sns_service_client::SnsServiceClient;
+use tonic::Status;
+use tsn_client::{RetryPolicy, Route, Router, RouterConfig};
+use tsn_cluster::coord::CoordClient;
 use tsn_proto::csce438::{ListReply, Request};
-use tsn_proto::tsn::posts_client::PostsClient;
 use tsn_proto::tsn::{ClusterView, PostReply, PostRequest, ProcessKind, ReadRequest, TimelinePost};
 
 use crate::limits::{
     CALL_RETRY_BACKOFF_MAX_MS, CALL_RETRY_BACKOFF_MIN_MS, CALL_RETRY_FOR_MS, CALL_TIMEOUT_MS,
 };
 use crate::stream::TimelineStream;
+
+/// Failures that say "not now" rather than "no": the client library's one
+/// retry rule.
+pub use tsn_client::is_retryable as is_transient;
 
 /// What LIST answered, as sets (order carries no meaning) and as sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +40,8 @@ pub struct Listing {
 #[derive(Clone)]
 pub struct Api {
     coord: CoordClient,
-    retry_for: Duration,
+    router: Router,
+    policy: RetryPolicy,
 }
 
 impl Api {
@@ -47,16 +50,23 @@ impl Api {
             Ok(c) => c,
             Err(e) => panic!("bad coordinator address {coord_addr:?}: {e:#}"),
         };
+        let router = Router::new(coord.clone(), RouterConfig::per_user(CALL_TIMEOUT_MS));
         Api {
             coord,
-            retry_for: Duration::from_millis(CALL_RETRY_FOR_MS),
+            router,
+            policy: RetryPolicy {
+                backoff_min_ms: CALL_RETRY_BACKOFF_MIN_MS,
+                backoff_max_ms: CALL_RETRY_BACKOFF_MAX_MS,
+                attempt_timeout_ms: CALL_TIMEOUT_MS,
+                retry_for: Some(Duration::from_millis(CALL_RETRY_FOR_MS)),
+            },
         }
     }
 
     /// The same client, retrying transient failures for `retry_for`
     /// (zero: never retry, see every failure).
     pub fn with_retry_for(mut self, retry_for: Duration) -> Api {
-        self.retry_for = retry_for;
+        self.policy.retry_for = Some(retry_for);
         self
     }
 
@@ -64,18 +74,15 @@ impl Api {
         &self.coord
     }
 
-    /// `host:port` of the primary serving `user`, from `GetServer`.
+    /// `host:port` of the primary serving `user`, as the router finds it.
     pub async fn server_of(&self, user: u32) -> Result<String, Status> {
-        self.retry(|| async {
-            let info = self.coord.get_server(user).await?;
-            Ok(server_address(&info))
-        })
-        .await
+        self.call(user, |route| async move { Ok(route.addr) }).await
     }
 
-    /// The coordinator's view of every cluster.
+    /// The coordinator's view of every cluster (an admin call: it goes to
+    /// the coordinator, not to a user's primary).
     pub async fn clusters(&self) -> Result<Vec<ClusterView>, Status> {
-        self.retry(|| self.coord.clusters()).await
+        self.call_coordinator(|| self.coord.clusters()).await
     }
 
     /// The server id and address of `cluster`'s primary, as the
@@ -86,18 +93,16 @@ impl Api {
     }
 
     pub async fn login(&self, user: u32) -> Result<String, Status> {
-        self.retry(|| async {
-            let mut sns = self.sns(user).await?;
-            let reply = sns.login(request(user, &[])).await?.into_inner();
+        self.call(user, |route| async move {
+            let reply = route.sns().login(request(user, &[])).await?.into_inner();
             Ok(reply.msg)
         })
         .await
     }
 
     pub async fn list(&self, user: u32) -> Result<Listing, Status> {
-        self.retry(|| async {
-            let mut sns = self.sns(user).await?;
-            let raw = sns.list(request(user, &[])).await?.into_inner();
+        self.call(user, |route| async move {
+            let raw = route.sns().list(request(user, &[])).await?.into_inner();
             Ok(Listing {
                 all_users: raw.all_users.iter().cloned().collect(),
                 followers: raw.followers.iter().cloned().collect(),
@@ -110,20 +115,18 @@ impl Api {
     /// FOLLOW `target` (any text: bad names are part of what is tested);
     /// returns the reply's `msg` (`SUCCESS`, `FAILURE_…`).
     pub async fn follow(&self, user: u32, target: &str) -> Result<String, Status> {
-        self.retry(|| async {
-            let mut sns = self.sns(user).await?;
-            let reply = sns.follow(request(user, &[target])).await?.into_inner();
-            Ok(reply.msg)
+        self.call(user, |route| async move {
+            let reply = route.sns().follow(request(user, &[target])).await?;
+            Ok(reply.into_inner().msg)
         })
         .await
     }
 
     /// UNFOLLOW `target`; returns the reply's `msg`.
     pub async fn unfollow(&self, user: u32, target: &str) -> Result<String, Status> {
-        self.retry(|| async {
-            let mut sns = self.sns(user).await?;
-            let reply = sns.un_follow(request(user, &[target])).await?.into_inner();
-            Ok(reply.msg)
+        self.call(user, |route| async move {
+            let reply = route.sns().un_follow(request(user, &[target])).await?;
+            Ok(reply.into_inner().msg)
         })
         .await
     }
@@ -131,14 +134,13 @@ impl Api {
     /// `Posts.Post`; a retry sends the same `post_id`, which stores nothing
     /// new, so retrying is safe.
     pub async fn post(&self, user: u32, post_id: &str, text: &str) -> Result<PostReply, Status> {
-        self.retry(|| async {
-            let mut posts = self.posts(user).await?;
+        self.call(user, |route| async move {
             let req = PostRequest {
                 user,
                 post_id: post_id.to_string(),
                 text: text.to_string(),
             };
-            Ok(posts.post(req).await?.into_inner())
+            Ok(route.posts().post(req).await?.into_inner())
         })
         .await
     }
@@ -146,10 +148,9 @@ impl Api {
     /// `Posts.Read`: the last `limit` posts of `user`'s timeline, newest
     /// first.
     pub async fn read(&self, user: u32, limit: u32) -> Result<Vec<TimelinePost>, Status> {
-        self.retry(|| async {
-            let mut posts = self.posts(user).await?;
-            let reply = posts.read(ReadRequest { user, limit }).await?.into_inner();
-            Ok(reply.posts)
+        self.call(user, |route| async move {
+            let reply = route.posts().read(ReadRequest { user, limit }).await?;
+            Ok(reply.into_inner().posts)
         })
         .await
     }
@@ -157,65 +158,31 @@ impl Api {
     /// Opens `user`'s Timeline stream; the server answers with the last 20
     /// posts, then each new one.
     pub async fn open_timeline(&self, user: u32) -> Result<TimelineStream, Status> {
-        self.retry(|| async {
-            let addr = self.server_of(user).await?;
-            let ch = stream_channel(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let sns = SnsServiceClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
-            TimelineStream::open(sns, user).await
-        })
-        .await
+        self.call(user, |route| TimelineStream::open(route.stream(), user))
+            .await
     }
 
-    async fn sns(&self, user: u32) -> Result<SnsServiceClient<Channel>, Status> {
-        let ch = self.channel_to_server_of(user).await?;
-        Ok(SnsServiceClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES))
+    /// Runs `op` on the route of `user` with the harness's retry policy.
+    async fn call<T, F, Fut>(&self, user: u32, op: F) -> Result<T, Status>
+    where
+        F: FnMut(Route) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.router
+            .call(user, &self.policy, op)
+            .await
+            .map_err(tsn_client::CallError::into_status)
     }
 
-    async fn posts(&self, user: u32) -> Result<PostsClient<Channel>, Status> {
-        let ch = self.channel_to_server_of(user).await?;
-        Ok(PostsClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES))
-    }
-
-    async fn channel_to_server_of(&self, user: u32) -> Result<Channel, Status> {
-        let info = self.coord.get_server(user).await?;
-        let addr = server_address(&info);
-        channel(&addr, CALL_TIMEOUT_MS).map_err(|e| Status::internal(format!("{e:#}")))
-    }
-
-    /// Runs `call` until it succeeds, fails for good, or `retry_for` has
-    /// passed; the backoff between tries doubles up to a limit.
-    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    /// Runs an admin call to the coordinator with the same retry rule and
+    /// policy (there is no primary to find).
+    async fn call_coordinator<T, F, Fut>(&self, call: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let start = Instant::now();
-        let mut backoff = Backoff::new(CALL_RETRY_BACKOFF_MIN_MS, CALL_RETRY_BACKOFF_MAX_MS);
-        loop {
-            let result =
-                match tokio::time::timeout(Duration::from_millis(CALL_TIMEOUT_MS), call()).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Status::deadline_exceeded("the harness's call timeout")),
-                };
-            let pause = backoff.next_delay();
-            match result {
-                Err(status)
-                    if is_transient(&status) && start.elapsed() + pause < self.retry_for =>
-                {
-                    tokio::time::sleep(pause).await;
-                }
-                other => return other,
-            }
-        }
+        tsn_client::retry::retry_call(&self.policy, call).await
     }
-}
-
-/// Failures that say "not now" rather than "no".
-pub fn is_transient(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
-    )
 }
 
 /// The primary of `cluster` in a coordinator view: its server id and the

@@ -6,7 +6,8 @@
 //!   replicated state to converge.
 //! * [`proc`]: one child process: logs, SIGKILL, SIGTERM, SIGSTOP/SIGCONT,
 //!   restart with the same arguments, never left running.
-//! * [`api`] and [`stream`]: the gRPC API routed like a client routes it.
+//! * [`api`] and [`stream`]: the gRPC API, routed and retried by the
+//!   `tsn_client` library as every client is.
 //! * [`cli`]: `tsn_client` runs and interactive sessions.
 //! * [`wait`]: polling a condition with a deadline (never a fixed sleep).
 //! * [`check`]: pure helpers to read results.

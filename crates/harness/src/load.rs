@@ -2,12 +2,13 @@
 //! failures, and remembers everything it did.
 //!
 //! One [`Writer`] task per author posts `"<author>-w<n>"` with the text
-//! `"w<n> by <author>"` for n = 1, 2, …, one post at a time. A post that
-//! fails for a reason that may pass (no primary, connection refused, a time
-//! limit) is sent again *with the same post id*, after asking the
-//! coordinator for the primary again, with a bounded backoff; the server
-//! stores a post id once, so sending again is safe. A post counts as
-//! acknowledged only when `Posts.Post` returned `Ok`.
+//! `"w<n> by <author>"` for n = 1, 2, …, one post at a time, through the
+//! client library's [`Router`]. A post that fails for a reason the
+//! library's retry rule calls transient (no primary, connection refused, a
+//! time limit, a busy server) is sent again *with the same post id*, after
+//! asking the coordinator for the primary again, with a bounded backoff;
+//! the server stores a post id once, so sending again is safe. A post
+//! counts as acknowledged only when `Posts.Post` returned `Ok`.
 //!
 //! Every post is recorded: when it was first sent, when and by which server
 //! it was acknowledged. That record is what the checker holds the
@@ -23,14 +24,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
-use tonic::{Code, Status};
-use tsn_cluster::coord::{channel, server_address, CoordClient};
-use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
-use tsn_cluster::retry::Backoff;
+use tsn_client::{CallError, RetryPolicy, Router, RouterConfig};
+use tsn_cluster::coord::CoordClient;
 use tsn_cluster::sync::lock;
-use tsn_proto::csce438::ServerInfo;
-use tsn_proto::tsn::posts_client::PostsClient;
 use tsn_proto::tsn::PostRequest;
 
 use crate::limits::POLL_INTERVAL_MS;
@@ -256,48 +252,16 @@ impl Writer {
     }
 }
 
-/// Where posts go now: the primary the coordinator named last.
-struct Target {
-    cluster: u32,
-    server_id: u32,
-    address: String,
-    client: PostsClient<Channel>,
-}
-
-impl Target {
-    fn new(info: &ServerInfo) -> Result<Target, String> {
-        let address = server_address(info);
-        let cluster = u32::try_from(info.cluster_id)
-            .map_err(|_| format!("GetServer named cluster {}", info.cluster_id))?;
-        let server_id = u32::try_from(info.server_id)
-            .map_err(|_| format!("GetServer named server {}", info.server_id))?;
-        let ch = channel(&address, WRITER_CALL_TIMEOUT_MS).map_err(|e| format!("{e:#}"))?;
-        Ok(Target {
-            cluster,
-            server_id,
-            address,
-            client: PostsClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-        })
-    }
-}
-
-/// Failures that no retry can fix: the request itself is wrong.
-fn is_permanent(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::Unimplemented
-            | Code::OutOfRange
-    )
-}
+/// How a writer retries one post.
+const WRITER_POLICY: RetryPolicy = RetryPolicy {
+    backoff_min_ms: WRITER_BACKOFF_MIN_MS,
+    backoff_max_ms: WRITER_BACKOFF_MAX_MS,
+    attempt_timeout_ms: WRITER_CALL_TIMEOUT_MS,
+    retry_for: Some(Duration::from_millis(WRITER_POST_RETRY_FOR_MS)),
+};
 
 async fn run(coord: CoordClient, author: u32, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let mut target: Option<Target> = None;
+    let router = Router::new(coord, RouterConfig::per_user(WRITER_CALL_TIMEOUT_MS));
     for n in 1..=WRITER_POSTS_MAX {
         if *stop.borrow() {
             return;
@@ -316,7 +280,7 @@ async fn run(coord: CoordClient, author: u32, shared: Arc<Shared>, stop: watch::
             posts.push(record.clone());
             posts.len() - 1
         };
-        match post_until_acked(&coord, &record, &mut target, &shared, index).await {
+        match post_until_acked(&router, &record, &shared, index).await {
             Ok(acked) => {
                 lock(&shared.posts)[index].acked = Some(acked);
                 shared.acked.fetch_add(1, Ordering::AcqRel);
@@ -331,83 +295,49 @@ async fn run(coord: CoordClient, author: u32, shared: Arc<Shared>, stop: watch::
 
 /// Sends one post until it is acknowledged, or fails for good.
 async fn post_until_acked(
-    coord: &CoordClient,
+    router: &Router,
     record: &PostRecord,
-    target: &mut Option<Target>,
     shared: &Shared,
     index: usize,
 ) -> Result<Acked, String> {
-    let start = Instant::now();
-    let mut backoff = Backoff::new(WRITER_BACKOFF_MIN_MS, WRITER_BACKOFF_MAX_MS);
-    loop {
-        if target.is_none() {
-            match coord.get_server(record.author).await {
-                Ok(info) => *target = Some(Target::new(&info)?),
-                Err(status) => shared.note_error(format!(
-                    "GetServer({}): {:?}: {}",
-                    record.author,
-                    status.code(),
-                    status.message()
-                )),
-            }
+    let note = |stage, status: &tonic::Status| {
+        shared.note_error(format!(
+            "post {} ({stage}): {:?}: {}",
+            record.post_id,
+            status.code(),
+            status.message()
+        ))
+    };
+    let send = |route: tsn_client::Route| {
+        lock(&shared.posts)[index].attempts += 1;
+        let req = PostRequest {
+            user: record.author,
+            post_id: record.post_id.clone(),
+            text: record.text.clone(),
+        };
+        let try_sent_at = Instant::now();
+        async move {
+            let reply = route.posts().post(req).await?.into_inner();
+            Ok(Acked {
+                at: Instant::now(),
+                try_sent_at,
+                cluster: route.cluster,
+                server_id: route.server_id,
+                address: route.addr,
+                duplicate: reply.duplicate,
+            })
         }
-        if let Some(t) = target.as_mut() {
-            lock(&shared.posts)[index].attempts += 1;
-            let req = PostRequest {
-                user: record.author,
-                post_id: record.post_id.clone(),
-                text: record.text.clone(),
-            };
-            let try_sent_at = Instant::now();
-            let call = t.client.post(req);
-            let result =
-                match tokio::time::timeout(Duration::from_millis(WRITER_CALL_TIMEOUT_MS), call)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(Status::deadline_exceeded("the writer's call time limit")),
-                };
-            match result {
-                Ok(reply) => {
-                    return Ok(Acked {
-                        at: Instant::now(),
-                        try_sent_at,
-                        cluster: t.cluster,
-                        server_id: t.server_id,
-                        address: t.address.clone(),
-                        duplicate: reply.into_inner().duplicate,
-                    })
-                }
-                Err(status) if is_permanent(&status) => {
-                    return Err(format!(
-                        "post {} to {}: {:?}: {}",
-                        record.post_id,
-                        t.address,
-                        status.code(),
-                        status.message()
-                    ))
-                }
-                Err(status) => {
-                    shared.note_error(format!(
-                        "post to server {} ({}): {:?}: {}",
-                        t.server_id,
-                        t.address,
-                        status.code(),
-                        status.message()
-                    ));
-                    // Ask the coordinator again: the primary may have moved.
-                    *target = None;
-                }
-            }
-        }
-        if start.elapsed() >= Duration::from_millis(WRITER_POST_RETRY_FOR_MS) {
-            return Err(format!(
-                "post {} was not acknowledged within {WRITER_POST_RETRY_FOR_MS} ms",
-                record.post_id
-            ));
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
+    };
+    let result = router
+        .call_noting(record.author, &WRITER_POLICY, note, send)
+        .await;
+    result.map_err(|error| match error {
+        CallError::GaveUp { .. } => format!(
+            "post {} was not acknowledged within {WRITER_POST_RETRY_FOR_MS} ms: {error}",
+            record.post_id
+        ),
+        error => format!("post {}: {error}", record.post_id),
+    })
 }
 
 /// Every post of every writer, once the load stopped.

@@ -3,20 +3,18 @@
 //! switches to timeline mode for the rest of the session, where arriving
 //! posts print at once and every line typed is a post.
 
-use std::time::Duration;
-
 use tokio::io::{AsyncBufRead, BufReader};
+use tsn_client::limits::STDIN_LINE_MAX_BYTES;
+use tsn_client::pending::PendingStore;
+use tsn_client::post::{self, PostError};
+use tsn_client::{RetryPolicy, Router};
 
-use crate::connection::Connection;
 use crate::follow::{self, Relation};
 use crate::ids;
-use crate::limits::STDIN_LINE_MAX_BYTES;
 use crate::line_reader::{Line, LineReader};
 use crate::list;
 use crate::output::Output;
-use crate::pending::PendingStore;
-use crate::post::{self, PostError};
-use crate::watch;
+use crate::timeline;
 
 pub const PROMPT: &str = "Cmd> ";
 
@@ -87,10 +85,11 @@ pub fn parse(line: &str) -> Result<Command, String> {
 
 /// Runs the session on stdin until EXIT or the end of input.
 pub async fn run(
-    conn: &mut Connection,
+    router: &Router,
+    user: u32,
     store: &PendingStore,
     out: Output,
-    retry_for: Duration,
+    policy: &RetryPolicy,
 ) -> anyhow::Result<()> {
     let stdin = BufReader::new(tokio::io::stdin());
     let mut input = LineReader::new(stdin, STDIN_LINE_MAX_BYTES);
@@ -118,30 +117,31 @@ pub async fn run(
             }
             Command::Exit => return Ok(()),
             Command::Follow(target) => {
-                relation(conn, out, Relation::Follow, target, retry_for).await?
+                relation(router, user, out, Relation::Follow, target, policy).await?
             }
             Command::Unfollow(target) => {
-                relation(conn, out, Relation::Unfollow, target, retry_for).await?
+                relation(router, user, out, Relation::Unfollow, target, policy).await?
             }
-            Command::List => match list::run(conn, Some(retry_for)).await {
+            Command::List => match list::run(router, user, policy).await {
                 Ok(reply) => list::print(&out, &reply)?,
                 Err(error) => say(out, &error.to_string())?,
             },
             Command::Timeline => {
-                return timeline_mode(conn, store, out, retry_for, input).await;
+                return timeline_mode(router, user, store, out, policy, input).await;
             }
         }
     }
 }
 
 async fn relation(
-    conn: &mut Connection,
+    router: &Router,
+    user: u32,
     out: Output,
     relation: Relation,
     target: u32,
-    retry_for: Duration,
+    policy: &RetryPolicy,
 ) -> anyhow::Result<()> {
-    match follow::run(conn, relation, target, Some(retry_for)).await {
+    match follow::run(router, user, relation, target, policy).await {
         Ok(reply) => follow::print(&out, relation, target, &reply)?,
         Err(error) => say(out, &error.to_string())?,
     }
@@ -152,16 +152,17 @@ async fn relation(
 /// posts as they arrive while each typed line is posted (through the
 /// pending file, like `post`). Ends at the end of input.
 async fn timeline_mode<R: AsyncBufRead + Unpin>(
-    conn: &mut Connection,
+    router: &Router,
+    user: u32,
     store: &PendingStore,
     out: Output,
-    retry_for: Duration,
+    policy: &RetryPolicy,
     mut input: LineReader<R>,
 ) -> anyhow::Result<()> {
     if !out.json() {
         out.line("Now you are in the timeline")?;
     }
-    let watcher = watch::watch(conn.fork(), out, None);
+    let watcher = timeline::watch(router.clone(), user, out, None);
     let posting = async {
         loop {
             let Some(line) = read_text(&mut input, out).await? else {
@@ -173,7 +174,7 @@ async fn timeline_mode<R: AsyncBufRead + Unpin>(
             if text.trim().is_empty() {
                 continue;
             }
-            match post::post(conn, store, &text, retry_for).await {
+            match post::post(router, user, store, &text, policy).await {
                 Ok(_) => {}
                 Err(error @ PostError::Pending(_)) => return Err(error.into()),
                 Err(error) => say(out, &error.to_string())?,

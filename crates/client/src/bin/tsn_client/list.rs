@@ -1,29 +1,25 @@
 //! `list`: every user tsn knows and the user's followers (classic `List`).
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
+use tsn_client::{CallError, RetryPolicy, Router};
 use tsn_proto::csce438::{ListReply, Request};
 
-use crate::connection::{CallError, Connection};
 use crate::output::Output;
 
-pub async fn run(
-    conn: &mut Connection,
-    retry_for: Option<Duration>,
-) -> Result<ListReply, CallError> {
+pub async fn run(router: &Router, user: u32, policy: &RetryPolicy) -> Result<ListReply, CallError> {
     let request = Request {
-        username: conn.user().to_string(),
+        username: user.to_string(),
         arguments: Vec::new(),
     };
-    conn.call(retry_for, |session| {
-        let request = request.clone();
-        async move {
-            let mut sns = session.sns;
-            Ok(sns.list(request).await?.into_inner())
-        }
-    })
-    .await
+    router
+        .call(user, policy, |route| {
+            let request = request.clone();
+            async move {
+                let mut sns = route.sns();
+                Ok(sns.list(request).await?.into_inner())
+            }
+        })
+        .await
 }
 
 /// `All users: 1, 2, 3` and `Followers: 2`, ids as the server sent them;

@@ -1,13 +1,11 @@
 //! `follow <id>` and `unfollow <id>`: the classic `Follow` and `UnFollow`
 //! calls, answered with a classic reply code.
 
-use std::time::Duration;
-
+use tsn_client::reply;
+use tsn_client::{CallError, RetryPolicy, Router};
 use tsn_proto::csce438::{Reply, Request};
 
-use crate::connection::{CallError, Connection};
 use crate::output::Output;
-use crate::reply;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relation {
@@ -27,28 +25,30 @@ impl Relation {
 /// Asks the server to make the user follow (or unfollow) `target`.
 /// Repeating either is harmless, so it is retried like any call.
 pub async fn run(
-    conn: &mut Connection,
+    router: &Router,
+    user: u32,
     relation: Relation,
     target: u32,
-    retry_for: Option<Duration>,
+    policy: &RetryPolicy,
 ) -> Result<Reply, CallError> {
     assert!(target >= 1);
     let request = Request {
-        username: conn.user().to_string(),
+        username: user.to_string(),
         arguments: vec![target.to_string()],
     };
-    conn.call(retry_for, |session| {
-        let request = request.clone();
-        async move {
-            let mut sns = session.sns;
-            let reply = match relation {
-                Relation::Follow => sns.follow(request).await?,
-                Relation::Unfollow => sns.un_follow(request).await?,
-            };
-            Ok(reply.into_inner())
-        }
-    })
-    .await
+    router
+        .call(user, policy, |route| {
+            let request = request.clone();
+            async move {
+                let mut sns = route.sns();
+                let reply = match relation {
+                    Relation::Follow => sns.follow(request).await?,
+                    Relation::Unfollow => sns.un_follow(request).await?,
+                };
+                Ok(reply.into_inner())
+            }
+        })
+        .await
 }
 
 /// Prints the answer: the classic sentence, or

@@ -10,39 +10,32 @@
 //! when the command failed; 2 for bad command-line usage; 130 when a
 //! one-shot command was interrupted by a signal.
 
-mod connection;
 mod display;
 mod follow;
 mod ids;
 mod interactive;
-mod limits;
 mod line_reader;
 mod list;
-mod lock;
 mod output;
-mod pending;
 mod post;
-mod post_text;
-mod reply;
 mod timeline;
-mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
-use tsn_cluster::coord::CoordClient;
-use tsn_cluster::shutdown::Shutdown;
-
-use crate::connection::Connection;
-use crate::follow::Relation;
-use crate::limits::{
+use tsn_client::limits::{
     RETRY_FOR_MS_DEFAULT, RETRY_FOR_MS_MAX, TIMELINE_LIMIT_DEFAULT, TIMELINE_LIMIT_MAX,
     WATCH_DURATION_MS_MAX,
 };
+use tsn_client::pending::PendingStore;
+use tsn_client::{post_text, reply, user_policy, user_router};
+use tsn_cluster::coord::CoordClient;
+use tsn_cluster::shutdown::Shutdown;
+
+use crate::follow::Relation;
 use crate::output::Output;
-use crate::pending::PendingStore;
 
 const EXIT_FAILURE: i32 = 1;
 const EXIT_USAGE: i32 = 2;
@@ -303,14 +296,21 @@ fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
 
 async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
     let store = PendingStore::open(&p.state_dir, p.user)?;
-    let mut conn = Connection::new(p.coord, p.user);
-    post::resend_pending(&mut conn, &store, p.retry_for).await?;
+    let router = user_router(p.coord);
+    let user = p.user;
+    let policy = user_policy(Some(p.retry_for));
+    let resent = tsn_client::post::resend_pending(&router, user, &store, &policy).await?;
+    for (post_id, error) in &resent.dropped {
+        eprintln!("warning: dropped pending post {post_id}: {error}");
+    }
+    if resent.acknowledged > 0 {
+        eprintln!("resent {} pending post(s)", resent.acknowledged);
+    }
     let out = p.out;
-    let retry_for = Some(p.retry_for);
     match action {
-        Action::Interactive => interactive::run(&mut conn, &store, out, p.retry_for).await,
+        Action::Interactive => interactive::run(&router, user, &store, out, &policy).await,
         Action::Relation(relation, target) => {
-            let answer = follow::run(&mut conn, relation, target, retry_for).await?;
+            let answer = follow::run(&router, user, relation, target, &policy).await?;
             let success = reply::is_success(&answer);
             // A failure is said once, on stderr; scripts reading --json
             // still get the reply code on stdout.
@@ -323,17 +323,18 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
             Ok(())
         }
         Action::List => {
-            let answer = list::run(&mut conn, retry_for).await?;
+            let answer = list::run(&router, user, &policy).await?;
             list::print(&out, &answer)?;
             Ok(())
         }
         Action::Post(text) => {
-            let (post_id, answer) = post::post(&mut conn, &store, &text, p.retry_for).await?;
+            let (post_id, answer) =
+                tsn_client::post::post(&router, user, &store, &text, &policy).await?;
             post::print(&out, &post_id, &answer)?;
             Ok(())
         }
         Action::Read { limit } => {
-            let posts = timeline::read(&mut conn, limit, retry_for).await?;
+            let posts = timeline::read(&router, user, limit, &policy).await?;
             timeline::print(&out, &posts)?;
             Ok(())
         }
@@ -341,7 +342,7 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
             max_posts,
             duration,
         } => {
-            let watching = watch::watch(conn, out, max_posts);
+            let watching = timeline::watch(router, user, out, max_posts);
             match duration {
                 None => watching.await,
                 Some(duration) => tokio::time::timeout(duration, watching)
