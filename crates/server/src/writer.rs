@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tsn_datastore::state::State;
+use tsn_datastore::fold::JournalFold;
 use tsn_datastore::Op;
 
 use crate::node::{lock, Node};
@@ -22,7 +22,7 @@ const BATCH_MAX_REQUESTS: usize = 512;
 const BATCH_MAX_OPS: usize = 8192;
 
 /// The rules that depend on the current state. Pure.
-pub fn decide(state: &State, op: &Op) -> WriteOutcome {
+pub fn decide(state: &JournalFold, op: &Op) -> WriteOutcome {
     match op {
         Op::Follow { user, target, .. } if user == target || state.follows(*user, *target) => {
             WriteOutcome::Rejected("FAILURE_ALREADY_EXISTS")
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn classic_follow_rules() {
-        let mut s = State::default();
+        let mut s = JournalFold::default();
         assert_eq!(
             decide(
                 &s,
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_post_sent_twice_is_a_duplicate() {
-        let mut s = State::default();
+        let mut s = JournalFold::default();
         let p = Op::Post(Post {
             id: "1-x".into(),
             author: 1,
