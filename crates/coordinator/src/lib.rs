@@ -11,16 +11,17 @@
 //! binary).
 //!
 //! * [`config`]: flags and limits.
-//! * `state`: every decision (roles, epochs, promotion, assignment).
+//! * `control`: every decision (registry, roles and epochs, failure
+//!   detection, in-sync sets, assignment), pure, persistence injected.
 //! * `persist`: the state files.
 //! * `service`: the gRPC handlers.
 //! * `liveness`: the failure detector loop.
 
 pub mod config;
+mod control;
 mod liveness;
 mod persist;
 mod service;
-mod state;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -55,7 +56,14 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
     let local = listener.local_addr()?;
 
     let files = persist::Files::open(&args.state_dir, args.clear)?;
-    let state = state::State::open(files, args.clusters, args.failure_timeout(), Instant::now())?;
+    let loaded = files.load()?;
+    let state = control::ControlPlane::open(
+        loaded,
+        Box::new(files),
+        args.clusters,
+        args.failure_timeout(),
+        Instant::now(),
+    )?;
     let cluster_count = state.cluster_count();
     let state = Arc::new(Mutex::new(state));
     {
