@@ -78,6 +78,16 @@ fn in_sync(st: &mut ControlPlane, c: u32, s: u32) {
     assert!(reply.ok);
 }
 
+/// Server 1 primary of cluster 1 and server 2 in its in-sync set, both
+/// registered at `ms`.
+fn primary_and_in_sync_secondary(f: &Fixture, st: &mut ControlPlane, ms: u64) {
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(ms))
+        .unwrap();
+    st.heartbeat(&server(1, 2, Role::Secondary), f.at(ms))
+        .unwrap();
+    in_sync(st, 1, 2);
+}
+
 fn role(reply: &HeartbeatReply) -> Role {
     Role::try_from(reply.role).unwrap()
 }
@@ -169,10 +179,7 @@ fn three_secondaries(f: &Fixture, st: &mut ControlPlane) {
 fn a_stalled_coordinator_declares_nobody_dead_for_a_timeout() {
     let f = Fixture::new();
     let mut st = f.open(1, 0);
-    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
-    st.heartbeat(&server(1, 2, Role::Secondary), f.at(0))
-        .unwrap();
-    in_sync(&mut st, 1, 2);
+    primary_and_in_sync_secondary(&f, &mut st, 0);
     for t in (0..=1000).step_by(50) {
         st.heartbeat(&server(1, 1, Role::Primary), f.at(t)).unwrap();
         st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
@@ -275,10 +282,7 @@ fn no_promotion_during_grace_period() {
     let f = Fixture::new();
     {
         let mut st = f.open(1, 0);
-        st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
-        st.heartbeat(&server(1, 2, Role::Secondary), f.at(0))
-            .unwrap();
-        in_sync(&mut st, 1, 2);
+        primary_and_in_sync_secondary(&f, &mut st, 0);
     }
     // Restarted at 10 s: only server 2 heartbeats.
     let mut st = f.open(1, 10_000);
@@ -300,10 +304,7 @@ fn restarted_coordinator_keeps_primary_that_heartbeats() {
     let f = Fixture::new();
     {
         let mut st = f.open(1, 0);
-        st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
-        st.heartbeat(&server(1, 2, Role::Secondary), f.at(0))
-            .unwrap();
-        in_sync(&mut st, 1, 2);
+        primary_and_in_sync_secondary(&f, &mut st, 0);
     }
     let mut st = f.open(1, 10_000);
     for t in (10_000..=12_000).step_by(100) {
@@ -561,4 +562,42 @@ fn servers_per_cluster_are_limited() {
         .unwrap();
     st.heartbeat(&extra, f.at(2000)).unwrap();
     assert_eq!(st.clusters(f.at(2000))[0].processes.len(), 2);
+}
+
+/// A disk that refuses every write.
+struct Refusing;
+
+impl Persistence for Refusing {
+    fn save_clusters(&mut self, _: &StoredClusters) -> persist::Result<()> {
+        Err(refused())
+    }
+
+    fn append_assignments(&mut self, _: &[crate::persist::Assignment]) -> persist::Result<()> {
+        Err(refused())
+    }
+}
+
+fn refused() -> persist::Error {
+    persist::Error::Io {
+        path: "refusing".into(),
+        source: std::io::Error::other("no space left"),
+    }
+}
+
+#[test]
+fn a_write_refused_by_the_disk_changes_nothing() {
+    let t0 = Instant::now();
+    let loaded = Loaded {
+        clusters: Some(StoredClusters {
+            cluster_count: 1,
+            clusters: vec![ClusterRecord::fresh(1)],
+        }),
+        assignments: Vec::new(),
+    };
+    let mut st = ControlPlane::open(loaded, Box::new(Refusing), 1, TIMEOUT, t0).unwrap();
+    let e = st.heartbeat(&server(1, 1, Role::Primary), t0).unwrap_err();
+    assert!(matches!(e, Error::Storage(_)), "{e}");
+    assert_eq!((st.record(1).epoch, st.record(1).primary_id), (0, 0));
+    assert!(matches!(st.assign(&[5]), Err(Error::Storage(_))));
+    assert!(st.assignments.is_empty());
 }
