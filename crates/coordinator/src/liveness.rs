@@ -2,7 +2,7 @@
 //! logs liveness transitions and promotes a secondary when a primary has
 //! been silent for longer than the failure timeout.
 //!
-//! The decisions live in [`crate::state::State::tick`]; this file only
+//! The decisions live in [`crate::control::ControlPlane::tick`]; this file only
 //! drives it with the clock until shutdown.
 
 use std::time::{Duration, Instant};

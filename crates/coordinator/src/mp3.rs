@@ -18,8 +18,8 @@ use tsn_proto::mp3::{Assignment, Request as Mp3Request};
 use tsn_proto::tsn::mp3_directory_server::Mp3Directory;
 use tsn_proto::tsn::{Mp3Listener, Mp3ListenersReply, Mp3ListenersRequest};
 
+use crate::control::split_address;
 use crate::service::{lock, Shared};
-use crate::state::split_address;
 
 /// What every field of an [`Assignment`] says when no server can be named.
 pub const NOT_FOUND: &str = "404";

@@ -125,6 +125,32 @@ pub struct Assignment {
     pub cluster: u32,
 }
 
+/// What the state directory held at start.
+pub struct Loaded {
+    /// None if no cluster was ever stored.
+    pub clusters: Option<StoredClusters>,
+    pub assignments: Vec<Assignment>,
+}
+
+/// Where the coordinator's decisions are made durable. The decisions take
+/// it as a trait object, so that they hold no file of their own.
+pub trait Persistence: Send {
+    /// Replaces the stored clusters; returns once they are durable.
+    fn save_clusters(&mut self, stored: &StoredClusters) -> Result<()>;
+    /// Adds assignments; returns once they are durable.
+    fn append_assignments(&mut self, new: &[Assignment]) -> Result<()>;
+}
+
+impl Persistence for Files {
+    fn save_clusters(&mut self, stored: &StoredClusters) -> Result<()> {
+        Files::save_clusters(self, stored)
+    }
+
+    fn append_assignments(&mut self, new: &[Assignment]) -> Result<()> {
+        Files::append_assignments(self, new)
+    }
+}
+
 /// The open state directory.
 pub struct Files {
     clusters_path: PathBuf,
@@ -163,6 +189,14 @@ impl Files {
             assignments_path,
             assignments,
             assignments_len,
+        })
+    }
+
+    /// Everything stored, read once at start.
+    pub fn load(&self) -> Result<Loaded> {
+        Ok(Loaded {
+            clusters: self.load_clusters()?,
+            assignments: self.load_assignments()?,
         })
     }
 

@@ -1,5 +1,5 @@
 //! The gRPC face of the coordinator: `tsn.Coordinator` and the classic
-//! `csce438.CoordService`, both thin wrappers around [`State`].
+//! `csce438.CoordService`, both thin wrappers around [`ControlPlane`].
 //!
 //! Every handler takes the one state lock, reads the clock under it (so the
 //! failure detector and the handlers see time move forward in one order),
@@ -16,10 +16,10 @@ use tsn_proto::tsn::{
     HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
 };
 
-use crate::state::{Error, State};
+use crate::control::{ControlPlane, Error};
 
 /// The shared state, as the service and the failure detector hold it.
-pub type Shared = Arc<Mutex<State>>;
+pub type Shared = Arc<Mutex<ControlPlane>>;
 
 // The state lock is `tsn_cluster::sync::lock`: a panic while it was held
 // cannot have left a half-made change behind (changes are adopted in memory

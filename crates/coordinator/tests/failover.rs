@@ -11,6 +11,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use tsn_cluster::coord::CoordClient;
+use tsn_harness::free_port;
+use tsn_harness::wait::try_wait_for;
 use tsn_proto::tsn::{HeartbeatRequest, InSyncChange, ProcessKind, Role};
 
 const FAILURE_TIMEOUT_MS: u64 = 300;
@@ -100,14 +102,6 @@ fn command(port: u16, state_dir: &Path) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A fake server of cluster 1 that heartbeats until stopped.
 struct FakeServer {
     running: Arc<AtomicBool>,
@@ -160,21 +154,21 @@ impl FakeServer {
     }
 }
 
-/// Polls `probe` until it returns Some, or panics after the deadline.
+/// Polls `probe` until it returns Some, or panics after the deadline with
+/// the coordinator's log.
 async fn wait_for<T, F, Fut>(what: &str, coordinator: &Coordinator, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + CONDITION_DEADLINE;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}; log:\n{}", coordinator.log());
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
+    let polled = try_wait_for(CONDITION_DEADLINE, || {
+        let seen = probe();
+        async move { seen.await.ok_or_else(|| "not yet".to_string()) }
+    })
+    .await;
+    match polled {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}; log:\n{}", coordinator.log()),
     }
 }
 
@@ -274,18 +268,17 @@ async fn promotes_secondary_and_survives_restart() {
 /// Restarts on the same port; a socket of the killed coordinator may hold
 /// it for a moment.
 async fn wait_for_restart(port: u16, state_dir: &Path, log: PathBuf) -> Coordinator {
-    let deadline = Instant::now() + STARTUP_DEADLINE;
-    loop {
-        if let Some(c) = Coordinator::try_start(port, state_dir, log.clone()) {
-            return c;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "the coordinator did not restart on port {port}; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
+    let restarted = try_wait_for(STARTUP_DEADLINE, || {
+        let started = Coordinator::try_start(port, state_dir, log.clone());
+        async move { started.ok_or_else(|| "exited at start".to_string()) }
+    })
+    .await;
+    match restarted {
+        Ok(c) => c,
+        Err(_) => panic!(
+            "the coordinator did not restart on port {port}; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ),
     }
 }
 

@@ -17,12 +17,12 @@
 //! A torn last line (a crash in the middle of a write) is cut off with a
 //! warning; a corrupt line elsewhere is reported and skipped.
 
+pub mod fold;
 pub mod journal;
 pub mod jsonl;
 pub mod layout;
 pub mod limits;
 pub mod record;
-pub mod state;
 pub mod store;
 
 pub use journal::Journal;

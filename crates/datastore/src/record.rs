@@ -6,7 +6,7 @@
 //! next journal sequence number and its epoch; secondaries store the very
 //! same entries. Each op names the one record it creates (a user, a follow
 //! edge version, a post in one timeline), which is what makes applying it a
-//! second time a no-op: see [`crate::state::State::is_duplicate`].
+//! second time a no-op: see [`crate::fold::JournalFold::is_duplicate`].
 
 use serde::{Deserialize, Deserializer, Serialize};
 

@@ -56,6 +56,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the flags' parser cannot check alone.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.server_id() >= 1,
+            "--server-id must be a positive integer"
+        );
+        Ok(())
+    }
+
     pub fn server_id(&self) -> u32 {
         self.server_id.unwrap_or(self.port as u32)
     }

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use tonic::Status;
 use tsn_cluster::coord::CoordClient;
 pub use tsn_cluster::sync::lock;
@@ -28,11 +28,7 @@ use tsn_datastore::{Layout, Op, Store};
 
 use crate::commit::CommitTracker;
 use crate::lease::Lease;
-use crate::writer::{Outcome, WriteRequest, Written};
-
-/// Most requests waiting for the writer; past this, clients are told the
-/// server is busy instead of queueing without bound.
-pub const WRITE_QUEUE_MAX_REQUESTS: usize = 4096;
+use crate::write_queue::{WriteOutcome, WriteQueue, Written};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -68,7 +64,7 @@ pub struct Node {
     /// The open timeline streams' wake-up channels, by timeline owner.
     watchers: Mutex<HashMap<u32, watch::Sender<u64>>>,
     lease: Mutex<Lease>,
-    writer: mpsc::Sender<WriteRequest>,
+    writer: WriteQueue,
     /// The journal's last written seq, fsynced or not yet: what the mirror
     /// may send (see [`Node::note_written`]). The tracker holds the durable end.
     appended: watch::Sender<u64>,
@@ -86,7 +82,7 @@ impl Node {
         coord: CoordClient,
         mirror_timeout_ms: u64,
         heartbeat_interval_ms: u64,
-        writer: mpsc::Sender<WriteRequest>,
+        writer: WriteQueue,
     ) -> Node {
         let layout = store.layout().clone();
         let recent = Mutex::new(store.recent_lines());
@@ -299,23 +295,12 @@ impl Node {
     /// Decides and commits `ops` through the group-commit writer. Returns
     /// once every applied op is committed (durable on the primary and on
     /// every in-sync secondary).
-    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<Outcome>, Status> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .try_send(WriteRequest { ops, reply: tx })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
-                    "server busy: {WRITE_QUEUE_MAX_REQUESTS} writes are waiting; retry"
-                )),
-                mpsc::error::TrySendError::Closed(_) => Status::unavailable("shutting down"),
-            })?;
+    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<WriteOutcome>, Status> {
         let Written {
             outcomes,
             epoch,
             wait_for_seq,
-        } = rx
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))??;
+        } = self.writer.submit(ops).await?;
         if wait_for_seq > 0 {
             let timeout = Duration::from_millis(self.mirror_timeout_ms * 4 + 2_000);
             self.wait_committed(wait_for_seq, epoch, timeout).await?;

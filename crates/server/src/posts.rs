@@ -15,7 +15,7 @@ use tsn_proto::tsn::{PostReply, PostRequest, ReadReply, ReadRequest, TimelinePos
 use crate::node::{lock, Node};
 use crate::timeline::TIMELINE_FIRST_POSTS;
 use crate::validate;
-use crate::writer::Outcome;
+use crate::write_queue::WriteOutcome;
 
 pub struct PostsService {
     pub node: Arc<Node>,
@@ -51,7 +51,7 @@ impl Posts for PostsService {
         });
         let outcome = self.node.write(vec![op]).await?.pop();
         Ok(Response::new(match outcome {
-            Some(Outcome::Applied(seq)) => PostReply {
+            Some(WriteOutcome::Applied(seq)) => PostReply {
                 seq,
                 duplicate: false,
                 ts_ms,

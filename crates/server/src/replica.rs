@@ -18,7 +18,7 @@ use tsn_proto::tsn::replica_server::Replica;
 use tsn_proto::tsn::*;
 
 use crate::node::{lock, not_primary, Node, Role};
-use crate::writer::Outcome;
+use crate::write_queue::WriteOutcome;
 
 /// Most ops in one Apply.
 pub const APPLY_MAX_OPS: usize = 1000;
@@ -35,7 +35,7 @@ const SKIP_SCAN_FACTOR: usize = 8;
 pub const FOLLOWERS_MAX_USERS: usize = 10_000;
 
 pub struct ReplicaService {
-    pub node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
 }
 
 impl ReplicaService {
@@ -142,7 +142,7 @@ impl Replica for ReplicaService {
         let outcomes = self.node.write(ops).await?;
         let applied = outcomes
             .iter()
-            .filter(|o| matches!(o, Outcome::Applied(_)))
+            .filter(|o| matches!(o, WriteOutcome::Applied(_)))
             .count() as u32;
         Ok(Response::new(ApplyReply {
             applied,

@@ -15,7 +15,7 @@ use tsn_proto::csce438::{ListReply, Message, Reply, Request as SnsRequest};
 use crate::directory::{Directory, Existence};
 use crate::node::{lock, Node};
 use crate::timeline;
-use crate::writer::Outcome;
+use crate::write_queue::WriteOutcome;
 
 pub const SUCCESS: &str = "SUCCESS";
 pub const FAILURE_ALREADY_EXISTS: &str = "FAILURE_ALREADY_EXISTS";
@@ -78,16 +78,16 @@ impl Sns {
         Ok((self.caller(&req.username)?, self.target(req)?))
     }
 
-    async fn write_one(&self, op: Op) -> Result<Outcome, Status> {
+    async fn write_one(&self, op: Op) -> Result<WriteOutcome, Status> {
         let mut outcomes = self.node.write(vec![op]).await?;
-        Ok(outcomes.pop().unwrap_or(Outcome::Duplicate))
+        Ok(outcomes.pop().unwrap_or(WriteOutcome::Duplicate))
     }
 }
 
-fn outcome_reply(o: Outcome) -> Reply {
+fn outcome_reply(o: WriteOutcome) -> Reply {
     match o {
-        Outcome::Applied(_) | Outcome::Duplicate => reply(SUCCESS, ""),
-        Outcome::Rejected(code) => reply(code, ""),
+        WriteOutcome::Applied(_) | WriteOutcome::Duplicate => reply(SUCCESS, ""),
+        WriteOutcome::Rejected(code) => reply(code, ""),
     }
 }
 
@@ -193,7 +193,7 @@ impl SnsService for Sns {
             since_ms: now_ms(),
         });
         let outcomes = self.node.write(ops).await?;
-        let last = outcomes.last().cloned().unwrap_or(Outcome::Duplicate);
+        let last = outcomes.last().cloned().unwrap_or(WriteOutcome::Duplicate);
         Ok(Response::new(outcome_reply(last)))
     }
 

@@ -9,54 +9,29 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
-use tsn_datastore::state::State;
+use tokio::sync::mpsc;
+use tsn_datastore::fold::JournalFold;
 use tsn_datastore::Op;
 
 use crate::node::{lock, Node};
+use crate::write_queue::{WriteOutcome, WriteRequest, Written};
 
 /// Most requests taken into one batch.
 const BATCH_MAX_REQUESTS: usize = 512;
 /// Most ops taken into one batch.
 const BATCH_MAX_OPS: usize = 8192;
 
-pub struct WriteRequest {
-    pub ops: Vec<Op>,
-    pub reply: oneshot::Sender<Result<Written, Status>>,
-}
-
-pub struct Written {
-    pub outcomes: Vec<Outcome>,
-    pub epoch: u64,
-    /// The seq that must be committed before answering (0: none): the last
-    /// applied op, or the journal's end when an op was a duplicate of one
-    /// that may not be committed yet.
-    pub wait_for_seq: u64,
-}
-
-/// What became of one op.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Stored under this seq.
-    Applied(u64),
-    /// Already present: nothing stored (this is how retries stay single).
-    Duplicate,
-    /// Refused by a rule of the service, with the classic reply code.
-    Rejected(&'static str),
-}
-
 /// The rules that depend on the current state. Pure.
-pub fn decide(state: &State, op: &Op) -> Outcome {
+pub fn decide(state: &JournalFold, op: &Op) -> WriteOutcome {
     match op {
         Op::Follow { user, target, .. } if user == target || state.follows(*user, *target) => {
-            Outcome::Rejected("FAILURE_ALREADY_EXISTS")
+            WriteOutcome::Rejected("FAILURE_ALREADY_EXISTS")
         }
         Op::Unfollow { user, target } if !state.follows(*user, *target) => {
-            Outcome::Rejected("FAILURE_NOT_A_FOLLOWER")
+            WriteOutcome::Rejected("FAILURE_NOT_A_FOLLOWER")
         }
-        op if state.is_duplicate(op) => Outcome::Duplicate,
-        _ => Outcome::Applied(0),
+        op if state.is_duplicate(op) => WriteOutcome::Duplicate,
+        _ => WriteOutcome::Applied(0),
     }
 }
 
@@ -106,7 +81,7 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
             let mut wait_for_seq = 0;
             for op in &req.ops {
                 let outcome = match decide(store.state(), op) {
-                    Outcome::Applied(_) => {
+                    WriteOutcome::Applied(_) => {
                         // Only what is not yet present is stored (for a
                         // delivery: the recipients that lack the post).
                         let op = store
@@ -115,11 +90,11 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
                             .expect("an applicable op has something left to apply");
                         let seq = store.stage(op, epoch);
                         wait_for_seq = seq;
-                        Outcome::Applied(seq)
+                        WriteOutcome::Applied(seq)
                     }
-                    Outcome::Duplicate => {
+                    WriteOutcome::Duplicate => {
                         wait_for_seq = wait_for_seq.max(end_before);
-                        Outcome::Duplicate
+                        WriteOutcome::Duplicate
                     }
                     o => o,
                 };
@@ -175,7 +150,7 @@ mod tests {
 
     #[test]
     fn classic_follow_rules() {
-        let mut s = State::default();
+        let mut s = JournalFold::default();
         assert_eq!(
             decide(
                 &s,
@@ -185,45 +160,48 @@ mod tests {
                     since_ms: 0
                 }
             ),
-            Outcome::Rejected("FAILURE_ALREADY_EXISTS")
+            WriteOutcome::Rejected("FAILURE_ALREADY_EXISTS")
         );
         assert_eq!(
             decide(&s, &Op::Unfollow { user: 1, target: 2 }),
-            Outcome::Rejected("FAILURE_NOT_A_FOLLOWER")
+            WriteOutcome::Rejected("FAILURE_NOT_A_FOLLOWER")
         );
         let f = Op::Follow {
             user: 1,
             target: 2,
             since_ms: 0,
         };
-        assert_eq!(decide(&s, &f), Outcome::Applied(0));
+        assert_eq!(decide(&s, &f), WriteOutcome::Applied(0));
         s.apply(&Entry {
             seq: 1,
             epoch: 1,
             op: f.clone(),
         });
-        assert_eq!(decide(&s, &f), Outcome::Rejected("FAILURE_ALREADY_EXISTS"));
+        assert_eq!(
+            decide(&s, &f),
+            WriteOutcome::Rejected("FAILURE_ALREADY_EXISTS")
+        );
         assert_eq!(
             decide(&s, &Op::Unfollow { user: 1, target: 2 }),
-            Outcome::Applied(0)
+            WriteOutcome::Applied(0)
         );
     }
 
     #[test]
     fn a_post_sent_twice_is_a_duplicate() {
-        let mut s = State::default();
+        let mut s = JournalFold::default();
         let p = Op::Post(Post {
             id: "1-x".into(),
             author: 1,
             text: "t".into(),
             ts_ms: 1,
         });
-        assert_eq!(decide(&s, &p), Outcome::Applied(0));
+        assert_eq!(decide(&s, &p), WriteOutcome::Applied(0));
         s.apply(&Entry {
             seq: 1,
             epoch: 1,
             op: p.clone(),
         });
-        assert_eq!(decide(&s, &p), Outcome::Duplicate);
+        assert_eq!(decide(&s, &p), WriteOutcome::Duplicate);
     }
 }

@@ -1,39 +1,40 @@
-//! The sync service binary against an in-process coordinator and in-process
-//! primaries (each a real `tsn_datastore::Store` behind `tsn.Replica`):
+//! The sync service binary against the real coordinator and the real
+//! servers' services, mounted in-process on temporary directories:
 //! propagation between and inside clusters, a partition that stalls only
 //! the unreachable cluster, backfill, restart from persisted positions, and
 //! the command line's failure modes.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
-use tsn_datastore::{Layout, Op, Post, Store};
-use tsn_proto::tsn::coordinator_server::{Coordinator, CoordinatorServer};
+use tsn_cluster::coord::CoordClient;
+use tsn_cluster::shutdown::{Shutdown, Trigger};
+use tsn_datastore::{Op, Post};
+use tsn_harness::free_port;
 use tsn_proto::tsn::replica_server::{Replica, ReplicaServer};
 use tsn_proto::tsn::*;
+use tsn_server::{ReplicaService, RoleArg};
 
 const DEADLINE_MS: u64 = 20_000;
-const POLL_MS: u64 = 20;
+/// The in-process coordinator's failure timeout.
+const FAILURE_TIMEOUT_MS: u64 = 1_000;
+/// Heartbeat interval of every process the tests start.
+const HEARTBEAT_INTERVAL_MS: u64 = 50;
 
 /// Polls `check` until it holds, failing the test after [`DEADLINE_MS`].
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_millis(DEADLINE_MS);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
-    }
+    let deadline = Duration::from_millis(DEADLINE_MS);
+    tsn_harness::wait_until(deadline, what, || std::future::ready(check())).await
 }
 
 async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
@@ -42,97 +43,180 @@ async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
     (l, addr)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // ------------------------------------------------------------- primary
 
-struct FakePrimary {
-    store: Mutex<Store>,
-    last_seq: watch::Sender<u64>,
+/// What the tests watch of a primary's `tsn.Replica`, and the one fault
+/// they inject into it.
+#[derive(Default)]
+struct Probe {
     /// The `after_seq` of every `ReadChanges` reply that carried entries.
     reads: Mutex<Vec<u64>>,
     /// While set, every `PostsSince` reply also carries a post that does
-    /// not convert (it has no author).
+    /// not parse.
     corrupt_backfills: AtomicBool,
     /// `PostsSince` calls answered.
     backfill_calls: AtomicU64,
-    _dir: tempfile::TempDir,
 }
 
-#[derive(Clone)]
-struct PrimaryHandle(Arc<FakePrimary>);
+/// The real `tsn.Replica` of a server, seen through a [`Probe`].
+struct Watched {
+    replica: ReplicaService,
+    probe: Arc<Probe>,
+}
 
-impl PrimaryHandle {
-    async fn start(cluster: u32) -> (PrimaryHandle, SocketAddr) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(Layout::new(dir.path(), cluster, 1), cluster).unwrap();
-        let (last_seq, _) = watch::channel(store.last_seq());
-        let handle = PrimaryHandle(Arc::new(FakePrimary {
-            store: Mutex::new(store),
-            last_seq,
-            reads: Mutex::new(Vec::new()),
-            corrupt_backfills: AtomicBool::new(false),
-            backfill_calls: AtomicU64::new(0),
-            _dir: dir,
-        }));
-        let (l, addr) = listener().await;
-        let svc = ReplicaServer::new(handle.clone());
-        tokio::spawn(
-            Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(TcpIncoming::from(l)),
-        );
-        (handle, addr)
+#[tonic::async_trait]
+impl Replica for Watched {
+    async fn append(&self, r: Request<AppendRequest>) -> Result<Response<AppendReply>, Status> {
+        self.replica.append(r).await
     }
 
-    /// Commits `ops` as the primary's writer would: duplicates skipped.
-    fn commit(&self, ops: Vec<Op>) -> (u32, u32) {
-        let mut store = self.0.store.lock().unwrap();
-        let (mut applied, mut duplicates) = (0, 0);
-        for op in ops {
-            if store.state().is_duplicate(&op) {
-                duplicates += 1;
-            } else {
-                store.stage(op, 1);
-                applied += 1;
-            }
+    async fn epoch_history(
+        &self,
+        r: Request<EpochHistoryRequest>,
+    ) -> Result<Response<EpochHistoryReply>, Status> {
+        self.replica.epoch_history(r).await
+    }
+
+    async fn apply(&self, r: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
+        self.replica.apply(r).await
+    }
+
+    async fn read_changes(
+        &self,
+        request: Request<ReadChangesRequest>,
+    ) -> Result<Response<ReadChangesReply>, Status> {
+        let after_seq = request.get_ref().after_seq;
+        let reply = self.replica.read_changes(request).await?;
+        if !reply.get_ref().entries.is_empty() {
+            self.probe.reads.lock().unwrap().push(after_seq);
         }
-        store.commit_staged().unwrap();
-        self.0.last_seq.send_replace(store.last_seq());
-        (applied, duplicates)
+        Ok(reply)
+    }
+
+    async fn followers(
+        &self,
+        r: Request<FollowersRequest>,
+    ) -> Result<Response<FollowersReply>, Status> {
+        self.replica.followers(r).await
+    }
+
+    async fn posts_since(
+        &self,
+        request: Request<PostsSinceRequest>,
+    ) -> Result<Response<PostsSinceReply>, Status> {
+        let mut reply = self.replica.posts_since(request).await?;
+        if self.probe.corrupt_backfills.load(Ordering::SeqCst) {
+            // No author: it does not convert to a post.
+            reply.get_mut().posts.push(PostRecord {
+                id: "1-torn".into(),
+                text: "torn".into(),
+                ..Default::default()
+            });
+        }
+        self.probe.backfill_calls.fetch_add(1, Ordering::SeqCst);
+        Ok(reply)
+    }
+
+    async fn user_exists(
+        &self,
+        r: Request<UserExistsRequest>,
+    ) -> Result<Response<UserExistsReply>, Status> {
+        self.replica.user_exists(r).await
+    }
+}
+
+/// The primary of one cluster: the real server on a temporary datastore,
+/// its `tsn.Replica` served through a [`Probe`].
+struct PrimaryHandle {
+    server: tsn_server::Server,
+    probe: Arc<Probe>,
+    _stop: Trigger,
+    _dir: TempDir,
+}
+
+impl PrimaryHandle {
+    async fn start(cluster: u32, coord: &Coordinator) -> PrimaryHandle {
+        let dir = tempfile::tempdir().unwrap();
+        let (l, addr) = listener().await;
+        let config = tsn_server::Config {
+            coordinator: coord.addr.to_string(),
+            port: addr.port(),
+            cluster_id: cluster,
+            role: RoleArg::Primary,
+            datastore: dir.path().to_path_buf(),
+            server_id: Some(1),
+            advertise_host: "127.0.0.1".into(),
+            bind: "127.0.0.1".into(),
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            mirror_timeout_ms: 1_000,
+            mp3_port: 0,
+        };
+        let (stop, shutdown) = Shutdown::new();
+        let server = tsn_server::Server::start(&config, "", shutdown.clone())
+            .await
+            .unwrap();
+        let probe = Arc::new(Probe::default());
+        let replica = ReplicaServer::new(Watched {
+            replica: server.replica(),
+            probe: probe.clone(),
+        });
+        let mut until = shutdown;
+        tokio::spawn(
+            Server::builder()
+                .add_service(replica)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(l),
+                    async move { until.wait().await },
+                ),
+        );
+        let primary = PrimaryHandle {
+            server,
+            probe,
+            _stop: stop,
+            _dir: dir,
+        };
+        primary.commit(vec![]).await;
+        primary
+    }
+
+    /// Commits `ops` through the server's writer (duplicates skipped),
+    /// once the coordinator has made it primary and while its lease holds.
+    async fn commit(&self, ops: Vec<Op>) {
+        let deadline = Duration::from_millis(DEADLINE_MS);
+        tsn_harness::wait_for(deadline, "the primary to commit", || async {
+            self.server
+                .write(ops.clone())
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
     }
 
     fn has_post(&self, owner: u32, id: &str) -> bool {
-        self.0.store.lock().unwrap().state().has_post(owner, id)
+        self.server.read_store(|s| s.state().has_post(owner, id))
     }
 
     fn user_cluster(&self, user: u32) -> Option<u32> {
-        self.0.store.lock().unwrap().state().user_cluster(user)
+        self.server.read_store(|s| s.state().user_cluster(user))
     }
 
     fn followers(&self, user: u32) -> Vec<u32> {
-        let store = self.0.store.lock().unwrap();
-        store
-            .state()
-            .followers(user)
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect()
+        self.server.read_store(|s| {
+            s.state()
+                .followers(user)
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        })
     }
 
     fn last_seq(&self) -> u64 {
-        self.0.store.lock().unwrap().last_seq()
+        self.server.read_store(|s| s.last_seq())
     }
 
     /// The positions read from more than once with entries in the reply.
     fn positions_read_twice(&self) -> Vec<u64> {
-        let mut reads = self.0.reads.lock().unwrap().clone();
+        let mut reads = self.probe.reads.lock().unwrap().clone();
         reads.sort_unstable();
         let mut twice: Vec<u64> = reads
             .windows(2)
@@ -144,216 +228,51 @@ impl PrimaryHandle {
     }
 
     fn reads_with_entries(&self) -> usize {
-        self.0.reads.lock().unwrap().len()
-    }
-}
-
-#[tonic::async_trait]
-impl Replica for PrimaryHandle {
-    async fn append(&self, _: Request<AppendRequest>) -> Result<Response<AppendReply>, Status> {
-        Err(Status::unimplemented("append"))
-    }
-
-    async fn epoch_history(
-        &self,
-        _: Request<EpochHistoryRequest>,
-    ) -> Result<Response<EpochHistoryReply>, Status> {
-        Err(Status::unimplemented("epoch_history"))
-    }
-
-    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
-        let mut ops = Vec::new();
-        for op in request.into_inner().ops {
-            ops.push(Op::try_from(op).map_err(|e| Status::invalid_argument(e.to_string()))?);
-        }
-        let (applied, duplicates) = self.commit(ops);
-        Ok(Response::new(ApplyReply {
-            applied,
-            duplicates,
-        }))
-    }
-
-    async fn read_changes(
-        &self,
-        request: Request<ReadChangesRequest>,
-    ) -> Result<Response<ReadChangesReply>, Status> {
-        let r = request.into_inner();
-        let mut seqs = self.0.last_seq.subscribe();
-        let _ = tokio::time::timeout(
-            Duration::from_millis(r.wait_ms.into()),
-            seqs.wait_for(|s| *s > r.after_seq),
-        )
-        .await;
-        let store = self.0.store.lock().unwrap();
-        let entries: Vec<JournalEntry> = store
-            .read_journal_lines(r.after_seq, r.max_entries as usize, 4 << 20)
-            .iter()
-            .map(JournalEntry::from)
-            .collect();
-        if !entries.is_empty() {
-            self.0.reads.lock().unwrap().push(r.after_seq);
-        }
-        Ok(Response::new(ReadChangesReply {
-            entries,
-            commit_seq: store.last_seq(),
-            epoch: 1,
-            // Like a primary that ignores `skip_deliveries`.
-            scanned_to_seq: 0,
-        }))
-    }
-
-    async fn followers(
-        &self,
-        request: Request<FollowersRequest>,
-    ) -> Result<Response<FollowersReply>, Status> {
-        let store = self.0.store.lock().unwrap();
-        let lists = request
-            .into_inner()
-            .users
-            .into_iter()
-            .map(|user| FollowerList {
-                user,
-                followers: store
-                    .state()
-                    .followers(user)
-                    .into_iter()
-                    .map(|(user, since_ms)| Follower { user, since_ms })
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(FollowersReply { lists }))
-    }
-
-    async fn posts_since(
-        &self,
-        request: Request<PostsSinceRequest>,
-    ) -> Result<Response<PostsSinceReply>, Status> {
-        let r = request.into_inner();
-        let store = self.0.store.lock().unwrap();
-        let mut posts: Vec<PostRecord> = tsn_datastore::store::read_posts_since(
-            store.layout(),
-            r.author,
-            r.since_ms,
-            r.limit as usize,
-        )
-        .into_iter()
-        .map(PostRecord::from)
-        .collect();
-        if self.0.corrupt_backfills.load(Ordering::SeqCst) {
-            // No author: it does not convert to a post.
-            posts.push(PostRecord {
-                id: "1-torn".into(),
-                text: "torn".into(),
-                ..Default::default()
-            });
-        }
-        self.0.backfill_calls.fetch_add(1, Ordering::SeqCst);
-        Ok(Response::new(PostsSinceReply { posts }))
-    }
-
-    async fn user_exists(
-        &self,
-        _: Request<UserExistsRequest>,
-    ) -> Result<Response<UserExistsReply>, Status> {
-        Err(Status::unimplemented("user_exists"))
+        self.probe.reads.lock().unwrap().len()
     }
 }
 
 // ---------------------------------------------------------- coordinator
 
-struct FakeCoordinator {
-    clusters: u32,
-    primaries: HashMap<u32, String>,
-    syncs: Mutex<HashMap<u32, (String, Instant)>>,
+/// The real coordinator, in-process on a temporary state directory.
+struct Coordinator {
+    addr: SocketAddr,
+    _stop: Trigger,
+    _dir: TempDir,
 }
 
-#[tonic::async_trait]
-impl Coordinator for FakeCoordinator {
-    async fn heartbeat(
-        &self,
-        request: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatReply>, Status> {
-        let r = request.into_inner();
-        assert_eq!(r.kind, ProcessKind::SyncService as i32);
-        assert_eq!(r.server_id, 0);
-        self.syncs
-            .lock()
-            .unwrap()
-            .insert(r.cluster_id, (r.address, Instant::now()));
-        Ok(Response::new(HeartbeatReply {
-            epoch: 1,
-            primary_id: 1,
-            primary_address: self
-                .primaries
-                .get(&r.cluster_id)
-                .cloned()
-                .unwrap_or_default(),
-            failure_timeout_ms: 500,
-            cluster_count: self.clusters,
-            ..Default::default()
-        }))
-    }
-
-    async fn change_in_sync(
-        &self,
-        _: Request<InSyncChange>,
-    ) -> Result<Response<InSyncReply>, Status> {
-        Err(Status::unimplemented("change_in_sync"))
-    }
-
-    async fn clusters(
-        &self,
-        _: Request<ClustersRequest>,
-    ) -> Result<Response<ClustersReply>, Status> {
-        let syncs = self.syncs.lock().unwrap();
-        let clusters = (1..=self.clusters)
-            .map(|c| ClusterView {
-                cluster_id: c,
-                epoch: 1,
-                primary_id: 1,
-                processes: syncs
-                    .get(&c)
-                    .map(|(address, seen)| ProcessView {
-                        kind: ProcessKind::SyncService as i32,
-                        address: address.clone(),
-                        alive: seen.elapsed() < Duration::from_millis(500),
-                        ..Default::default()
-                    })
-                    .into_iter()
-                    .collect(),
-                in_sync: vec![],
-            })
-            .collect();
-        Ok(Response::new(ClustersReply { clusters }))
-    }
-
-    async fn assign(
-        &self,
-        request: Request<AssignRequest>,
-    ) -> Result<Response<AssignReply>, Status> {
-        let clusters = request
-            .into_inner()
-            .users
-            .iter()
-            .map(|u| tsn_cluster::home_cluster(*u, self.clusters))
-            .collect();
-        Ok(Response::new(AssignReply { clusters }))
-    }
-}
-
-async fn start_coordinator(clusters: u32, primaries: HashMap<u32, String>) -> SocketAddr {
-    let coord = FakeCoordinator {
-        clusters,
-        primaries,
-        syncs: Mutex::new(HashMap::new()),
-    };
+async fn start_coordinator(clusters: u32) -> Coordinator {
+    let dir = tempfile::tempdir().unwrap();
     let (l, addr) = listener().await;
-    tokio::spawn(
-        Server::builder()
-            .add_service(CoordinatorServer::new(coord))
-            .serve_with_incoming(TcpIncoming::from(l)),
-    );
-    addr
+    let args = tsn_coordinator::Args {
+        port: addr.port(),
+        clear: false,
+        clusters,
+        state_dir: dir.path().join("coordinator"),
+        bind: addr.ip(),
+        failure_timeout_ms: FAILURE_TIMEOUT_MS,
+    };
+    let (stop, shutdown) = Shutdown::new();
+    tokio::spawn(tsn_coordinator::run(args, l, shutdown));
+    Coordinator {
+        addr,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+/// Whether the coordinator counts `cluster`'s sync service alive, as a
+/// sync service (kind, and server id 0).
+async fn sync_service_known(coord: &Coordinator, cluster: u32) -> bool {
+    let client = CoordClient::new(&coord.addr.to_string()).unwrap();
+    let Ok(clusters) = client.clusters().await else {
+        return false;
+    };
+    clusters
+        .iter()
+        .filter(|c| c.cluster_id == cluster)
+        .flat_map(|c| &c.processes)
+        .any(|p| p.kind == ProcessKind::SyncService as i32 && p.server_id == 0 && p.alive)
 }
 
 // --------------------------------------------------------- sync service
@@ -373,8 +292,8 @@ fn sync_command(coord: SocketAddr, cluster: u32, port: u16, datastore: &Path) ->
     cmd
 }
 
-async fn start_sync(coord: SocketAddr, cluster: u32, port: u16, datastore: &Path) -> SyncProcess {
-    let mut child = sync_command(coord, cluster, port, datastore)
+async fn start_sync(coord: &Coordinator, cluster: u32, port: u16, datastore: &Path) -> SyncProcess {
+    let mut child = sync_command(coord.addr, cluster, port, datastore)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -444,13 +363,12 @@ fn follow(user: u32, target: u32, since_ms: i64) -> Op {
     }
 }
 
-/// Two clusters' primaries, a coordinator that knows them, and a
-/// datastore directory for each cluster's sync service.
-async fn two_clusters() -> (PrimaryHandle, PrimaryHandle, SocketAddr, TempDir, TempDir) {
-    let (p1, a1) = PrimaryHandle::start(1).await;
-    let (p2, a2) = PrimaryHandle::start(2).await;
-    let coord =
-        start_coordinator(2, HashMap::from([(1, a1.to_string()), (2, a2.to_string())])).await;
+/// A coordinator of two clusters, the primary of each, and a datastore
+/// directory for each cluster's sync service.
+async fn two_clusters() -> (PrimaryHandle, PrimaryHandle, Coordinator, TempDir, TempDir) {
+    let coord = start_coordinator(2).await;
+    let p1 = PrimaryHandle::start(1, &coord).await;
+    let p2 = PrimaryHandle::start(2, &coord).await;
     let dir = || tempfile::tempdir().unwrap();
     (p1, p2, coord, dir(), dir())
 }
@@ -461,8 +379,14 @@ async fn two_clusters() -> (PrimaryHandle, PrimaryHandle, SocketAddr, TempDir, T
 async fn changes_reach_every_cluster_and_a_partition_stalls_only_its_cluster() {
     let (p1, p2, coord, ds1, ds2) = two_clusters().await;
     let port2 = free_port();
-    let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
-    let s2 = start_sync(coord, 2, port2, ds2.path()).await;
+    let s1 = start_sync(&coord, 1, free_port(), ds1.path()).await;
+    let s2 = start_sync(&coord, 2, port2, ds2.path()).await;
+    tsn_harness::wait_until(
+        Duration::from_millis(DEADLINE_MS),
+        "both sync services heartbeating as sync services",
+        || async { sync_service_known(&coord, 1).await && sync_service_known(&coord, 2).await },
+    )
+    .await;
 
     // Users 1 and 3 live in cluster 1, user 2 in cluster 2.
     p1.commit(vec![
@@ -474,14 +398,16 @@ async fn changes_reach_every_cluster_and_a_partition_stalls_only_its_cluster() {
             user: 3,
             cluster: 1,
         },
-    ]);
+    ])
+    .await;
     p2.commit(vec![Op::User {
         user: 2,
         cluster: 2,
-    }]);
+    }])
+    .await;
     // 2 follows 1 across clusters, 3 follows 1 inside cluster 1.
-    p2.commit(vec![follow(2, 1, 1_000)]);
-    p1.commit(vec![follow(3, 1, 1_000)]);
+    p2.commit(vec![follow(2, 1, 1_000)]).await;
+    p1.commit(vec![follow(3, 1, 1_000)]).await;
     eventually("users known everywhere", || {
         p1.user_cluster(2) == Some(2)
             && p2.user_cluster(1) == Some(1)
@@ -493,7 +419,8 @@ async fn changes_reach_every_cluster_and_a_partition_stalls_only_its_cluster() {
     })
     .await;
 
-    p1.commit(vec![post(1, "1-old", 500), post(1, "1-a", 2_000)]);
+    p1.commit(vec![post(1, "1-old", 500), post(1, "1-a", 2_000)])
+        .await;
     eventually("1-a in both followers' timelines", || {
         p2.has_post(2, "1-a") && p1.has_post(3, "1-a")
     })
@@ -503,18 +430,18 @@ async fn changes_reach_every_cluster_and_a_partition_stalls_only_its_cluster() {
 
     // Cluster 2 cannot be reached: cluster 1 still fans out inside itself.
     s2.kill().await;
-    p1.commit(vec![post(1, "1-b", 3_000)]);
+    p1.commit(vec![post(1, "1-b", 3_000)]).await;
     eventually("1-b delivered inside cluster 1", || p1.has_post(3, "1-b")).await;
     assert!(!p2.has_post(2, "1-b"));
 
     // Back: cluster 2 catches up.
-    let s2 = start_sync(coord, 2, port2, ds2.path()).await;
+    let s2 = start_sync(&coord, 2, port2, ds2.path()).await;
     eventually("1-b delivered to cluster 2", || p2.has_post(2, "1-b")).await;
 
     // An unfollow reaches the followed user's cluster.
-    p1.commit(vec![Op::Unfollow { user: 3, target: 1 }]);
+    p1.commit(vec![Op::Unfollow { user: 3, target: 1 }]).await;
     eventually("3 no longer follows 1", || p1.followers(1) == vec![2]).await;
-    p1.commit(vec![post(1, "1-c", 4_000)]);
+    p1.commit(vec![post(1, "1-c", 4_000)]).await;
     eventually("1-c delivered to 2", || p2.has_post(2, "1-c")).await;
     assert!(!p1.has_post(3, "1-c"));
 
@@ -534,12 +461,13 @@ async fn changes_reach_every_cluster_and_a_partition_stalls_only_its_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_that_arrives_after_the_post_is_backfilled() {
     let (p1, p2, coord, ds1, ds2) = two_clusters().await;
-    let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
+    let s1 = start_sync(&coord, 1, free_port(), ds1.path()).await;
 
     // 2 follows 1 from 1000 on, but cluster 2's sync service is not running,
     // so cluster 1 processes the posts while 1 has no followers.
-    p2.commit(vec![follow(2, 1, 1_000)]);
-    p1.commit(vec![post(1, "1-old", 500), post(1, "1-a", 2_000)]);
+    p2.commit(vec![follow(2, 1, 1_000)]).await;
+    p1.commit(vec![post(1, "1-old", 500), post(1, "1-a", 2_000)])
+        .await;
     let end = p1.last_seq();
     eventually("cluster 1 passed the posts for cluster 2", || {
         position(ds1.path(), 1, 2) == end
@@ -547,31 +475,31 @@ async fn a_follow_that_arrives_after_the_post_is_backfilled() {
     .await;
     assert!(!p2.has_post(2, "1-a"));
 
-    let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
+    let s2 = start_sync(&coord, 2, free_port(), ds2.path()).await;
     eventually("1-a backfilled to 2", || p2.has_post(2, "1-a")).await;
     assert!(!p2.has_post(2, "1-old"));
     s1.kill().await;
     s2.kill().await;
 }
 
-/// A backfill whose reply holds a post that does not parse (its fields do
-/// not make a valid post) is an error that is retried, never a post skipped: nothing of it is delivered while
+/// A backfill whose reply holds a post that does not parse is an error
+/// that is retried, never a post skipped: nothing of it is delivered while
 /// the reply is bad, and all of it once the primary answers well again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_post_that_does_not_parse_is_retried_not_skipped() {
     let (p1, p2, coord, ds1, ds2) = two_clusters().await;
-    p1.0.corrupt_backfills.store(true, Ordering::SeqCst);
-    let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
-    p2.commit(vec![follow(2, 1, 1_000)]);
-    p1.commit(vec![post(1, "1-a", 2_000)]);
+    p1.probe.corrupt_backfills.store(true, Ordering::SeqCst);
+    let s1 = start_sync(&coord, 1, free_port(), ds1.path()).await;
+    p2.commit(vec![follow(2, 1, 1_000)]).await;
+    p1.commit(vec![post(1, "1-a", 2_000)]).await;
     let end = p1.last_seq();
     eventually("cluster 1 passed the post for cluster 2", || {
         position(ds1.path(), 1, 2) == end
     })
     .await;
-    let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
+    let s2 = start_sync(&coord, 2, free_port(), ds2.path()).await;
     eventually("the backfill asked for three times", || {
-        p1.0.backfill_calls.load(Ordering::SeqCst) >= 3
+        p1.probe.backfill_calls.load(Ordering::SeqCst) >= 3
     })
     .await;
     assert!(
@@ -580,7 +508,7 @@ async fn a_backfill_post_that_does_not_parse_is_retried_not_skipped() {
     );
     assert!(!p2.has_post(2, "1-torn"));
 
-    p1.0.corrupt_backfills.store(false, Ordering::SeqCst);
+    p1.probe.corrupt_backfills.store(false, Ordering::SeqCst);
     eventually("1-a backfilled to 2", || p2.has_post(2, "1-a")).await;
     s1.kill().await;
     s2.kill().await;
@@ -589,8 +517,8 @@ async fn a_backfill_post_that_does_not_parse_is_retried_not_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_in_step_read_each_batch_once() {
     let (p1, p2, coord, ds1, ds2) = two_clusters().await;
-    let s1 = start_sync(coord, 1, free_port(), ds1.path()).await;
-    let s2 = start_sync(coord, 2, free_port(), ds2.path()).await;
+    let s1 = start_sync(&coord, 1, free_port(), ds1.path()).await;
+    let s2 = start_sync(&coord, 2, free_port(), ds2.path()).await;
 
     // 1 (cluster 1) is followed by 3 (cluster 1) and 2 (cluster 2): both
     // feeds of cluster 1's sync service take every batch (the feed of
@@ -606,21 +534,23 @@ async fn feeds_in_step_read_each_batch_once() {
             cluster: 1,
         },
         follow(3, 1, 1_000),
-    ]);
+    ])
+    .await;
     p2.commit(vec![
         Op::User {
             user: 2,
             cluster: 2,
         },
         follow(2, 1, 1_000),
-    ]);
+    ])
+    .await;
     eventually("both followers of 1 recorded", || {
         p1.followers(1) == vec![2, 3]
     })
     .await;
     for n in 0..20 {
         let id = format!("1-{n}");
-        p1.commit(vec![post(1, &id, 2_000 + n)]);
+        p1.commit(vec![post(1, &id, 2_000 + n)]).await;
         eventually("the post in both followers' timelines", || {
             p2.has_post(2, &id) && p1.has_post(3, &id)
         })

@@ -1,7 +1,7 @@
 //! The in-memory fold of the journal: who exists, who follows whom, which
 //! posts each timeline holds. Pure logic, no I/O.
 //!
-//! [`State::is_duplicate`] is what makes every op idempotent: an op whose
+//! [`JournalFold::is_duplicate`] is what makes every op idempotent: an op whose
 //! record is already present (the same user, an edge version not newer than
 //! the one held, a post id already in that timeline) changes nothing.
 
@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 use crate::record::{Entry, Op};
 
 #[derive(Default, Debug)]
-pub struct State {
+pub struct JournalFold {
     /// Every known user and the cluster that serves it.
     users: BTreeMap<u32, u32>,
     /// Local user -> (followed user -> since_ms).
@@ -42,7 +42,7 @@ fn post_key(id: &str) -> u64 {
     h.finish()
 }
 
-impl State {
+impl JournalFold {
     /// True when applying `op` would change nothing.
     pub fn is_duplicate(&self, op: &Op) -> bool {
         match op {
@@ -244,8 +244,8 @@ mod tests {
     use super::*;
     use crate::record::Post;
 
-    fn apply_all(ops: &[Op]) -> State {
-        let mut s = State::default();
+    fn apply_all(ops: &[Op]) -> JournalFold {
+        let mut s = JournalFold::default();
         for (i, op) in ops.iter().enumerate() {
             if !s.is_duplicate(op) {
                 s.apply(&Entry {
@@ -408,7 +408,7 @@ mod tests {
             since_ms: 3,
         };
         let u = Op::Unfollow { user: 1, target: 2 };
-        let s = State::default();
+        let s = JournalFold::default();
         assert!(
             s.is_duplicate(&u),
             "unfollowing someone not followed changes nothing"

@@ -1,0 +1,88 @@
+//! Client assignment: each user's cluster, remembered durably before any
+//! reply names it, and the classic `GetServer` lookup built on it.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tsn_datastore::limits::USER_ID_MAX;
+use tsn_proto::csce438::ServerInfo;
+use tsn_proto::tsn::ProcessKind;
+
+use super::registry::split_address;
+use super::{ControlPlane, Error, Result};
+use crate::config::{ASSIGNED_USERS_MAX, ASSIGN_USERS_PER_CALL_MAX};
+use crate::persist::Assignment;
+
+impl ControlPlane {
+    /// The cluster of each user: the remembered one, else its home cluster
+    /// among the current clusters, remembered durably before replying.
+    pub fn assign(&mut self, users: &[u32]) -> Result<Vec<u32>> {
+        if users.len() > ASSIGN_USERS_PER_CALL_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "at most {ASSIGN_USERS_PER_CALL_MAX} users per call, got {}",
+                users.len()
+            )));
+        }
+        if let Some(bad) = users.iter().find(|&&u| u == 0 || u > USER_ID_MAX) {
+            return Err(Error::InvalidArgument(format!(
+                "user ids are 1..={USER_ID_MAX}, got {bad}"
+            )));
+        }
+        let mut fresh: HashMap<u32, u32> = HashMap::new();
+        let mut new = Vec::new();
+        let mut clusters = Vec::with_capacity(users.len());
+        for &u in users {
+            let c = match self.assignments.get(&u).or_else(|| fresh.get(&u)) {
+                Some(&c) => c,
+                None => {
+                    let c = tsn_cluster::home_cluster(u, self.cluster_count);
+                    fresh.insert(u, c);
+                    new.push(Assignment {
+                        user: u,
+                        cluster: c,
+                    });
+                    c
+                }
+            };
+            clusters.push(c);
+        }
+        if self.assignments.len() + new.len() > ASSIGNED_USERS_MAX {
+            return Err(Error::ResourceExhausted(format!(
+                "the coordinator already serves {ASSIGNED_USERS_MAX} users"
+            )));
+        }
+        self.persistence.append_assignments(&new)?;
+        self.assignments.extend(fresh);
+        assert_eq!(clusters.len(), users.len());
+        Ok(clusters)
+    }
+
+    /// The classic lookup: the live primary of client `id`'s cluster.
+    pub fn get_server(&mut self, id: i32, now: Instant) -> Result<ServerInfo> {
+        let Some(user) = u32::try_from(id).ok().filter(|&u| u > 0) else {
+            return Err(Error::InvalidArgument(
+                "client ids are positive integers".into(),
+            ));
+        };
+        let c = self.assign(&[user])?.first().copied().unwrap_or(0);
+        let rec = self.record(c);
+        let primary = self
+            .processes
+            .get(&(c, ProcessKind::Server, rec.primary_id))
+            .filter(|p| rec.primary_id != 0 && self.is_alive(p, now));
+        let Some(p) = primary else {
+            return Err(Error::Unavailable(format!(
+                "cluster {c} has no live primary"
+            )));
+        };
+        let (hostname, port) = split_address(&p.address);
+        Ok(ServerInfo {
+            server_id: i32::try_from(rec.primary_id).unwrap_or(i32::MAX),
+            hostname: hostname.to_string(),
+            port: port.to_string(),
+            r#type: "server".to_string(),
+            cluster_id: i32::try_from(c).unwrap_or(0),
+            is_master: true,
+        })
+    }
+}

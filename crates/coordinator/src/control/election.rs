@@ -1,0 +1,55 @@
+//! Roles and epochs: the role of a server that heartbeats, the epoch
+//! raised to what a server has seen, the first primary of a fresh cluster.
+
+use tsn_proto::tsn::{HeartbeatRequest, Role};
+
+use super::{ControlPlane, Error, Result};
+
+impl ControlPlane {
+    /// The role of the server that sent `req`, raising the epoch to what it
+    /// has seen and electing it if it is the first to ask for PRIMARY in a
+    /// fresh cluster.
+    pub(super) fn decide_role(&mut self, req: &HeartbeatRequest) -> Result<Role> {
+        let (c, s) = (req.cluster_id, req.server_id);
+        let mut rec = self.record(c).clone();
+        let seen = rec.epoch.max(req.epoch).max(req.last_epoch);
+        let raised = seen > rec.epoch;
+        rec.epoch = seen;
+
+        let requested = Role::try_from(req.requested_role).unwrap_or(Role::Unspecified);
+        let (role, elected) = if rec.primary_id == s {
+            (Role::Primary, false)
+        } else if rec.primary_id == 0 && requested == Role::Primary {
+            rec.epoch = next_epoch(rec.epoch)?;
+            rec.primary_id = s;
+            rec.in_sync.clear();
+            (Role::Primary, true)
+        } else {
+            (Role::Secondary, false)
+        };
+
+        if raised || elected {
+            self.store_cluster(rec.clone())?;
+        }
+        if raised {
+            tracing::info!(
+                cluster = c,
+                "epoch raised to {seen} by the heartbeat of server {s}"
+            );
+        }
+        if elected {
+            tracing::info!(
+                cluster = c,
+                "server {s} is the first primary of the cluster (epoch {})",
+                rec.epoch
+            );
+        }
+        Ok(role)
+    }
+}
+
+pub(super) fn next_epoch(epoch: u64) -> Result<u64> {
+    epoch
+        .checked_add(1)
+        .ok_or_else(|| Error::ResourceExhausted(format!("epoch {epoch} cannot grow")))
+}

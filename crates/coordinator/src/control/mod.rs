@@ -1,0 +1,200 @@
+//! Every decision of the coordinator, as plain functions of its state and
+//! the time, one concern per file:
+//!
+//! * `registry`: heartbeats register processes; replies and views.
+//! * `election`: a server's role, epochs and the first primary.
+//! * `failure`: the failure detector's look at every process, promotion.
+//! * `in_sync`: the primary's changes to its in-sync set.
+//! * `assignment`: which cluster serves a client, `GetServer`.
+//!
+//! Nothing here does network I/O or reads the clock: callers pass `now`, so
+//! the tests replay any timing exactly. Nor does it know files: what must
+//! be durable goes through the [`Persistence`] it is given. Changes to what
+//! is persisted (epoch, primary, in-sync set, assignments) follow one rule:
+//! build the new value, store it durably, and only then adopt it in memory
+//! and announce it. A failed write therefore changes nothing, and no reply
+//! ever names an epoch or a primary that a restart could forget.
+
+mod assignment;
+mod election;
+mod failure;
+mod in_sync;
+mod registry;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::config::CLUSTERS_MAX;
+use crate::persist::{self, ClusterRecord, Loaded, Persistence, StoredClusters};
+
+pub use self::registry::split_address;
+use self::registry::{Process, ProcessKey};
+
+/// Why a request was refused. Each maps to one gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("cannot store the coordinator state: {0}")]
+    Storage(#[from] persist::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub struct ControlPlane {
+    /// Every cluster ever stored; always holds 1..=cluster_count.
+    clusters: BTreeMap<u32, ClusterRecord>,
+    cluster_count: u32,
+    processes: BTreeMap<ProcessKey, Process>,
+    assignments: HashMap<u32, u32>,
+    failure_timeout: Duration,
+    started_at: Instant,
+    /// Since when the coordinator has been listening without a stall of its
+    /// own: nobody is judged dead before a failure timeout has passed since.
+    listening_since: Instant,
+    /// When the failure detector last looked.
+    last_tick: Option<Instant>,
+    /// Clusters whose "no in-sync secondary" wait is already logged.
+    waiting_logged: BTreeSet<u32>,
+    /// Where decisions are made durable before they are adopted.
+    persistence: Box<dyn Persistence>,
+}
+
+impl ControlPlane {
+    /// Starts from what was `loaded` for `cluster_count` clusters; later
+    /// changes are made durable through `persistence` before they are
+    /// adopted. `now` starts the grace period during which nobody is
+    /// declared dead.
+    pub fn open(
+        loaded: Loaded,
+        persistence: Box<dyn Persistence>,
+        cluster_count: u32,
+        failure_timeout: Duration,
+        now: Instant,
+    ) -> persist::Result<ControlPlane> {
+        assert!((1..=CLUSTERS_MAX).contains(&cluster_count));
+        let stored = loaded.clusters;
+        let stored_count = stored.as_ref().map(|s| s.cluster_count);
+        let mut clusters: BTreeMap<u32, ClusterRecord> = stored
+            .map(|s| s.clusters.into_iter().map(|r| (r.cluster_id, r)).collect())
+            .unwrap_or_default();
+        for c in 1..=cluster_count {
+            clusters.entry(c).or_insert_with(|| ClusterRecord::fresh(c));
+        }
+
+        let mut assignments = HashMap::new();
+        for a in loaded.assignments {
+            if let Some(&first) = assignments.get(&a.user) {
+                if first != a.cluster {
+                    tracing::warn!(
+                        user = a.user,
+                        kept = first,
+                        ignored = a.cluster,
+                        "user assigned twice; keeping the first assignment"
+                    );
+                }
+                continue;
+            }
+            assignments.insert(a.user, a.cluster);
+        }
+        let beyond = assignments.values().filter(|&&c| c > cluster_count).count();
+
+        let mut state = ControlPlane {
+            clusters,
+            cluster_count,
+            processes: BTreeMap::new(),
+            assignments,
+            failure_timeout,
+            started_at: now,
+            listening_since: now,
+            last_tick: None,
+            waiting_logged: BTreeSet::new(),
+            persistence,
+        };
+        match stored_count {
+            Some(n) if n == cluster_count => {}
+            Some(n) => tracing::warn!(
+                stored = n,
+                now = cluster_count,
+                "the cluster count changed: users assigned before keep their cluster, new users are spread over {cluster_count} clusters"
+            ),
+            None => tracing::info!(clusters = cluster_count, "no stored state: starting fresh"),
+        }
+        if beyond > 0 {
+            tracing::warn!(
+                users = beyond,
+                clusters = cluster_count,
+                "some users are assigned to a cluster beyond --clusters and cannot be served until it comes back"
+            );
+        }
+        if stored_count != Some(cluster_count) {
+            let stored = state.stored(&state.clusters);
+            state.persistence.save_clusters(&stored)?;
+        }
+        for r in state.clusters.values().filter(|r| r.epoch > 0) {
+            tracing::info!(
+                cluster = r.cluster_id,
+                epoch = r.epoch,
+                primary = r.primary_id,
+                in_sync = ?r.in_sync,
+                "loaded cluster"
+            );
+        }
+        tracing::info!(users = state.assignments.len(), "loaded client assignments");
+        Ok(state)
+    }
+
+    pub fn cluster_count(&self) -> u32 {
+        self.cluster_count
+    }
+
+    pub(super) fn check_cluster(&self, c: u32) -> Result<()> {
+        if (1..=self.cluster_count).contains(&c) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "cluster id {c} is not in 1..={}",
+                self.cluster_count
+            )))
+        }
+    }
+
+    /// The record of cluster `c`; a cluster never stored is fresh.
+    pub(super) fn record(&self, c: u32) -> &ClusterRecord {
+        static NONE: ClusterRecord = ClusterRecord {
+            cluster_id: 0,
+            epoch: 0,
+            primary_id: 0,
+            in_sync: BTreeSet::new(),
+        };
+        self.clusters.get(&c).unwrap_or(&NONE)
+    }
+
+    /// Stores `rec` durably, then adopts it. Epochs never go back.
+    pub(super) fn store_cluster(&mut self, rec: ClusterRecord) -> Result<()> {
+        let old = self.record(rec.cluster_id);
+        assert!(rec.epoch >= old.epoch, "epoch going back");
+        assert!(!rec.in_sync.contains(&rec.primary_id) || rec.primary_id == 0);
+        let mut next = self.clusters.clone();
+        next.insert(rec.cluster_id, rec);
+        let stored = self.stored(&next);
+        self.persistence.save_clusters(&stored)?;
+        self.clusters = next;
+        Ok(())
+    }
+
+    fn stored(&self, clusters: &BTreeMap<u32, ClusterRecord>) -> StoredClusters {
+        StoredClusters {
+            cluster_count: self.cluster_count,
+            clusters: clusters.values().cloned().collect(),
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! Every decision with the clock passed in.
+
+use std::time::{Duration, Instant};
+
+use tsn_proto::tsn::{HeartbeatReply, HeartbeatRequest, InSyncChange, Peer, ProcessKind, Role};
+
+use super::*;
+use crate::config::{ASSIGN_USERS_PER_CALL_MAX, SERVERS_PER_CLUSTER_MAX};
+use crate::persist::Files;
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    t0: Instant,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            t0: Instant::now(),
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    fn open(&self, clusters: u32, start_ms: u64) -> ControlPlane {
+        self.open_with(clusters, start_ms, false)
+    }
+
+    fn open_with(&self, clusters: u32, start_ms: u64, clear: bool) -> ControlPlane {
+        let files = Files::open(self.dir.path(), clear).unwrap();
+        let loaded = files.load().unwrap();
+        ControlPlane::open(
+            loaded,
+            Box::new(files),
+            clusters,
+            TIMEOUT,
+            self.at(start_ms),
+        )
+        .unwrap()
+    }
+}
+
+fn server(c: u32, s: u32, role: Role) -> HeartbeatRequest {
+    HeartbeatRequest {
+        cluster_id: c,
+        server_id: s,
+        kind: ProcessKind::Server as i32,
+        address: format!("127.0.0.1:{}", 10_000 + s),
+        requested_role: role as i32,
+        epoch: 0,
+        last_seq: 0,
+        last_epoch: 0,
+        mp3_address: format!("127.0.0.1:{}", 20_000 + s),
+    }
+}
+
+fn with_progress(mut req: HeartbeatRequest, last_epoch: u64, last_seq: u64) -> HeartbeatRequest {
+    req.last_epoch = last_epoch;
+    req.last_seq = last_seq;
+    req
+}
+
+fn in_sync(st: &mut ControlPlane, c: u32, s: u32) {
+    let rec = st.record(c).clone();
+    let reply = st
+        .change_in_sync(&InSyncChange {
+            cluster_id: c,
+            primary_id: rec.primary_id,
+            epoch: rec.epoch,
+            server_id: s,
+            in_sync: true,
+        })
+        .unwrap();
+    assert!(reply.ok);
+}
+
+/// Server 1 primary of cluster 1 and server 2 in its in-sync set, both
+/// registered at `ms`.
+fn primary_and_in_sync_secondary(f: &Fixture, st: &mut ControlPlane, ms: u64) {
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(ms))
+        .unwrap();
+    st.heartbeat(&server(1, 2, Role::Secondary), f.at(ms))
+        .unwrap();
+    in_sync(st, 1, 2);
+}
+
+fn role(reply: &HeartbeatReply) -> Role {
+    Role::try_from(reply.role).unwrap()
+}
+
+#[test]
+fn fresh_cluster_elects_first_primary_requester() {
+    let f = Fixture::new();
+    let mut st = f.open(3, 0);
+    let r = st.heartbeat(&server(1, 1, Role::Primary), f.at(1)).unwrap();
+    assert_eq!(role(&r), Role::Primary);
+    assert_eq!((r.epoch, r.primary_id), (1, 1));
+    assert_eq!(r.primary_address, "127.0.0.1:10001");
+    assert_eq!(r.cluster_count, 3);
+    assert_eq!(r.failure_timeout_ms, 500);
+    // A second PRIMARY requester is a secondary.
+    let r = st.heartbeat(&server(1, 2, Role::Primary), f.at(2)).unwrap();
+    assert_eq!(role(&r), Role::Secondary);
+    assert_eq!((r.epoch, r.primary_id), (1, 1));
+    // The primary sees it among the secondaries.
+    let r = st.heartbeat(&server(1, 1, Role::Primary), f.at(3)).unwrap();
+    assert_eq!(
+        r.secondaries,
+        vec![Peer {
+            server_id: 2,
+            address: "127.0.0.1:10002".into()
+        }]
+    );
+}
+
+#[test]
+fn secondary_requester_never_becomes_primary_of_fresh_cluster() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    for t in 0..10 {
+        let r = st
+            .heartbeat(&server(1, 2, Role::Secondary), f.at(t * 100))
+            .unwrap();
+        assert_eq!(role(&r), Role::Secondary);
+        assert_eq!((r.epoch, r.primary_id), (0, 0));
+        assert_eq!(r.primary_address, "");
+        st.tick(f.at(t * 100 + 1));
+    }
+    assert_eq!(st.record(1).epoch, 0);
+}
+
+#[test]
+fn sync_service_gets_primary_address() {
+    let f = Fixture::new();
+    let mut st = f.open(2, 0);
+    st.heartbeat(&server(2, 7, Role::Primary), f.at(1)).unwrap();
+    let mut req = server(2, 0, Role::Unspecified);
+    req.kind = ProcessKind::SyncService as i32;
+    req.address = "127.0.0.1:9000".into();
+    let r = st.heartbeat(&req, f.at(2)).unwrap();
+    assert_eq!(role(&r), Role::Unspecified);
+    assert_eq!(r.primary_address, "127.0.0.1:10007");
+    assert_eq!(r.cluster_count, 2);
+    let view = st.clusters(f.at(3));
+    assert_eq!(view.len(), 2);
+    assert_eq!(view[1].processes.len(), 2);
+    assert_eq!(view[1].processes[0].role, Role::Primary as i32);
+    assert_eq!(view[1].processes[1].kind, ProcessKind::SyncService as i32);
+}
+
+/// Server 1 primary, 2 and 3 in sync, 4 alive but not in sync with the
+/// longest journal; 1 goes silent.
+fn three_secondaries(f: &Fixture, st: &mut ControlPlane) {
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    for s in 2..=4 {
+        st.heartbeat(&server(1, s, Role::Secondary), f.at(0))
+            .unwrap();
+    }
+    in_sync(st, 1, 2);
+    in_sync(st, 1, 3);
+    for t in (100..=1000).step_by(100) {
+        st.heartbeat(&with_progress(server(1, 2, Role::Secondary), 1, 5), f.at(t))
+            .unwrap();
+        st.heartbeat(&with_progress(server(1, 3, Role::Secondary), 1, 9), f.at(t))
+            .unwrap();
+        st.heartbeat(
+            &with_progress(server(1, 4, Role::Secondary), 1, 100),
+            f.at(t),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_stalled_coordinator_declares_nobody_dead_for_a_timeout() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    primary_and_in_sync_secondary(&f, &mut st, 0);
+    for t in (0..=1000).step_by(50) {
+        st.heartbeat(&server(1, 1, Role::Primary), f.at(t)).unwrap();
+        st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+            .unwrap();
+        st.tick(f.at(t));
+    }
+    // The coordinator does not run from 1000 to 1400; the primary's
+    // heartbeats stop at 1000 (it died), the secondary's go on.
+    for t in (1400..=1850).step_by(50) {
+        st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+            .unwrap();
+        st.tick(f.at(t));
+        assert_eq!(
+            st.record(1).primary_id,
+            1,
+            "no promotion at {t} ms: still in the grace after the stall"
+        );
+    }
+    for t in (1900..=2000).step_by(50) {
+        st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+            .unwrap();
+        st.tick(f.at(t));
+    }
+    assert_eq!(
+        st.record(1).primary_id,
+        2,
+        "promoted once the coordinator listened a full timeout"
+    );
+}
+
+#[test]
+fn promotion_picks_alive_in_sync_secondary_with_most_entries() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    three_secondaries(&f, &mut st);
+    st.tick(f.at(1000));
+    let rec = st.record(1).clone();
+    assert_eq!((rec.epoch, rec.primary_id), (2, 3));
+    assert!(rec.in_sync.is_empty());
+    let r = st
+        .heartbeat(&server(1, 3, Role::Secondary), f.at(1001))
+        .unwrap();
+    assert_eq!(role(&r), Role::Primary);
+    assert_eq!(r.epoch, 2);
+    // The old primary comes back as a secondary.
+    let r = st
+        .heartbeat(&server(1, 1, Role::Primary), f.at(1002))
+        .unwrap();
+    assert_eq!(role(&r), Role::Secondary);
+    assert_eq!(r.primary_address, "127.0.0.1:10003");
+}
+
+#[test]
+fn promotion_ties_go_to_lowest_id_and_skip_dead() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    for s in [5, 3, 4] {
+        st.heartbeat(&server(1, s, Role::Secondary), f.at(0))
+            .unwrap();
+        in_sync(&mut st, 1, s);
+    }
+    for t in (100..=1000).step_by(100) {
+        st.heartbeat(&with_progress(server(1, 5, Role::Secondary), 1, 7), f.at(t))
+            .unwrap();
+        st.heartbeat(&with_progress(server(1, 4, Role::Secondary), 1, 7), f.at(t))
+            .unwrap();
+    }
+    // 3 has the most but is dead since 0.
+    st.heartbeat(
+        &with_progress(server(1, 3, Role::Secondary), 1, 50),
+        f.at(1),
+    )
+    .unwrap();
+    st.tick(f.at(1000));
+    assert_eq!(st.record(1).primary_id, 4);
+}
+
+#[test]
+fn no_promotion_without_in_sync_candidate() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    for t in (100..=2000).step_by(100) {
+        st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+            .unwrap();
+        st.tick(f.at(t));
+    }
+    assert_eq!((st.record(1).epoch, st.record(1).primary_id), (1, 1));
+    let e = st.get_server(1, f.at(2000)).unwrap_err();
+    assert!(matches!(e, Error::Unavailable(ref m) if m == "cluster 1 has no live primary"));
+    // The primary returns and keeps its place.
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(2001))
+        .unwrap();
+    assert_eq!(st.get_server(1, f.at(2002)).unwrap().server_id, 1);
+}
+
+#[test]
+fn no_promotion_during_grace_period() {
+    let f = Fixture::new();
+    {
+        let mut st = f.open(1, 0);
+        primary_and_in_sync_secondary(&f, &mut st, 0);
+    }
+    // Restarted at 10 s: only server 2 heartbeats.
+    let mut st = f.open(1, 10_000);
+    for t in (10_000..=10_500).step_by(50) {
+        st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+            .unwrap();
+        st.tick(f.at(t));
+        assert_eq!(st.record(1).primary_id, 1, "promoted at {t}");
+    }
+    // The primary never came back: after the grace period, 2 takes over.
+    st.heartbeat(&server(1, 2, Role::Secondary), f.at(10_550))
+        .unwrap();
+    st.tick(f.at(10_600));
+    assert_eq!((st.record(1).epoch, st.record(1).primary_id), (2, 2));
+}
+
+#[test]
+fn restarted_coordinator_keeps_primary_that_heartbeats() {
+    let f = Fixture::new();
+    {
+        let mut st = f.open(1, 0);
+        primary_and_in_sync_secondary(&f, &mut st, 0);
+    }
+    let mut st = f.open(1, 10_000);
+    for t in (10_000..=12_000).step_by(100) {
+        st.heartbeat(&server(1, 1, Role::Primary), f.at(t)).unwrap();
+        st.heartbeat(&server(1, 2, Role::Secondary), f.at(t))
+            .unwrap();
+        st.tick(f.at(t));
+    }
+    assert_eq!((st.record(1).epoch, st.record(1).primary_id), (1, 1));
+    assert_eq!(st.record(1).in_sync, BTreeSet::from([2]));
+}
+
+#[test]
+fn epoch_grows_across_promotions_and_reloads() {
+    let f = Fixture::new();
+    let mut last_epoch = 0;
+    let mut t = 0;
+    for round in 0..4u32 {
+        let mut st = f.open(1, t);
+        assert_eq!(st.record(1).epoch, last_epoch, "reload kept the epoch");
+        // Whoever is primary now; a fresh server joins and catches up.
+        let primary = st.record(1).primary_id.max(1);
+        let next = 10 + round;
+        st.heartbeat(&server(1, primary, Role::Primary), f.at(t))
+            .unwrap();
+        st.heartbeat(&server(1, next, Role::Secondary), f.at(t))
+            .unwrap();
+        in_sync(&mut st, 1, next);
+        let start = st.record(1).epoch;
+        assert!(start >= last_epoch.max(1));
+        // The primary dies; `next` keeps beating until promoted.
+        for step in 1..=20 {
+            st.heartbeat(&server(1, next, Role::Secondary), f.at(t + step * 100))
+                .unwrap();
+            st.tick(f.at(t + step * 100));
+        }
+        assert_eq!(st.record(1).primary_id, next);
+        assert_eq!(st.record(1).epoch, start + 1);
+        last_epoch = start + 1;
+        t += 10_000;
+    }
+    let st = f.open(1, t);
+    assert_eq!((st.record(1).epoch, st.record(1).primary_id), (5, 13));
+}
+
+#[test]
+fn stale_change_in_sync_is_refused() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    st.heartbeat(&server(1, 2, Role::Secondary), f.at(0))
+        .unwrap();
+    let change = |primary_id, epoch, server_id, in_sync| InSyncChange {
+        cluster_id: 1,
+        primary_id,
+        epoch,
+        server_id,
+        in_sync,
+    };
+    for stale in [
+        change(1, 0, 2, true),
+        change(2, 1, 2, true),
+        change(0, 0, 2, true),
+    ] {
+        let r = st.change_in_sync(&stale).unwrap();
+        assert!(!r.ok);
+        assert!(st.record(1).in_sync.is_empty());
+    }
+    let r = st.change_in_sync(&change(1, 1, 2, true)).unwrap();
+    assert!(r.ok);
+    assert_eq!(r.in_sync, vec![2]);
+    assert!(matches!(
+        st.change_in_sync(&change(1, 1, 1, true)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        st.change_in_sync(&InSyncChange {
+            cluster_id: 9,
+            ..change(1, 1, 2, true)
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+    let r = st.change_in_sync(&change(1, 1, 2, false)).unwrap();
+    assert!(r.ok && r.in_sync.is_empty());
+    // It was stored.
+    drop(st);
+    assert!(f.open(1, 0).record(1).in_sync.is_empty());
+}
+
+#[test]
+fn epoch_raised_from_heartbeats_after_cleared_state() {
+    let f = Fixture::new();
+    {
+        let mut st = f.open(1, 0);
+        st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    }
+    let mut st = f.open_with(1, 0, true);
+    assert_eq!(st.record(1).epoch, 0);
+    // A secondary that saw epoch 6 raises it without being elected.
+    let r = st
+        .heartbeat(
+            &with_progress(server(1, 2, Role::Secondary), 6, 40),
+            f.at(1),
+        )
+        .unwrap();
+    assert_eq!((r.epoch, r.primary_id, role(&r)), (6, 0, Role::Secondary));
+    // The old primary asks again: elected with a newer epoch than any seen.
+    let mut req = with_progress(server(1, 1, Role::Primary), 5, 41);
+    req.epoch = 7;
+    let r = st.heartbeat(&req, f.at(2)).unwrap();
+    assert_eq!((r.epoch, r.primary_id, role(&r)), (8, 1, Role::Primary));
+    drop(st);
+    assert_eq!(f.open(1, 0).record(1).epoch, 8);
+}
+
+#[test]
+fn assignments_remembered_across_reload() {
+    let f = Fixture::new();
+    {
+        let mut st = f.open(3, 0);
+        assert_eq!(st.assign(&[1, 2, 3, 4, 4]).unwrap(), vec![1, 2, 3, 1, 1]);
+    }
+    // Fewer clusters now: known users keep theirs, new ones use the new N.
+    let mut st = f.open(2, 0);
+    assert_eq!(st.assign(&[3, 4, 5, 6]).unwrap(), vec![3, 1, 1, 2]);
+    assert!(matches!(st.assign(&[0]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        st.assign(&[5, 1 << 31]),
+        Err(Error::InvalidArgument(_))
+    ));
+    let many = vec![1; ASSIGN_USERS_PER_CALL_MAX + 1];
+    assert!(matches!(st.assign(&many), Err(Error::InvalidArgument(_))));
+    drop(st);
+    let mut st = f.open(3, 0);
+    assert_eq!(
+        st.assign(&[1, 2, 3, 4, 5, 6]).unwrap(),
+        vec![1, 2, 3, 1, 1, 2]
+    );
+    assert!(matches!(
+        st.get_server(0, f.at(0)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        st.get_server(-3, f.at(0)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn get_server_names_live_primary() {
+    let f = Fixture::new();
+    let mut st = f.open(3, 0);
+    let mut req = server(2, 4, Role::Primary);
+    req.address = "[::1]:5002".into();
+    st.heartbeat(&req, f.at(0)).unwrap();
+    let info = st.get_server(5, f.at(1)).unwrap();
+    assert_eq!(info.server_id, 4);
+    assert_eq!(
+        (info.hostname.as_str(), info.port.as_str()),
+        ("[::1]", "5002")
+    );
+    assert_eq!(
+        (info.r#type.as_str(), info.cluster_id, info.is_master),
+        ("server", 2, true)
+    );
+    assert!(matches!(
+        st.get_server(1, f.at(1)),
+        Err(Error::Unavailable(_))
+    ));
+}
+
+#[test]
+fn duplicate_server_id_at_another_address_refused() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    let mut twin = server(1, 1, Role::Primary);
+    twin.address = "127.0.0.1:20001".into();
+    let e = st.heartbeat(&twin, f.at(100)).unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists(_)));
+    assert_eq!(
+        e.to_string(),
+        "server id 1 of cluster 1 is already registered at 127.0.0.1:10001"
+    );
+    // Nothing changed: the registration keeps its address.
+    assert_eq!(st.get_server(1, f.at(101)).unwrap().port, "10001");
+    // Once the first is dead, the id may move (after the grace period).
+    let r = st.heartbeat(&twin, f.at(1000)).unwrap();
+    assert_eq!(r.primary_address, "127.0.0.1:20001");
+}
+
+#[test]
+fn bad_heartbeats_are_refused() {
+    let f = Fixture::new();
+    let mut st = f.open(2, 0);
+    let p = || server(1, 1, Role::Primary);
+    let bad = vec![
+        HeartbeatRequest {
+            cluster_id: 0,
+            ..p()
+        },
+        HeartbeatRequest {
+            cluster_id: 3,
+            ..p()
+        },
+        HeartbeatRequest { kind: 0, ..p() },
+        HeartbeatRequest { kind: 9, ..p() },
+        server(1, 0, Role::Primary),
+        HeartbeatRequest {
+            address: String::new(),
+            ..p()
+        },
+        HeartbeatRequest {
+            address: "nohost".into(),
+            ..p()
+        },
+        HeartbeatRequest {
+            address: "h:99999".into(),
+            ..p()
+        },
+        HeartbeatRequest {
+            epoch: u64::MAX,
+            ..p()
+        },
+        HeartbeatRequest {
+            kind: ProcessKind::SyncService as i32,
+            ..server(1, 3, Role::Unspecified)
+        },
+    ];
+    for req in bad {
+        let e = st.heartbeat(&req, f.at(0)).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{req:?}: {e}");
+    }
+    assert!(st
+        .clusters(f.at(0))
+        .iter()
+        .all(|c| c.processes.is_empty() && c.epoch == 0));
+}
+
+#[test]
+fn servers_per_cluster_are_limited() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    for s in 1..=SERVERS_PER_CLUSTER_MAX as u32 {
+        st.heartbeat(&server(1, s, Role::Secondary), f.at(0))
+            .unwrap();
+    }
+    let extra = server(1, 1000, Role::Secondary);
+    assert!(matches!(
+        st.heartbeat(&extra, f.at(1)),
+        Err(Error::ResourceExhausted(_))
+    ));
+    // Once the others are dead, they make room.
+    st.heartbeat(&server(1, 1, Role::Secondary), f.at(2000))
+        .unwrap();
+    st.heartbeat(&extra, f.at(2000)).unwrap();
+    assert_eq!(st.clusters(f.at(2000))[0].processes.len(), 2);
+}
+
+/// A disk that refuses every write.
+struct Refusing;
+
+impl Persistence for Refusing {
+    fn save_clusters(&mut self, _: &StoredClusters) -> persist::Result<()> {
+        Err(refused())
+    }
+
+    fn append_assignments(&mut self, _: &[crate::persist::Assignment]) -> persist::Result<()> {
+        Err(refused())
+    }
+}
+
+fn refused() -> persist::Error {
+    persist::Error::Io {
+        path: "refusing".into(),
+        source: std::io::Error::other("no space left"),
+    }
+}
+
+#[test]
+fn a_write_refused_by_the_disk_changes_nothing() {
+    let t0 = Instant::now();
+    let loaded = Loaded {
+        clusters: Some(StoredClusters {
+            cluster_count: 1,
+            clusters: vec![ClusterRecord::fresh(1)],
+        }),
+        assignments: Vec::new(),
+    };
+    let mut st = ControlPlane::open(loaded, Box::new(Refusing), 1, TIMEOUT, t0).unwrap();
+    let e = st.heartbeat(&server(1, 1, Role::Primary), t0).unwrap_err();
+    assert!(matches!(e, Error::Storage(_)), "{e}");
+    assert_eq!((st.record(1).epoch, st.record(1).primary_id), (0, 0));
+    assert!(matches!(st.assign(&[5]), Err(Error::Storage(_))));
+    assert!(st.assignments.is_empty());
+}
