@@ -87,6 +87,27 @@ struct PhasePlan<'a> {
     tracked: &'a [Tracked],
 }
 
+impl<'a> PhasePlan<'a> {
+    /// A phase with the run's warm-up and duration, and no kill.
+    fn of(
+        args: &RunArgs,
+        label: &'a str,
+        unit: &'static str,
+        load: Load,
+        tracked: &'a [Tracked],
+    ) -> PhasePlan<'a> {
+        PhasePlan {
+            label,
+            unit,
+            load,
+            warmup: Duration::from_secs(args.warmup_s),
+            duration: Duration::from_secs(args.duration_s),
+            kill_at: None,
+            tracked,
+        }
+    }
+}
+
 async fn run_phase(ctx: &LoadCtx, plan: PhasePlan<'_>) -> anyhow::Result<PhaseRun> {
     let clock = ctx.poster.clock;
     eprintln!(
@@ -239,11 +260,14 @@ struct Posting {
 }
 
 impl Posting {
-    fn ctx(&self, records: Arc<Records>, router: Arc<Router>, seed: u64) -> LoadCtx {
-        LoadCtx {
+    /// The records of a new phase, and its context posting through
+    /// `router`.
+    fn records_and_ctx(&self, router: Arc<Router>, seed: u64) -> (Arc<Records>, LoadCtx) {
+        let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
+        let ctx = LoadCtx {
             poster: Arc::new(Poster {
                 router,
-                records,
+                records: records.clone(),
                 clock: self.clock,
                 run: self.run_id.clone(),
             }),
@@ -251,8 +275,18 @@ impl Posting {
             next_n: self.next_n.clone(),
             seed,
             shutdown: self.shutdown.clone(),
-        }
+        };
+        (records, ctx)
     }
+}
+
+/// What the load phases against the deployment work with.
+struct Phases<'a> {
+    args: &'a RunArgs,
+    target: Target,
+    posting: Posting,
+    router: Arc<Router>,
+    cores: usize,
 }
 
 /// The outcome of the posts phase.
@@ -274,7 +308,7 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let run_id = new_run_id();
 
     let disk = probe_disk(&args).await?;
-    let mut target = connect(&args).await?;
+    let target = connect(&args).await?;
     let setup = set_up(&args, &target, &run_id, clock).await?;
     let dctx = DeliveryCtx {
         watchers: &setup.watchers,
@@ -296,19 +330,16 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         args.connections,
     ));
     let cores = machine.nproc;
-    let main = posts_phase(&args, &mut target, &posting, &router, &dctx, cores).await?;
-    let mut all_acks = main.acks.clone();
-    let half_report = match half_load_phase(
-        &args,
-        &mut target,
-        &posting,
-        &router,
-        &dctx,
+    let mut phases = Phases {
+        args: &args,
+        target,
+        posting,
+        router,
         cores,
-        &main.report,
-    )
-    .await?
-    {
+    };
+    let main = posts_phase(&mut phases, &dctx).await?;
+    let mut all_acks = main.acks.clone();
+    let half_report = match half_load_phase(&mut phases, &dctx, &main.report).await? {
         Some((report, acks)) => {
             all_acks.extend(acks);
             Some(report)
@@ -319,6 +350,9 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let stream_arrivals_dropped = setup.watchers.dropped();
     setup.watchers.stop().await;
 
+    let Phases {
+        target, posting, ..
+    } = phases;
     let echo_report = echo_phase(&args, &target, &posting, cores).await?;
     let posts_per_echo_call = match (args.load(), &echo_report) {
         (Load::Closed { .. }, Some(e)) if e.figures.throughput_per_s > 0.0 => {
@@ -474,16 +508,16 @@ async fn set_up(
 /// Phase 3: the main load, with the kill of cluster 1's primary if asked
 /// (the killed server is restarted and waited for afterwards); then the
 /// deliveries are waited for.
-async fn posts_phase(
-    args: &RunArgs,
-    target: &mut Target,
-    posting: &Posting,
-    router: &Arc<Router>,
-    dctx: &DeliveryCtx<'_>,
-    cores: usize,
-) -> anyhow::Result<PostsOutcome> {
-    let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
-    let ctx = posting.ctx(records.clone(), router.clone(), args.seed);
+async fn posts_phase(p: &mut Phases<'_>, dctx: &DeliveryCtx<'_>) -> anyhow::Result<PostsOutcome> {
+    let Phases {
+        args,
+        target,
+        posting,
+        router,
+        cores,
+    } = p;
+    let (args, cores) = (*args, *cores);
+    let (records, ctx) = posting.records_and_ctx(router.clone(), args.seed);
     let load = args.load();
     let tracked = tracked_processes(&mut target.deployment, &target.api).await;
     let kill_at = match (args.kill_primary_at, target.deployment.as_mut()) {
@@ -493,13 +527,8 @@ async fn posts_phase(
     let run = run_phase(
         &ctx,
         PhasePlan {
-            label: "posts",
-            unit: "posts",
-            load,
-            warmup: Duration::from_secs(args.warmup_s),
-            duration: Duration::from_secs(args.duration_s),
             kill_at,
-            tracked: &tracked,
+            ..PhasePlan::of(args, "posts", "posts", load, &tracked)
         },
     )
     .await?;
@@ -546,14 +575,18 @@ async fn posts_phase(
 /// reached, for the latency at a load the server is not saturated by.
 /// Returns its report and its acknowledgements.
 async fn half_load_phase(
-    args: &RunArgs,
-    target: &mut Target,
-    posting: &Posting,
-    router: &Arc<Router>,
+    p: &mut Phases<'_>,
     dctx: &DeliveryCtx<'_>,
-    cores: usize,
     main: &PhaseReport,
 ) -> anyhow::Result<Option<(PhaseReport, Vec<Ack>)>> {
+    let Phases {
+        args,
+        target,
+        posting,
+        router,
+        cores,
+    } = p;
+    let (args, cores) = (*args, *cores);
     if !matches!(args.load(), Load::Closed { .. }) || args.no_half_load {
         return Ok(None);
     }
@@ -562,21 +595,12 @@ async fn half_load_phase(
         rate_per_s: rate,
         schedule: args.schedule,
     };
-    let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
-    let ctx = posting.ctx(records.clone(), router.clone(), args.seed.wrapping_add(1));
+    let (records, ctx) = posting.records_and_ctx(router.clone(), args.seed.wrapping_add(1));
     // Roles and pids may have changed since (a kill and a restart).
     let tracked = tracked_processes(&mut target.deployment, &target.api).await;
     let run = run_phase(
         &ctx,
-        PhasePlan {
-            label: "half load",
-            unit: "posts",
-            load: half_load,
-            warmup: Duration::from_secs(args.warmup_s),
-            duration: Duration::from_secs(args.duration_s),
-            kill_at: None,
-            tracked: &tracked,
-        },
+        PhasePlan::of(args, "half load", "posts", half_load, &tracked),
     )
     .await?;
     anyhow::ensure!(!posting.shutdown.is_fired(), "interrupted");
@@ -605,8 +629,7 @@ async fn echo_phase(
     };
     let mut server = echo::spawn(&logs).await?;
     let echo_router = Arc::new(Router::fixed(&server.addr(), args.connections)?);
-    let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
-    let ctx = posting.ctx(records.clone(), echo_router, args.seed);
+    let (records, ctx) = posting.records_and_ctx(echo_router, args.seed);
     let echo_load = Load::Closed {
         clients: args.clients(),
     };
@@ -622,15 +645,7 @@ async fn echo_phase(
     }
     let run = run_phase(
         &ctx,
-        PhasePlan {
-            label: "echo",
-            unit: "calls",
-            load: echo_load,
-            warmup: Duration::from_secs(args.warmup_s),
-            duration: Duration::from_secs(args.duration_s),
-            kill_at: None,
-            tracked: &tracked,
-        },
+        PhasePlan::of(args, "echo", "calls", echo_load, &tracked),
     )
     .await;
     // Close the connections first, so that the server's graceful stop

@@ -184,42 +184,64 @@ mod tests {
     #[test]
     fn journal_lines_of_refused_writes_are_traces() {
         let r = refused();
-        let user = entry(Op::User {
-            user: 7,
-            cluster: 1,
-        });
-        assert!(line_trace("journal.data", None, &user, &r).is_some());
-        let other_user = entry(Op::User {
-            user: 10,
-            cluster: 1,
-        });
-        assert!(line_trace("journal.data", None, &other_user, &r).is_none());
-        let follow = entry(Op::Follow {
-            user: 4,
-            target: 3,
-            since_ms: 0,
-        });
-        assert!(line_trace("journal.data", None, &follow, &r).is_some());
-        let reverse = entry(Op::Follow {
-            user: 3,
-            target: 4,
-            since_ms: 0,
-        });
-        assert!(line_trace("journal.data", None, &reverse, &r).is_none());
-        let edge = entry(Op::AddFollower {
-            user: 3,
-            follower: 4,
-            since_ms: 0,
-            version: 1,
-        });
-        assert!(line_trace("journal.data", None, &edge, &r).is_some());
-        let deliver = entry(Op::Deliver {
-            to: vec![2],
-            post: a_post("1-frozen-0", "x"),
-        });
-        assert!(line_trace("journal.data", None, &deliver, &r).is_some());
-        let fine = entry(Op::Post(a_post("1-after-failover", "after-failover")));
-        assert!(line_trace("journal.data", None, &fine, &r).is_none());
+        // (operation, whether it is a trace of a refused write)
+        let cases = [
+            (
+                Op::User {
+                    user: 7,
+                    cluster: 1,
+                },
+                true,
+            ),
+            (
+                Op::User {
+                    user: 10,
+                    cluster: 1,
+                },
+                false,
+            ),
+            (
+                Op::Follow {
+                    user: 4,
+                    target: 3,
+                    since_ms: 0,
+                },
+                true,
+            ),
+            (
+                Op::Follow {
+                    user: 3,
+                    target: 4,
+                    since_ms: 0,
+                },
+                false,
+            ),
+            (
+                Op::AddFollower {
+                    user: 3,
+                    follower: 4,
+                    since_ms: 0,
+                    version: 1,
+                },
+                true,
+            ),
+            (
+                Op::Deliver {
+                    to: vec![2],
+                    post: a_post("1-frozen-0", "x"),
+                },
+                true,
+            ),
+            (
+                Op::Post(a_post("1-after-failover", "after-failover")),
+                false,
+            ),
+        ];
+        for (op, is_trace) in cases {
+            let line = entry(op);
+            let found = line_trace("journal.data", None, &line, &r);
+            assert_eq!(found.is_some(), is_trace, "{line}: {found:?}");
+        }
         assert!(line_trace("journal.data", None, "not json", &r).is_none());
     }
 
