@@ -509,19 +509,12 @@ async fn set_up(
 /// (the killed server is restarted and waited for afterwards); then the
 /// deliveries are waited for.
 async fn posts_phase(p: &mut Phases<'_>, dctx: &DeliveryCtx<'_>) -> anyhow::Result<PostsOutcome> {
-    let Phases {
-        args,
-        target,
-        posting,
-        router,
-        cores,
-    } = p;
-    let (args, cores) = (*args, *cores);
-    let (records, ctx) = posting.records_and_ctx(router.clone(), args.seed);
+    let args = p.args;
+    let (records, ctx) = p.posting.records_and_ctx(p.router.clone(), args.seed);
     let load = args.load();
-    let tracked = tracked_processes(&mut target.deployment, &target.api).await;
-    let kill_at = match (args.kill_primary_at, target.deployment.as_mut()) {
-        (Some(s), Some(d)) => Some((Duration::from_secs_f64(s), d, &target.api)),
+    let tracked = tracked_processes(&mut p.target.deployment, &p.target.api).await;
+    let kill_at = match (args.kill_primary_at, p.target.deployment.as_mut()) {
+        (Some(s), Some(d)) => Some((Duration::from_secs_f64(s), d, &p.target.api)),
         _ => None,
     };
     let run = run_phase(
@@ -532,21 +525,17 @@ async fn posts_phase(p: &mut Phases<'_>, dctx: &DeliveryCtx<'_>) -> anyhow::Resu
         },
     )
     .await?;
-    anyhow::ensure!(!posting.shutdown.is_fired(), "interrupted");
-    let acks = records.acks();
-    let figures = figures_of("posts", load, &acks, &records, &run);
-    eprintln!("tsn_bench: waiting for the deliveries of the posts phase");
-    let delivery = deliveries(dctx, &in_span(&acks, run.span)).await;
-    let report = phase_report(figures, &run, &tracked, cores, Some(delivery));
+    anyhow::ensure!(!p.posting.shutdown.is_fired(), "interrupted");
+    let (acks, report) = posts_report("posts", load, &records, &run, &tracked, p.cores, dctx).await;
     let mut kill = None;
     if let Some(k) = &run.kill {
-        let killed = router.server_index(&k.addr);
+        let killed = p.router.server_index(&k.addr);
         let first = records.first_ack_after(KILLED_CLUSTER, k.at_us, killed);
         let mut restarted_in_sync = false;
-        if let Some(d) = target.deployment.as_mut() {
+        if let Some(d) = p.target.deployment.as_mut() {
             restart(d, KILLED_CLUSTER, k.server_id).await?;
             wait_whole(
-                &target.api,
+                &p.target.api,
                 KILLED_CLUSTER,
                 1 + SECONDARIES_PER_CLUSTER as usize,
                 Duration::from_millis(IN_SYNC_DEADLINE_MS),
@@ -559,7 +548,7 @@ async fn posts_phase(p: &mut Phases<'_>, dctx: &DeliveryCtx<'_>) -> anyhow::Resu
             cluster: KILLED_CLUSTER,
             killed_server: k.addr.clone(),
             outage_ms: outage_ms(k.at_us, first.as_ref()),
-            first_ack_server: first.and_then(|a| router.server_addr(a.server)),
+            first_ack_server: first.and_then(|a| p.router.server_addr(a.server)),
             restarted_in_sync,
         });
     }
@@ -579,14 +568,7 @@ async fn half_load_phase(
     dctx: &DeliveryCtx<'_>,
     main: &PhaseReport,
 ) -> anyhow::Result<Option<(PhaseReport, Vec<Ack>)>> {
-    let Phases {
-        args,
-        target,
-        posting,
-        router,
-        cores,
-    } = p;
-    let (args, cores) = (*args, *cores);
+    let args = p.args;
     if !matches!(args.load(), Load::Closed { .. }) || args.no_half_load {
         return Ok(None);
     }
@@ -595,20 +577,27 @@ async fn half_load_phase(
         rate_per_s: rate,
         schedule: args.schedule,
     };
-    let (records, ctx) = posting.records_and_ctx(router.clone(), args.seed.wrapping_add(1));
+    let (records, ctx) = p
+        .posting
+        .records_and_ctx(p.router.clone(), args.seed.wrapping_add(1));
     // Roles and pids may have changed since (a kill and a restart).
-    let tracked = tracked_processes(&mut target.deployment, &target.api).await;
+    let tracked = tracked_processes(&mut p.target.deployment, &p.target.api).await;
     let run = run_phase(
         &ctx,
         PhasePlan::of(args, "half load", "posts", half_load, &tracked),
     )
     .await?;
-    anyhow::ensure!(!posting.shutdown.is_fired(), "interrupted");
-    let acks = records.acks();
-    let figures = figures_of("half load", half_load, &acks, &records, &run);
-    eprintln!("tsn_bench: waiting for the deliveries of the half-load phase");
-    let delivery = deliveries(dctx, &in_span(&acks, run.span)).await;
-    let report = phase_report(figures, &run, &tracked, cores, Some(delivery));
+    anyhow::ensure!(!p.posting.shutdown.is_fired(), "interrupted");
+    let (acks, report) = posts_report(
+        "half load",
+        half_load,
+        &records,
+        &run,
+        &tracked,
+        p.cores,
+        dctx,
+    )
+    .await;
     Ok(Some((report, acks)))
 }
 
@@ -656,6 +645,28 @@ async fn echo_phase(
     anyhow::ensure!(!posting.shutdown.is_fired(), "interrupted");
     let figures = figures_of("echo", echo_load, &records.acks(), &records, &run);
     Ok(Some(phase_report(figures, &run, &tracked, cores, None)))
+}
+
+/// The acknowledgements and the report of the finished phase of posts
+/// `label`, once its deliveries arrived (or the drain time passed).
+async fn posts_report(
+    label: &str,
+    load: Load,
+    records: &Records,
+    run: &PhaseRun,
+    tracked: &[Tracked],
+    cores: usize,
+    dctx: &DeliveryCtx<'_>,
+) -> (Vec<Ack>, PhaseReport) {
+    let acks = records.acks();
+    let figures = figures_of(label, load, &acks, records, run);
+    eprintln!(
+        "tsn_bench: waiting for the deliveries of the {} phase",
+        label.replace(' ', "-")
+    );
+    let delivery = deliveries(dctx, &in_span(&acks, run.span)).await;
+    let report = phase_report(figures, run, tracked, cores, Some(delivery));
+    (acks, report)
 }
 
 /// The figures of one measured phase, from what its records hold now.
