@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use tsn_harness::Deployment;
+
 use crate::audit::AuditFigures;
 use crate::cli::{FailoverArgs, RunArgs};
 use crate::cpu::CpuFigures;
@@ -64,6 +66,21 @@ pub struct DeploymentInfo {
     pub failure_timeout_ms: Option<u64>,
     pub q_ms: Option<u64>,
     pub secondaries_per_cluster: Option<u32>,
+}
+
+impl DeploymentInfo {
+    /// The deployment behind `coordinator`: `local` if this run started
+    /// it (its settings are known then), none if it was given with -c.
+    pub fn new(local: Option<&Deployment>, coordinator: String, clusters: u32) -> DeploymentInfo {
+        DeploymentInfo {
+            local: local.is_some(),
+            coordinator,
+            clusters,
+            failure_timeout_ms: local.map(|d| d.config().failure_timeout_ms),
+            q_ms: local.map(|d| d.config().q_ms),
+            secondaries_per_cluster: local.map(|d| d.config().secondaries_per_cluster),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -14,7 +14,8 @@
 //!    limit of the RPC stack;
 //! 6. the audit (lost and duplicated posts), the report and the plot.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use crate::delivery::{analyze, Delivery, DeliveryFigures, Watchers};
 use crate::deploy::{kill_primary, restart, start_local, wait_whole, SECONDARIES_PER_CLUSTER};
 use crate::disk;
 use crate::echo;
-use crate::figures::{outage_ms, phase_figures, Span};
+use crate::figures::{outage_ms, phase_figures, PhaseFigures, Span};
 use crate::graph::{follow_graph, followers_of, sample_followers};
 use crate::ids::new_run_id;
 use crate::limits::{
@@ -50,7 +51,7 @@ use crate::report::{
     RunResult, SetupFigures,
 };
 use crate::route::Router;
-use crate::stats::windows;
+use crate::stats::{windows, Summary};
 
 /// The cluster whose primary `--kill-primary-at` kills.
 const KILLED_CLUSTER: u32 = 1;
@@ -84,6 +85,27 @@ struct PhasePlan<'a> {
     kill_at: Option<(Duration, &'a mut Deployment, &'a Api)>,
     /// The processes whose CPU time is accounted for.
     tracked: &'a [Tracked],
+}
+
+impl<'a> PhasePlan<'a> {
+    /// A phase with the run's warm-up and duration, and no kill.
+    fn of(
+        args: &RunArgs,
+        label: &'a str,
+        unit: &'static str,
+        load: Load,
+        tracked: &'a [Tracked],
+    ) -> PhasePlan<'a> {
+        PhasePlan {
+            label,
+            unit,
+            load,
+            warmup: Duration::from_secs(args.warmup_s),
+            duration: Duration::from_secs(args.duration_s),
+            kill_at: None,
+            tracked,
+        }
+    }
 }
 
 async fn run_phase(ctx: &LoadCtx, plan: PhasePlan<'_>) -> anyhow::Result<PhaseRun> {
@@ -161,7 +183,7 @@ async fn run_phase(ctx: &LoadCtx, plan: PhasePlan<'_>) -> anyhow::Result<PhaseRu
 /// What the delivery figures of a phase need.
 struct DeliveryCtx<'a> {
     watchers: &'a Watchers,
-    followers_of: &'a std::collections::BTreeMap<u32, BTreeSet<u32>>,
+    followers_of: &'a BTreeMap<u32, BTreeSet<u32>>,
     watched: &'a BTreeSet<u32>,
     clusters: u32,
     drain: Duration,
@@ -208,6 +230,73 @@ fn in_span(acks: &[Ack], span: Span) -> Vec<Ack> {
         .collect()
 }
 
+/// What the main run posts against: the local deployment it started, if
+/// any, and the coordinator.
+struct Target {
+    deployment: Option<Deployment>,
+    coord_addr: String,
+    coord: CoordClient,
+    api: Api,
+    clusters: u32,
+}
+
+/// What the setup built: the follow graph and the open streams of the
+/// sampled followers.
+struct Setup {
+    followers: BTreeMap<u32, BTreeSet<u32>>,
+    watched: BTreeSet<u32>,
+    watchers: Watchers,
+    figures: SetupFigures,
+}
+
+/// What every load phase of the run shares; [`Posting::ctx`] makes the
+/// context of one phase.
+struct Posting {
+    run_id: String,
+    clock: Clock,
+    authors: Arc<Vec<u32>>,
+    next_n: Arc<AtomicU64>,
+    shutdown: Shutdown,
+}
+
+impl Posting {
+    /// The records of a new phase, and its context posting through
+    /// `router`.
+    fn records_and_ctx(&self, router: Arc<Router>, seed: u64) -> (Arc<Records>, LoadCtx) {
+        let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
+        let ctx = LoadCtx {
+            poster: Arc::new(Poster {
+                router,
+                records: records.clone(),
+                clock: self.clock,
+                run: self.run_id.clone(),
+            }),
+            authors: self.authors.clone(),
+            next_n: self.next_n.clone(),
+            seed,
+            shutdown: self.shutdown.clone(),
+        };
+        (records, ctx)
+    }
+}
+
+/// What the load phases against the deployment work with.
+struct Phases<'a> {
+    args: &'a RunArgs,
+    target: Target,
+    posting: Posting,
+    router: Arc<Router>,
+    cores: usize,
+}
+
+/// The outcome of the posts phase.
+struct PostsOutcome {
+    report: PhaseReport,
+    span: Span,
+    acks: Vec<Ack>,
+    kill: Option<KillFigures>,
+}
+
 pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     args.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.out)
@@ -218,21 +307,114 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let clock = Clock::start();
     let run_id = new_run_id();
 
-    let disk = if args.coordinator.is_none() && !args.no_disk {
-        eprintln!(
-            "tsn_bench: disk probe: {DISK_PROBE_APPENDS} appends with fdatasync, one every \
-             {DISK_PROBE_INTERVAL_MS} ms"
-        );
-        let dir = std::env::temp_dir();
-        let interval = Duration::from_millis(DISK_PROBE_INTERVAL_MS);
-        let probe =
-            tokio::task::spawn_blocking(move || disk::probe_in(&dir, DISK_PROBE_APPENDS, interval));
-        Some(probe.await??)
-    } else {
-        None
+    let disk = probe_disk(&args).await?;
+    let target = connect(&args).await?;
+    let setup = set_up(&args, &target, &run_id, clock).await?;
+    let dctx = DeliveryCtx {
+        watchers: &setup.watchers,
+        followers_of: &setup.followers,
+        watched: &setup.watched,
+        clusters: target.clusters,
+        drain: Duration::from_millis(args.q_ms + DELIVERY_DRAIN_EXTRA_MS),
+    };
+    let posting = Posting {
+        run_id: run_id.clone(),
+        clock,
+        authors: Arc::new((1..=args.users).collect()),
+        next_n: Arc::new(AtomicU64::new(1)),
+        shutdown: shutdown.clone(),
+    };
+    let router = Arc::new(Router::new(
+        target.coord.clone(),
+        target.clusters,
+        args.connections,
+    ));
+    let cores = machine.nproc;
+    let mut phases = Phases {
+        args: &args,
+        target,
+        posting,
+        router,
+        cores,
+    };
+    let main = posts_phase(&mut phases, &dctx).await?;
+    let mut all_acks = main.acks.clone();
+    let half_report = match half_load_phase(&mut phases, &dctx, &main.report).await? {
+        Some((report, acks)) => {
+            all_acks.extend(acks);
+            Some(report)
+        }
+        None => None,
+    };
+    let stream_reopens = setup.watchers.reopened();
+    let stream_arrivals_dropped = setup.watchers.dropped();
+    setup.watchers.stop().await;
+
+    let Phases {
+        target, posting, ..
+    } = phases;
+    let echo_report = echo_phase(&args, &target, &posting, cores).await?;
+    let posts_per_echo_call = match (args.load(), &echo_report) {
+        (Load::Closed { .. }, Some(e)) if e.figures.throughput_per_s > 0.0 => {
+            Some(main.report.figures.throughput_per_s / e.figures.throughput_per_s)
+        }
+        _ => None,
     };
 
-    let (mut deployment, coord_addr) = match &args.coordinator {
+    // ---------------------------------------------------------- audit
+    eprintln!("tsn_bench: auditing {} acknowledged posts", all_acks.len());
+    let audit = audit(&target.coord, &run_id, &all_acks, started_ms - 60_000).await;
+
+    let mut result = RunResult {
+        tool: "tsn_bench",
+        version: env!("CARGO_PKG_VERSION"),
+        started_at,
+        run_id,
+        settings: args.clone(),
+        machine,
+        deployment: DeploymentInfo::new(
+            target.deployment.as_ref(),
+            target.coord_addr.clone(),
+            target.clusters,
+        ),
+        setup: setup.figures,
+        main: main.report,
+        half_load: half_report,
+        echo: echo_report,
+        posts_per_echo_call,
+        disk,
+        kill: main.kill,
+        audit,
+        stream_reopens,
+        stream_arrivals_dropped,
+        targets: Vec::new(),
+    };
+    let q_ms = result.deployment.q_ms;
+    result.targets = run_targets(&result, q_ms);
+    write_outputs(&args.out, &result, main.span)
+}
+
+/// Phase 0: before a local deployment starts, the latency of an append
+/// and fdatasync alone in the temp dir it will use.
+async fn probe_disk(args: &RunArgs) -> anyhow::Result<Option<Summary>> {
+    if args.coordinator.is_some() || args.no_disk {
+        return Ok(None);
+    }
+    eprintln!(
+        "tsn_bench: disk probe: {DISK_PROBE_APPENDS} appends with fdatasync, one every \
+         {DISK_PROBE_INTERVAL_MS} ms"
+    );
+    let dir = std::env::temp_dir();
+    let interval = Duration::from_millis(DISK_PROBE_INTERVAL_MS);
+    let probe =
+        tokio::task::spawn_blocking(move || disk::probe_in(&dir, DISK_PROBE_APPENDS, interval));
+    Ok(Some(probe.await??))
+}
+
+/// Phase 1, first half: starts the local deployment (or takes the one of
+/// `-c`) and learns how many clusters it has.
+async fn connect(args: &RunArgs) -> anyhow::Result<Target> {
+    let (deployment, coord_addr) = match &args.coordinator {
         Some(addr) => (None, addr.clone()),
         None => {
             eprintln!(
@@ -261,12 +443,28 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
             views.len() as u32
         }
     };
+    Ok(Target {
+        deployment,
+        coord_addr,
+        coord,
+        api,
+        clusters,
+    })
+}
 
-    // ---------------------------------------------------------- setup
+/// Phases 1 and 2: the users and the follow graph, waited for until it
+/// reached every cluster, then the sampled followers' streams, opened.
+async fn set_up(
+    args: &RunArgs,
+    target: &Target,
+    run_id: &str,
+    clock: Clock,
+) -> anyhow::Result<Setup> {
+    let api = &target.api;
     let setup_start = Instant::now();
     let edges = follow_graph(
         args.users,
-        clusters,
+        target.clusters,
         args.follows,
         args.cross_share,
         args.seed,
@@ -277,96 +475,67 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         args.users,
         edges.len()
     );
-    crate::setup::login_all(&api, args.users).await?;
-    crate::setup::follow_all(&api, &edges).await?;
+    crate::setup::login_all(api, args.users).await?;
+    crate::setup::follow_all(api, &edges).await?;
     let followers = followers_of(&edges);
     crate::setup::wait_followers(
-        &api,
+        api,
         &followers,
         Duration::from_millis(GRAPH_CONVERGE_DEADLINE_MS),
     )
     .await?;
     let watched_list = sample_followers(&edges, args.sample_followers, args.seed);
     let watched: BTreeSet<u32> = watched_list.iter().copied().collect();
-    let watchers = Watchers::start(&coord, &watched_list, &run_id, clock);
+    let watchers = Watchers::start(&target.coord, &watched_list, run_id, clock);
     watchers
         .wait_open(Duration::from_millis(STREAMS_OPEN_DEADLINE_MS))
         .await
         .map_err(anyhow::Error::msg)?;
-    let setup = SetupFigures {
+    let figures = SetupFigures {
         users: args.users,
         follow_edges: edges.len() as u64,
         seconds: setup_start.elapsed().as_secs_f64(),
         watched_followers: watched.len() as u64,
     };
-    let dctx = DeliveryCtx {
-        watchers: &watchers,
-        followers_of: &followers,
-        watched: &watched,
-        clusters,
-        drain: Duration::from_millis(args.q_ms + DELIVERY_DRAIN_EXTRA_MS),
-    };
+    Ok(Setup {
+        followers,
+        watched,
+        watchers,
+        figures,
+    })
+}
 
-    // ---------------------------------------------------------- posts
-    let router = Arc::new(Router::new(coord.clone(), clusters, args.connections));
-    let next_n = Arc::new(AtomicU64::new(1));
-    let authors: Arc<Vec<u32>> = Arc::new((1..=args.users).collect());
-    let ctx_for = |records: Arc<Records>, router: Arc<Router>, seed: u64| LoadCtx {
-        poster: Arc::new(Poster {
-            router,
-            records,
-            clock,
-            run: run_id.clone(),
-        }),
-        authors: authors.clone(),
-        next_n: next_n.clone(),
-        seed,
-        shutdown: shutdown.clone(),
-    };
-    let main_records = Arc::new(Records::new(ACKS_MAX_RECORDS));
-    let main_ctx = ctx_for(main_records.clone(), router.clone(), args.seed);
+/// Phase 3: the main load, with the kill of cluster 1's primary if asked
+/// (the killed server is restarted and waited for afterwards); then the
+/// deliveries are waited for.
+async fn posts_phase(p: &mut Phases<'_>, dctx: &DeliveryCtx<'_>) -> anyhow::Result<PostsOutcome> {
+    let args = p.args;
+    let (records, ctx) = p.posting.records_and_ctx(p.router.clone(), args.seed);
     let load = args.load();
-    let tracked = tracked_processes(&mut deployment, &api).await;
-    let cores = machine.nproc;
-    let kill_at = match (args.kill_primary_at, deployment.as_mut()) {
-        (Some(s), Some(d)) => Some((Duration::from_secs_f64(s), d, &api)),
+    let tracked = tracked_processes(&mut p.target.deployment, &p.target.api).await;
+    let kill_at = match (args.kill_primary_at, p.target.deployment.as_mut()) {
+        (Some(s), Some(d)) => Some((Duration::from_secs_f64(s), d, &p.target.api)),
         _ => None,
     };
-    let main_run = run_phase(
-        &main_ctx,
+    let run = run_phase(
+        &ctx,
         PhasePlan {
-            label: "posts",
-            unit: "posts",
-            load,
-            warmup: Duration::from_secs(args.warmup_s),
-            duration: Duration::from_secs(args.duration_s),
             kill_at,
-            tracked: &tracked,
+            ..PhasePlan::of(args, "posts", "posts", load, &tracked)
         },
     )
     .await?;
-    anyhow::ensure!(!shutdown.is_fired(), "interrupted");
-    let main_acks = main_records.acks();
-    let main_figures = phase_figures(
-        "posts",
-        load,
-        &main_acks,
-        &main_records.failures(),
-        main_records.dropped(),
-        main_run.span,
-        main_run.posts_due,
-    );
-    eprintln!("tsn_bench: waiting for the deliveries of the posts phase");
-    let (main_delivery, main_list) = deliveries(&dctx, &in_span(&main_acks, main_run.span)).await;
+    anyhow::ensure!(!p.posting.shutdown.is_fired(), "interrupted");
+    let (acks, report) = posts_report("posts", load, &records, &run, &tracked, p.cores, dctx).await;
     let mut kill = None;
-    if let Some(k) = &main_run.kill {
-        let killed = router.server_index(&k.addr);
-        let first = main_records.first_ack_after(KILLED_CLUSTER, k.at_us, killed);
+    if let Some(k) = &run.kill {
+        let killed = p.router.server_index(&k.addr);
+        let first = records.first_ack_after(KILLED_CLUSTER, k.at_us, killed);
         let mut restarted_in_sync = false;
-        if let Some(d) = deployment.as_mut() {
+        if let Some(d) = p.target.deployment.as_mut() {
             restart(d, KILLED_CLUSTER, k.server_id).await?;
             wait_whole(
-                &api,
+                &p.target.api,
                 KILLED_CLUSTER,
                 1 + SECONDARIES_PER_CLUSTER as usize,
                 Duration::from_millis(IN_SYNC_DEADLINE_MS),
@@ -375,195 +544,177 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
             restarted_in_sync = true;
         }
         kill = Some(KillFigures {
-            at_s: main_run.span.offset_s(k.at_us),
+            at_s: run.span.offset_s(k.at_us),
             cluster: KILLED_CLUSTER,
             killed_server: k.addr.clone(),
             outage_ms: outage_ms(k.at_us, first.as_ref()),
-            first_ack_server: first.and_then(|a| router.server_addr(a.server)),
+            first_ack_server: first.and_then(|a| p.router.server_addr(a.server)),
             restarted_in_sync,
         });
     }
-    let main_cpu = cpu_figures(
-        &tracked,
-        &main_run.cpu.0,
-        &main_run.cpu.1,
-        main_figures.acknowledged,
-        cores,
-    );
-    let main_report = PhaseReport {
-        delivery_windows: Some(delivery_windows(&main_list, main_run.span)),
-        delivery: Some(main_delivery),
-        figures: main_figures,
-        cpu: main_cpu,
-    };
-
-    // ---------------------------------------------------------- half load
-    let mut half_report = None;
-    let mut all_acks = main_acks.clone();
-    if let (Load::Closed { .. }, false) = (load, args.no_half_load) {
-        let rate = (main_report.figures.throughput_per_s / 2.0).max(RATE_MIN_PER_S);
-        let half_load = Load::Open {
-            rate_per_s: rate,
-            schedule: args.schedule,
-        };
-        let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
-        let ctx = ctx_for(records.clone(), router.clone(), args.seed.wrapping_add(1));
-        // Roles and pids may have changed since (a kill and a restart).
-        let half_tracked = tracked_processes(&mut deployment, &api).await;
-        let half = run_phase(
-            &ctx,
-            PhasePlan {
-                label: "half load",
-                unit: "posts",
-                load: half_load,
-                warmup: Duration::from_secs(args.warmup_s),
-                duration: Duration::from_secs(args.duration_s),
-                kill_at: None,
-                tracked: &half_tracked,
-            },
-        )
-        .await?;
-        anyhow::ensure!(!shutdown.is_fired(), "interrupted");
-        let acks = records.acks();
-        let figures = phase_figures(
-            "half load",
-            half_load,
-            &acks,
-            &records.failures(),
-            records.dropped(),
-            half.span,
-            half.posts_due,
-        );
-        eprintln!("tsn_bench: waiting for the deliveries of the half-load phase");
-        let (delivery, list) = deliveries(&dctx, &in_span(&acks, half.span)).await;
-        let cpu = cpu_figures(
-            &half_tracked,
-            &half.cpu.0,
-            &half.cpu.1,
-            figures.acknowledged,
-            cores,
-        );
-        half_report = Some(PhaseReport {
-            delivery_windows: Some(delivery_windows(&list, half.span)),
-            delivery: Some(delivery),
-            figures,
-            cpu,
-        });
-        all_acks.extend(acks);
-    }
-    let stream_reopens = watchers.reopened();
-    let stream_arrivals_dropped = watchers.dropped();
-    watchers.stop().await;
-
-    // ---------------------------------------------------------- echo
-    let mut echo_report = None;
-    if !args.no_echo {
-        let logs = match &deployment {
-            Some(d) => d.logs_dir(),
-            None => args.out.join("logs"),
-        };
-        let mut server = echo::spawn(&logs).await?;
-        let echo_router = Arc::new(Router::fixed(&server.addr(), args.connections)?);
-        let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
-        let ctx = ctx_for(records.clone(), echo_router, args.seed);
-        let echo_load = Load::Closed {
-            clients: args.clients(),
-        };
-        let mut echo_tracked = vec![Tracked {
-            kind: "tsn_bench (client)".into(),
-            pid: std::process::id(),
-        }];
-        if let Some(pid) = server.pid() {
-            echo_tracked.push(Tracked {
-                kind: "echo server".into(),
-                pid,
-            });
-        }
-        let echo_run = run_phase(
-            &ctx,
-            PhasePlan {
-                label: "echo",
-                unit: "calls",
-                load: echo_load,
-                warmup: Duration::from_secs(args.warmup_s),
-                duration: Duration::from_secs(args.duration_s),
-                kill_at: None,
-                tracked: &echo_tracked,
-            },
-        )
-        .await;
-        // Close the connections first, so that the server's graceful stop
-        // has nothing to wait for.
-        drop(ctx);
-        server.stop().await;
-        let echo_run = echo_run?;
-        anyhow::ensure!(!shutdown.is_fired(), "interrupted");
-        let figures = phase_figures(
-            "echo",
-            echo_load,
-            &records.acks(),
-            &records.failures(),
-            records.dropped(),
-            echo_run.span,
-            None,
-        );
-        let cpu = cpu_figures(
-            &echo_tracked,
-            &echo_run.cpu.0,
-            &echo_run.cpu.1,
-            figures.acknowledged,
-            cores,
-        );
-        echo_report = Some(PhaseReport {
-            figures,
-            delivery: None,
-            delivery_windows: None,
-            cpu,
-        });
-    }
-    let posts_per_echo_call = match (load, &echo_report) {
-        (Load::Closed { .. }, Some(e)) if e.figures.throughput_per_s > 0.0 => {
-            Some(main_report.figures.throughput_per_s / e.figures.throughput_per_s)
-        }
-        _ => None,
-    };
-
-    // ---------------------------------------------------------- audit
-    eprintln!("tsn_bench: auditing {} acknowledged posts", all_acks.len());
-    let audit = audit(&coord, &run_id, &all_acks, started_ms - 60_000).await;
-
-    let mut result = RunResult {
-        tool: "tsn_bench",
-        version: env!("CARGO_PKG_VERSION"),
-        started_at,
-        run_id,
-        settings: args.clone(),
-        machine,
-        deployment: DeploymentInfo {
-            local: deployment.is_some(),
-            coordinator: coord_addr,
-            clusters,
-            failure_timeout_ms: deployment.as_ref().map(|d| d.config().failure_timeout_ms),
-            q_ms: deployment.as_ref().map(|d| d.config().q_ms),
-            secondaries_per_cluster: deployment
-                .as_ref()
-                .map(|d| d.config().secondaries_per_cluster),
-        },
-        setup,
-        main: main_report,
-        half_load: half_report,
-        echo: echo_report,
-        posts_per_echo_call,
-        disk,
+    Ok(PostsOutcome {
+        report,
+        span: run.span,
+        acks,
         kill,
-        audit,
-        stream_reopens,
-        stream_arrivals_dropped,
-        targets: Vec::new(),
+    })
+}
+
+/// Phase 4: after a closed loop, an open loop at half the throughput it
+/// reached, for the latency at a load the server is not saturated by.
+/// Returns its report and its acknowledgements.
+async fn half_load_phase(
+    p: &mut Phases<'_>,
+    dctx: &DeliveryCtx<'_>,
+    main: &PhaseReport,
+) -> anyhow::Result<Option<(PhaseReport, Vec<Ack>)>> {
+    let args = p.args;
+    if !matches!(args.load(), Load::Closed { .. }) || args.no_half_load {
+        return Ok(None);
+    }
+    let rate = (main.figures.throughput_per_s / 2.0).max(RATE_MIN_PER_S);
+    let half_load = Load::Open {
+        rate_per_s: rate,
+        schedule: args.schedule,
     };
-    let q_ms = result.deployment.q_ms;
-    result.targets = run_targets(&result, q_ms);
-    write_json(&args.out.join("result.json"), &result)?;
+    let (records, ctx) = p
+        .posting
+        .records_and_ctx(p.router.clone(), args.seed.wrapping_add(1));
+    // Roles and pids may have changed since (a kill and a restart).
+    let tracked = tracked_processes(&mut p.target.deployment, &p.target.api).await;
+    let run = run_phase(
+        &ctx,
+        PhasePlan::of(args, "half load", "posts", half_load, &tracked),
+    )
+    .await?;
+    anyhow::ensure!(!p.posting.shutdown.is_fired(), "interrupted");
+    let (acks, report) = posts_report(
+        "half load",
+        half_load,
+        &records,
+        &run,
+        &tracked,
+        p.cores,
+        dctx,
+    )
+    .await;
+    Ok(Some((report, acks)))
+}
+
+/// Phase 5: the same closed loop against a bare echo server, for the limit
+/// of the RPC stack.
+async fn echo_phase(
+    args: &RunArgs,
+    target: &Target,
+    posting: &Posting,
+    cores: usize,
+) -> anyhow::Result<Option<PhaseReport>> {
+    if args.no_echo {
+        return Ok(None);
+    }
+    let logs = match &target.deployment {
+        Some(d) => d.logs_dir(),
+        None => args.out.join("logs"),
+    };
+    let mut server = echo::spawn(&logs).await?;
+    let echo_router = Arc::new(Router::fixed(&server.addr(), args.connections)?);
+    let (records, ctx) = posting.records_and_ctx(echo_router, args.seed);
+    let echo_load = Load::Closed {
+        clients: args.clients(),
+    };
+    let mut tracked = vec![Tracked {
+        kind: "tsn_bench (client)".into(),
+        pid: std::process::id(),
+    }];
+    if let Some(pid) = server.pid() {
+        tracked.push(Tracked {
+            kind: "echo server".into(),
+            pid,
+        });
+    }
+    let run = run_phase(
+        &ctx,
+        PhasePlan::of(args, "echo", "calls", echo_load, &tracked),
+    )
+    .await;
+    // Close the connections first, so that the server's graceful stop
+    // has nothing to wait for.
+    drop(ctx);
+    server.stop().await;
+    let run = run?;
+    anyhow::ensure!(!posting.shutdown.is_fired(), "interrupted");
+    let figures = figures_of("echo", echo_load, &records.acks(), &records, &run);
+    Ok(Some(phase_report(figures, &run, &tracked, cores, None)))
+}
+
+/// The acknowledgements and the report of the finished phase of posts
+/// `label`, once its deliveries arrived (or the drain time passed).
+async fn posts_report(
+    label: &str,
+    load: Load,
+    records: &Records,
+    run: &PhaseRun,
+    tracked: &[Tracked],
+    cores: usize,
+    dctx: &DeliveryCtx<'_>,
+) -> (Vec<Ack>, PhaseReport) {
+    let acks = records.acks();
+    let figures = figures_of(label, load, &acks, records, run);
+    eprintln!(
+        "tsn_bench: waiting for the deliveries of the {} phase",
+        label.replace(' ', "-")
+    );
+    let delivery = deliveries(dctx, &in_span(&acks, run.span)).await;
+    let report = phase_report(figures, run, tracked, cores, Some(delivery));
+    (acks, report)
+}
+
+/// The figures of one measured phase, from what its records hold now.
+fn figures_of(
+    label: &str,
+    load: Load,
+    acks: &[Ack],
+    records: &Records,
+    run: &PhaseRun,
+) -> PhaseFigures {
+    phase_figures(
+        label,
+        load,
+        acks,
+        &records.failures(),
+        records.dropped(),
+        run.span,
+        run.posts_due,
+    )
+}
+
+/// The report of one measured phase: its figures, the CPU time of the
+/// tracked processes per acknowledged call, and for a phase of posts its
+/// deliveries.
+fn phase_report(
+    figures: PhaseFigures,
+    run: &PhaseRun,
+    tracked: &[Tracked],
+    cores: usize,
+    delivery: Option<(DeliveryFigures, Vec<Delivery>)>,
+) -> PhaseReport {
+    let cpu = cpu_figures(tracked, &run.cpu.0, &run.cpu.1, figures.acknowledged, cores);
+    let (delivery, delivery_windows) = match delivery {
+        Some((f, list)) => (Some(f), Some(delivery_windows(&list, run.span))),
+        None => (None, None),
+    };
+    PhaseReport {
+        delivery_windows,
+        delivery,
+        figures,
+        cpu,
+    }
+}
+
+/// Phase 6: `result.json`, the plot of the posts phase `span`, and the
+/// table on stdout.
+fn write_outputs(out: &Path, result: &RunResult, span: Span) -> anyhow::Result<()> {
+    write_json(&out.join("result.json"), result)?;
     let empty = DeliveryWindows {
         same_cluster: Vec::new(),
         cross_cluster: Vec::new(),
@@ -574,10 +725,10 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
             "tsn: {} on {} cores, {} clusters (run {})",
             describe(&result.main.figures.load),
             result.machine.nproc,
-            clusters,
+            result.deployment.clusters,
             result.run_id
         ),
-        duration_s: main_run.span.seconds(),
+        duration_s: span.seconds(),
         ack: &result.main.figures.windows,
         delivery_same: &dw.same_cluster,
         delivery_cross: &dw.cross_cluster,
@@ -587,12 +738,12 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|k| k.outage_ms.map(|o| k.at_s + o / 1000.0)),
     };
-    write_svg(&args.out.join("latency.svg"), &plot)?;
-    println!("{}", run_table(&result));
+    write_svg(&out.join("latency.svg"), &plot)?;
+    println!("{}", run_table(result));
     println!(
         "wrote {} and {}",
-        args.out.join("result.json").display(),
-        args.out.join("latency.svg").display()
+        out.join("result.json").display(),
+        out.join("latency.svg").display()
     );
     Ok(())
 }

@@ -10,7 +10,14 @@
 //!   `tsn_client` library as every client is.
 //! * [`cli`]: `tsn_client` runs and interactive sessions.
 //! * [`wait`]: polling a condition with a deadline (never a fixed sleep).
-//! * [`check`]: pure helpers to read results.
+//! * [`results`]: pure helpers to read what a test got (ids, texts, the
+//!   client's output, the datastore's files).
+//! * [`fault_check`]: after a run of faults, every timeline held to what
+//!   the writers were told and the replicas' journals compared.
+//! * [`direct`] and [`classic`]: clients of one given process, and the
+//!   client that speaks only the classic protocol.
+//! * [`views`] and [`trace`]: pure reads of the coordinator's view, and
+//!   traces of refused writes in a datastore.
 //! * [`bins`], [`port`], [`logs`], [`limits`]: where the binaries are, free
 //!   ports, log tails, and every limit of the harness.
 //!
@@ -18,16 +25,20 @@
 
 pub mod api;
 pub mod bins;
-pub mod check;
-pub mod checker;
+pub mod classic;
 pub mod cli;
 pub mod deployment;
+pub mod direct;
+pub mod fault_check;
 pub mod limits;
 pub mod load;
 pub mod logs;
 pub mod port;
 pub mod proc;
+pub mod results;
 pub mod stream;
+pub mod trace;
+pub mod views;
 pub mod wait;
 
 pub use api::{Api, Listing};

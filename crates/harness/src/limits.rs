@@ -52,3 +52,11 @@ pub const DEPLOYMENTS_CONCURRENT_LIMIT: usize = 64;
 /// for another: long enough that a loaded machine does not fail over by
 /// itself, short enough that a kill is noticed quickly.
 pub const FAILURE_TIMEOUT_DEFAULT_MS: u64 = 2_000;
+/// How long the classic client keeps asking the coordinator for its server
+/// and logging in there (a failover may be under way).
+pub const CLASSIC_CONNECT_DEADLINE_MS: u64 = 20_000;
+/// Pause between two attempts of the classic client to find its server.
+pub const CLASSIC_RETRY_PAUSE_MS: u64 = 100;
+/// Bounds of [`crate::trace`]'s walk over a deployment's datastore.
+pub const DATA_WALK_DEPTH_MAX: usize = 8;
+pub const DATA_FILES_MAX: usize = 10_000;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 use tsn_datastore::{Entry, Op, Post};
-use tsn_harness::check::{
+use tsn_harness::results::{
     client_json_posts, duplicate_ids, ids, json_text, jsonl_problems, one_line_error, post_texts,
     texts,
 };

@@ -6,7 +6,7 @@
 //! the same id until it is acknowledged ([`tsn_harness::load`]), kills
 //! processes under that load, waits for each recovery by polling the
 //! coordinator's view, and finally holds every timeline and every replica's
-//! journal to what the writers were told ([`tsn_harness::checker`]).
+//! journal to what the writers were told ([`tsn_harness::fault_check`]).
 //!
 //! Build the binaries first: `cargo build --bins`.
 
@@ -15,7 +15,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tsn_harness::api::Api;
-use tsn_harness::checker::{journals_agree, Expectation, FollowRecord, Reader};
+use tsn_harness::fault_check::{journals_agree, Expectation, FollowRecord, Reader};
 use tsn_harness::load::{KillMark, Load, LoadReport};
 use tsn_harness::{wait_for, Config, Deployment, Member};
 use tsn_proto::tsn::{ClusterView, ProcessKind};

@@ -9,13 +9,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tsn_datastore::limits::TIMELINE_READ_MAX_POSTS;
+use tsn_datastore::Entry;
 use tsn_proto::tsn::TimelinePost;
 
 use super::{path_arg, strings, Deployment};
 use crate::api::Listing;
-use crate::check::{line_count, post_texts};
 use crate::cli::{run_client, run_client_with_stdin, InteractiveClient};
+use crate::fault_check::read_journal;
 use crate::limits::CONVERGE_DEADLINE_MS;
+use crate::results::{line_count, post_texts};
 use crate::wait::wait_for;
 
 impl Deployment {
@@ -98,26 +100,43 @@ impl Deployment {
     /// Waits until the texts of `user`'s whole timeline (newest first) are
     /// exactly `want`; returns the posts.
     pub async fn wait_timeline(&self, user: u32, want: &[String]) -> Vec<TimelinePost> {
+        let what = format!("user {user}'s timeline to be {want:?}");
+        self.wait_timeline_where(user, &what, |got| got == want)
+            .await
+    }
+
+    /// Waits until `user`'s timeline holds a post with text `text`.
+    pub async fn wait_timeline_has(&self, user: u32, text: &str) {
+        let what = format!("user {user}'s timeline to hold {text:?}");
+        self.wait_timeline_where(user, &what, |got| got.iter().any(|t| t == text))
+            .await;
+    }
+
+    /// Waits until the texts of `user`'s whole timeline (newest first)
+    /// satisfy `check`; returns the posts.
+    async fn wait_timeline_where(
+        &self,
+        user: u32,
+        what: &str,
+        check: impl Fn(&[String]) -> bool,
+    ) -> Vec<TimelinePost> {
         let api = self.api();
-        wait_for(
-            converge_deadline(),
-            &format!("user {user}'s timeline to be {want:?}"),
-            || {
-                let api = api.clone();
-                async move {
-                    let posts = api
-                        .read(user, TIMELINE_READ_MAX_POSTS as u32)
-                        .await
-                        .map_err(|s| s.to_string())?;
-                    let got = post_texts(&posts);
-                    if got == want {
-                        Ok(posts)
-                    } else {
-                        Err(format!("{got:?}"))
-                    }
+        let check = &check;
+        wait_for(converge_deadline(), what, || {
+            let api = api.clone();
+            async move {
+                let posts = api
+                    .read(user, TIMELINE_READ_MAX_POSTS as u32)
+                    .await
+                    .map_err(|s| s.to_string())?;
+                let got = post_texts(&posts);
+                if check(&got) {
+                    Ok(posts)
+                } else {
+                    Err(format!("{got:?}"))
                 }
-            },
-        )
+            }
+        })
         .await
     }
 
@@ -132,6 +151,15 @@ impl Deployment {
     /// Lines in the journal of server `server_id` of `cluster`.
     pub fn journal_lines(&self, cluster: u32, server_id: u32) -> usize {
         line_count(&self.layout(cluster, server_id).journal())
+    }
+
+    /// Every entry of the journal of server `server_id` of `cluster`, in
+    /// file order (none if it is missing); panics if it cannot be read.
+    pub fn journal(&self, cluster: u32, server_id: u32) -> Vec<Entry> {
+        match read_journal(&self.layout(cluster, server_id)) {
+            Ok(entries) => entries,
+            Err(e) => panic!("the journal of server {server_id} of cluster {cluster}: {e}"),
+        }
     }
 
     /// `tsn_client -c <coordinator> --state-dir <dir> args…`.

@@ -1,11 +1,8 @@
-//! Holds a deployment to tsn's promise after a run of faults: no
-//! acknowledged post is lost, none appears twice, and every replica of a
-//! cluster holds the same journal.
-//!
-//! The checks are pure functions of what the writers recorded
+//! The pure check of every timeline against what the writers were told:
+//! no acknowledged post lost, none twice, each author's posts in order,
+//! nothing that was never sent. A function of what the writers recorded
 //! ([`crate::load::PostRecord`]) and what the deployment holds
-//! ([`Timelines`], journal entries), so they are tested here on hand-made
-//! cases; the readers next to them fetch what the deployment holds.
+//! ([`Timelines`]), so it is tested here on hand-made cases.
 //!
 //! The rules, for the timeline of every user U, read line by line:
 //!
@@ -20,31 +17,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use tsn_cluster::coord::{channel, server_address, CoordClient};
-use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
-use tsn_datastore::limits::TIMELINE_READ_MAX_POSTS;
-use tsn_datastore::record::TimelineLine;
-use tsn_datastore::{Entry, Layout};
-use tsn_proto::tsn::posts_client::PostsClient;
-use tsn_proto::tsn::ReadRequest;
+use std::time::Instant;
 
 use crate::load::{parse_post_id, PostRecord};
 
 /// Ids listed per kind of problem per timeline in a failure message.
 pub const REPORT_IDS_MAX: usize = 20;
-/// Time limit of one `Posts.Read` of the checker.
-pub const READ_TIMEOUT_MS: u64 = 5_000;
-/// How often [`wait_converged`] reads every timeline again. Reading them is
-/// not free, and convergence after a stop takes seconds, not milliseconds.
-pub const CONVERGE_POLL_INTERVAL_MS: u64 = 250;
-/// Largest file the checker reads whole (a journal or a timeline).
-pub const FILE_READ_MAX_BYTES: u64 = 1 << 30;
 /// Most users one check looks at.
 pub const CHECK_USERS_MAX: usize = 10_000;
-
 /// One line of a timeline, as far as the checks care.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
@@ -279,283 +259,11 @@ fn check_lines(
     }
 }
 
-/// Entries of one journal, in file order.
-#[derive(Clone, Debug)]
-pub struct NamedJournal {
-    pub name: String,
-    pub entries: Vec<Entry>,
-}
-
-/// Checks that the journals of one cluster's servers agree: each is a
-/// gap-free sequence from seq 1, and all hold the same entries up to the
-/// shortest one's end. Returns how many entries were compared. Pure.
-pub fn compare_journals(journals: &[NamedJournal]) -> Result<usize, String> {
-    for j in journals {
-        for (i, e) in j.entries.iter().enumerate() {
-            if e.seq != i as u64 + 1 {
-                return Err(format!(
-                    "{}: entry {} has seq {} (the journal must run 1, 2, …)",
-                    j.name,
-                    i + 1,
-                    e.seq
-                ));
-            }
-        }
-    }
-    let Some(shortest) = journals.iter().map(|j| j.entries.len()).min() else {
-        return Ok(0);
-    };
-    let first = &journals[0];
-    for other in &journals[1..] {
-        if let Some(i) = (0..shortest).find(|&i| first.entries[i] != other.entries[i]) {
-            return Err(format!(
-                "{} and {} disagree at seq {}:\n  {}: {}\n  {}: {}",
-                first.name,
-                other.name,
-                i + 1,
-                first.name,
-                first.entries[i].to_line(),
-                other.name,
-                other.entries[i].to_line()
-            ));
-        }
-    }
-    Ok(shortest)
-}
-
-// ---------------------------------------------------------------- readers
-
-/// Every complete line of `path`, parsed by `parse`; a line that does not
-/// parse is an error (a replica's files are never corrupt in these tests).
-/// A partial last line (being written) is left out; a missing file has no
-/// lines.
-fn read_lines<T>(
-    path: &Path,
-    parse: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
-) -> Result<Vec<T>, String> {
-    let bytes = match std::fs::metadata(path) {
-        Ok(m) if m.len() > FILE_READ_MAX_BYTES => {
-            return Err(format!(
-                "{} is {} bytes, more than the {FILE_READ_MAX_BYTES} the checker reads",
-                path.display(),
-                m.len()
-            ))
-        }
-        Ok(_) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &bytes[..i],
-        None => return Ok(Vec::new()),
-    };
-    complete
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .filter(|(_, l)| !l.is_empty())
-        .map(|(i, l)| {
-            parse(l).map_err(|e| {
-                format!(
-                    "{} line {}: {e}: {}",
-                    path.display(),
-                    i + 1,
-                    String::from_utf8_lossy(&l[..l.len().min(200)])
-                )
-            })
-        })
-        .collect()
-}
-
-/// The journal of the server whose files are at `layout`.
-pub fn read_journal(layout: &Layout) -> Result<Vec<Entry>, String> {
-    read_lines(&layout.journal(), |l| serde_json::from_slice::<Entry>(l))
-}
-
-/// Reads the journals of `servers` (name, files) and checks that they agree
-/// (see [`compare_journals`]); returns how many entries were compared.
-pub fn journals_agree(servers: &[(String, Layout)]) -> Result<usize, String> {
-    let mut journals = Vec::with_capacity(servers.len());
-    for (name, layout) in servers {
-        journals.push(NamedJournal {
-            name: name.clone(),
-            entries: read_journal(layout)?,
-        });
-    }
-    compare_journals(&journals)
-}
-
-/// Reads timelines from a deployment as the checks need them.
-#[derive(Clone)]
-pub struct Reader {
-    coord: CoordClient,
-    datastore_root: PathBuf,
-    read_limit: u32,
-}
-
-impl Reader {
-    /// Reads through the coordinator `coord`; the servers' files are under
-    /// `datastore_root` (the `--datastore` of every server).
-    pub fn new(coord: CoordClient, datastore_root: &Path) -> Reader {
-        Reader {
-            coord,
-            datastore_root: datastore_root.to_path_buf(),
-            read_limit: TIMELINE_READ_MAX_POSTS as u32,
-        }
-    }
-
-    /// The same reader asking `Posts.Read` for at most `limit` lines, so
-    /// that the older lines come from the files sooner: a run with a small
-    /// limit must see exactly the timelines a run with the largest sees.
-    pub fn with_read_limit(mut self, limit: u32) -> Reader {
-        assert!(
-            (1..=TIMELINE_READ_MAX_POSTS as u32).contains(&limit),
-            "a read limit is 1..={TIMELINE_READ_MAX_POSTS}"
-        );
-        self.read_limit = limit;
-        self
-    }
-
-    /// `user`'s whole timeline, oldest first, from its cluster's current
-    /// primary: `Posts.Read` gives the newest lines (committed ones only);
-    /// when it returns as many as asked, the older lines come from the
-    /// primary's `timeline.data`. Each of those precedes a committed line,
-    /// so it is committed too.
-    pub async fn timeline(&self, user: u32) -> Result<Vec<Line>, String> {
-        let info = self
-            .coord
-            .get_server(user)
-            .await
-            .map_err(|s| format!("GetServer({user}): {s}"))?;
-        let address = server_address(&info);
-        let ch = channel(&address, READ_TIMEOUT_MS).map_err(|e| format!("{e:#}"))?;
-        let mut posts = PostsClient::new(ch).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
-        let limit = self.read_limit;
-        let read = posts.read(ReadRequest { user, limit });
-        let newest = match tokio::time::timeout(Duration::from_millis(READ_TIMEOUT_MS), read).await
-        {
-            Ok(Ok(reply)) => reply.into_inner().posts,
-            Ok(Err(status)) => return Err(format!("Posts.Read({user}) on {address}: {status}")),
-            Err(_) => return Err(format!("Posts.Read({user}) on {address}: timed out")),
-        };
-        if newest.len() > limit as usize {
-            return Err(format!(
-                "Posts.Read({user}) on {address} returned {} lines, more than the {limit} asked for",
-                newest.len()
-            ));
-        }
-        let mut lines: Vec<Line> = newest
-            .into_iter()
-            .rev()
-            .map(|p| Line {
-                seq: p.seq,
-                post_id: p.post_id,
-                author: p.author,
-                text: p.text,
-            })
-            .collect();
-        if lines.len() < limit as usize {
-            return Ok(lines);
-        }
-        let oldest_read = lines.first().map_or(0, |l| l.seq);
-        let (cluster, server) = match (
-            u32::try_from(info.cluster_id),
-            u32::try_from(info.server_id),
-        ) {
-            (Ok(c), Ok(s)) => (c, s),
-            _ => return Err(format!("GetServer({user}) named {info:?}")),
-        };
-        let path = Layout::new(&self.datastore_root, cluster, server).timeline(user);
-        let file = tokio::task::spawn_blocking(move || {
-            read_lines(&path, |l| serde_json::from_slice::<TimelineLine>(l))
-        })
-        .await
-        .map_err(|e| format!("reading a timeline file: {e}"))??;
-        let mut older: Vec<Line> = file
-            .into_iter()
-            .filter(|l| l.seq < oldest_read)
-            .map(|l| Line {
-                seq: l.seq,
-                post_id: l.post.id,
-                author: l.post.author,
-                text: l.post.text,
-            })
-            .collect();
-        // The file must have been the primary's for the whole read.
-        let again = self
-            .coord
-            .get_server(user)
-            .await
-            .map_err(|s| format!("GetServer({user}): {s}"))?;
-        if again.server_id != info.server_id {
-            return Err(format!(
-                "the primary of user {user}'s cluster changed during the read ({} -> {})",
-                info.server_id, again.server_id
-            ));
-        }
-        older.append(&mut lines);
-        Ok(older)
-    }
-
-    /// The timelines of `users`; the first that cannot be read is an error.
-    pub async fn timelines(&self, users: &[u32]) -> Result<Timelines, String> {
-        assert!(users.len() <= CHECK_USERS_MAX);
-        let mut timelines = Timelines::new();
-        for &user in users {
-            timelines.insert(user, self.timeline(user).await?);
-        }
-        Ok(timelines)
-    }
-
-    /// Reads every user's timeline and checks them against `expect`; a
-    /// timeline that cannot be read is reported as such.
-    pub async fn check(&self, expect: &Expectation) -> Report {
-        let mut timelines = Timelines::new();
-        let mut unread = Vec::new();
-        for &user in &expect.users {
-            match self.timeline(user).await {
-                Ok(lines) => {
-                    timelines.insert(user, lines);
-                }
-                Err(why) => unread.push((user, why)),
-            }
-        }
-        let mut report = check(expect, &timelines);
-        for (user, why) in unread {
-            report.timelines.entry(user).or_default().unread = Some(why);
-        }
-        report
-    }
-
-    /// Checks the deployment until it has converged (every timeline read
-    /// and holding every post it must) or `deadline` passed. `Ok` with the
-    /// report of the converged deployment (which may still hold other
-    /// problems: the caller asserts [`Report::is_clean`]); `Err` with the
-    /// last report.
-    pub async fn wait_converged(
-        &self,
-        expect: &Expectation,
-        deadline: Duration,
-    ) -> Result<Report, Report> {
-        let start = Instant::now();
-        loop {
-            let report = self.check(expect).await;
-            if report.is_converged() {
-                return Ok(report);
-            }
-            if start.elapsed() >= deadline {
-                return Err(report);
-            }
-            let left = deadline.saturating_sub(start.elapsed());
-            tokio::time::sleep(left.min(Duration::from_millis(CONVERGE_POLL_INTERVAL_MS))).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::load::{post_id, post_text, Acked};
-    use tsn_datastore::{Op, Post};
+    use std::time::Duration;
 
     fn sent(author: u32, n: u64, at: Instant, acked: bool) -> PostRecord {
         PostRecord {
@@ -726,58 +434,5 @@ mod tests {
         let text = first_ids(&ids);
         assert!(text.contains("1-w20") && !text.contains("1-w21"), "{text}");
         assert!(text.ends_with("and 5 more"), "{text}");
-    }
-
-    fn entry(seq: u64, epoch: u64, id: &str) -> Entry {
-        Entry {
-            seq,
-            epoch,
-            op: Op::Post(Post {
-                id: id.into(),
-                author: 1,
-                text: "t".into(),
-                ts_ms: 5,
-            }),
-        }
-    }
-
-    fn journal(name: &str, entries: Vec<Entry>) -> NamedJournal {
-        NamedJournal {
-            name: name.into(),
-            entries,
-        }
-    }
-
-    #[test]
-    fn journals_agree_up_to_the_shortest() {
-        let a = journal("a", vec![entry(1, 1, "1-a"), entry(2, 1, "1-b")]);
-        let b = journal("b", vec![entry(1, 1, "1-a")]);
-        assert_eq!(compare_journals(&[a.clone(), b]), Ok(1));
-        assert_eq!(compare_journals(&[]), Ok(0));
-        let c = journal("c", vec![entry(1, 1, "1-a"), entry(2, 2, "1-b")]);
-        let err = compare_journals(&[a, c]).expect_err("epochs differ at seq 2");
-        assert!(err.contains("a and c disagree at seq 2"), "{err}");
-    }
-
-    #[test]
-    fn journals_with_gaps_are_refused() {
-        let gap = journal("g", vec![entry(1, 1, "1-a"), entry(3, 1, "1-b")]);
-        let err = compare_journals(&[gap]).expect_err("a gap");
-        assert!(err.contains("g: entry 2 has seq 3"), "{err}");
-    }
-
-    #[test]
-    fn journal_files_are_read_whole_lines_only() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let layout = Layout::new(dir.path(), 1, 1);
-        std::fs::create_dir_all(layout.dir()).expect("mkdir");
-        let line = entry(1, 1, "1-a").to_line();
-        std::fs::write(layout.journal(), format!("{line}\n{{\"seq\":2,")).expect("write");
-        assert_eq!(read_journal(&layout), Ok(vec![entry(1, 1, "1-a")]));
-        std::fs::write(layout.journal(), format!("{line}\nnot json\n")).expect("write");
-        let err = read_journal(&layout).expect_err("corrupt");
-        assert!(err.contains("line 2"), "{err}");
-        let missing = Layout::new(dir.path(), 9, 9);
-        assert_eq!(read_journal(&missing), Ok(vec![]));
     }
 }
