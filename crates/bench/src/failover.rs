@@ -28,7 +28,9 @@ use crate::load::{open_loop, LoadCtx};
 use crate::machine::Machine;
 use crate::poster::Poster;
 use crate::record::{Clock, Records};
-use crate::report::{failover_table, failover_targets, write_json, DeploymentInfo, FailoverResult};
+use crate::report::{
+    failover_table, failover_targets, write_json, DeploymentInfo, FailoverResult, RunHeader,
+};
 use crate::route::Router;
 use crate::stats::median;
 
@@ -134,13 +136,13 @@ pub async fn failover(args: FailoverArgs, shutdown: Shutdown) -> anyhow::Result<
         posts_due,
     );
     let mut result = FailoverResult {
-        tool: "tsn_bench",
-        version: env!("CARGO_PKG_VERSION"),
-        started_at,
-        run_id,
-        settings: args.clone(),
-        machine,
-        deployment: DeploymentInfo::new(Some(&d), coord_addr, args.clusters),
+        header: RunHeader::new(
+            started_at,
+            run_id,
+            args.clone(),
+            machine,
+            DeploymentInfo::new(Some(&d), coord_addr, args.clusters),
+        ),
         median_ms: median(&outages),
         max_ms: outages.iter().copied().reduce(f64::max),
         outages_ms: outages,

@@ -119,15 +119,44 @@ pub struct KillFigures {
     pub restarted_in_sync: bool,
 }
 
+/// What every result file starts with: which tool and run, with which
+/// settings, on which machine and deployment. Flattened into each result,
+/// so the files keep these as top-level fields.
 #[derive(Clone, Debug, Serialize)]
-pub struct RunResult {
+pub struct RunHeader<S> {
     pub tool: &'static str,
     pub version: &'static str,
     pub started_at: String,
     pub run_id: String,
-    pub settings: RunArgs,
+    pub settings: S,
     pub machine: Machine,
     pub deployment: DeploymentInfo,
+}
+
+impl<S> RunHeader<S> {
+    pub fn new(
+        started_at: String,
+        run_id: String,
+        settings: S,
+        machine: Machine,
+        deployment: DeploymentInfo,
+    ) -> RunHeader<S> {
+        RunHeader {
+            tool: "tsn_bench",
+            version: env!("CARGO_PKG_VERSION"),
+            started_at,
+            run_id,
+            settings,
+            machine,
+            deployment,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    #[serde(flatten)]
+    pub header: RunHeader<RunArgs>,
     pub setup: SetupFigures,
     pub main: PhaseReport,
     pub half_load: Option<PhaseReport>,
@@ -148,13 +177,8 @@ pub struct RunResult {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FailoverResult {
-    pub tool: &'static str,
-    pub version: &'static str,
-    pub started_at: String,
-    pub run_id: String,
-    pub settings: FailoverArgs,
-    pub machine: Machine,
-    pub deployment: DeploymentInfo,
+    #[serde(flatten)]
+    pub header: RunHeader<FailoverArgs>,
     pub outages_ms: Vec<f64>,
     pub median_ms: Option<f64>,
     pub max_ms: Option<f64>,
@@ -322,12 +346,12 @@ pub fn run_table(r: &RunResult) -> String {
     let _ = writeln!(
         out,
         "\ntsn_bench {} on {} x {} ({}), {} clusters, run {}",
-        r.version,
-        r.machine.nproc,
-        r.machine.cpu_model,
-        r.machine.kernel,
-        r.deployment.clusters,
-        r.run_id
+        r.header.version,
+        r.header.machine.nproc,
+        r.header.machine.cpu_model,
+        r.header.machine.kernel,
+        r.header.deployment.clusters,
+        r.header.run_id
     );
     let _ = writeln!(
         out,
@@ -391,11 +415,11 @@ pub fn failover_table(r: &FailoverResult) -> String {
     let _ = writeln!(
         out,
         "\ntsn_bench failover on {} x {} ({}), {} failovers of cluster 1, run {}",
-        r.machine.nproc,
-        r.machine.cpu_model,
-        r.machine.kernel,
+        r.header.machine.nproc,
+        r.header.machine.cpu_model,
+        r.header.machine.kernel,
         r.outages_ms.len(),
-        r.run_id
+        r.header.run_id
     );
     let list: Vec<String> = r.outages_ms.iter().map(|v| format!("{v:.0}")).collect();
     let _ = writeln!(out, "outages (ms): {}", list.join(", "));

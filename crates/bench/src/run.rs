@@ -48,7 +48,7 @@ use crate::progress::Progress;
 use crate::record::{Ack, Clock, Records};
 use crate::report::{
     run_table, run_targets, write_json, DeliveryWindows, DeploymentInfo, KillFigures, PhaseReport,
-    RunResult, SetupFigures,
+    RunHeader, RunResult, SetupFigures,
 };
 use crate::route::Router;
 use crate::stats::{windows, Summary};
@@ -366,16 +366,16 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let audit = audit(&target.coord, &run_id, &all_acks, started_ms - 60_000).await;
 
     let mut result = RunResult {
-        tool: "tsn_bench",
-        version: env!("CARGO_PKG_VERSION"),
-        started_at,
-        run_id,
-        settings: args.clone(),
-        machine,
-        deployment: DeploymentInfo::new(
-            target.deployment.as_ref(),
-            target.coord_addr.clone(),
-            target.clusters,
+        header: RunHeader::new(
+            started_at,
+            run_id,
+            args.clone(),
+            machine,
+            DeploymentInfo::new(
+                target.deployment.as_ref(),
+                target.coord_addr.clone(),
+                target.clusters,
+            ),
         ),
         setup: setup.figures,
         main: main.report,
@@ -389,7 +389,7 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         stream_arrivals_dropped,
         targets: Vec::new(),
     };
-    let q_ms = result.deployment.q_ms;
+    let q_ms = result.header.deployment.q_ms;
     result.targets = run_targets(&result, q_ms);
     write_outputs(&args.out, &result, main.span)
 }
@@ -724,9 +724,9 @@ fn write_outputs(out: &Path, result: &RunResult, span: Span) -> anyhow::Result<(
         title: format!(
             "tsn: {} on {} cores, {} clusters (run {})",
             describe(&result.main.figures.load),
-            result.machine.nproc,
-            result.deployment.clusters,
-            result.run_id
+            result.header.machine.nproc,
+            result.header.deployment.clusters,
+            result.header.run_id
         ),
         duration_s: span.seconds(),
         ack: &result.main.figures.windows,

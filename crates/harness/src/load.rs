@@ -537,10 +537,15 @@ impl Load {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn acked_post(author: u32, n: u64, at: Instant, cluster: u32, server_id: u32) -> PostRecord {
+impl PostRecord {
+    /// Writer `author`'s post `n`, sent at `at`; acknowledged at once by
+    /// server `server_id` of `cluster` when `acked_by` says so.
+    pub(crate) fn for_test(
+        author: u32,
+        n: u64,
+        at: Instant,
+        acked_by: Option<(u32, u32)>,
+    ) -> PostRecord {
         PostRecord {
             author,
             n,
@@ -548,7 +553,7 @@ mod tests {
             text: post_text(author, n),
             sent_at: at,
             attempts: 1,
-            acked: Some(Acked {
+            acked: acked_by.map(|(cluster, server_id)| Acked {
                 at,
                 try_sent_at: at,
                 cluster,
@@ -557,6 +562,15 @@ mod tests {
                 duplicate: false,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acked_post(author: u32, n: u64, at: Instant, cluster: u32, server_id: u32) -> PostRecord {
+        PostRecord::for_test(author, n, at, Some((cluster, server_id)))
     }
 
     #[test]

@@ -30,3 +30,26 @@ pub mod tsn {
 pub mod records;
 
 pub use prost_types::Timestamp;
+
+/// The protobuf timestamp of a time in milliseconds since the Unix epoch
+/// (before 1970 too: the nanoseconds stay within 0..1e9).
+pub fn timestamp_of_ms(ts_ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ts_ms.div_euclid(1000),
+        // rem_euclid(1000) is 0..=999, so the product fits an i32.
+        nanos: (ts_ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp_of_ms;
+
+    #[test]
+    fn milliseconds_become_seconds_and_nanos_both_sides_of_the_epoch() {
+        let t = timestamp_of_ms(1_700_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
+        let t = timestamp_of_ms(-1);
+        assert_eq!((t.seconds, t.nanos), (-1, 999_000_000));
+    }
+}

@@ -25,7 +25,7 @@ use tsn_proto::csce438::sns_service_server::SnsService;
 use tsn_proto::csce438::Request as ClassicRequest;
 use tsn_proto::mp3::sns_service_server::SnsService as Mp3SnsService;
 use tsn_proto::mp3::{Message, Reply, Request as Mp3Request};
-use tsn_proto::Timestamp;
+use tsn_proto::timestamp_of_ms;
 
 use crate::node::{lock, Node};
 use crate::sns::{Sns, FAILURE_INVALID_USERNAME, SUCCESS};
@@ -90,14 +90,10 @@ fn mp3_reply(r: tsn_proto::csce438::Reply) -> Response<Reply> {
 }
 
 fn message(line: &TimelineLine) -> Message {
-    let ts = line.post.ts_ms;
     Message {
         username: line.post.author.to_string(),
         msg: line.post.text.clone(),
-        timestamp: Some(Timestamp {
-            seconds: ts.div_euclid(1000),
-            nanos: (ts.rem_euclid(1000) * 1_000_000) as i32,
-        }),
+        timestamp: Some(timestamp_of_ms(line.post.ts_ms)),
     }
 }
 

@@ -17,7 +17,7 @@ use tsn_datastore::record::{now_ms, TimelineLine};
 use tsn_datastore::store::{read_timeline, read_timeline_after};
 use tsn_datastore::{Op, Post};
 use tsn_proto::csce438::Message;
-use tsn_proto::Timestamp;
+use tsn_proto::timestamp_of_ms;
 
 use crate::node::{lock, Node, Role};
 use crate::validate;
@@ -62,14 +62,10 @@ pub async fn open(
 }
 
 fn message(line: &TimelineLine) -> Message {
-    let ts = line.post.ts_ms;
     Message {
         username: line.post.author.to_string(),
         msg: line.post.text.clone(),
-        timestamp: Some(Timestamp {
-            seconds: ts.div_euclid(1000),
-            nanos: (ts.rem_euclid(1000) * 1_000_000) as i32,
-        }),
+        timestamp: Some(timestamp_of_ms(line.post.ts_ms)),
         post_id: line.post.id.clone(),
         seq: line.seq,
         resume_after_seq: 0,

@@ -262,26 +262,11 @@ fn check_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::{post_id, post_text, Acked};
+    use crate::load::{post_id, post_text};
     use std::time::Duration;
 
     fn sent(author: u32, n: u64, at: Instant, acked: bool) -> PostRecord {
-        PostRecord {
-            author,
-            n,
-            post_id: post_id(author, n),
-            text: post_text(author, n),
-            sent_at: at,
-            attempts: 1,
-            acked: acked.then(|| Acked {
-                at,
-                try_sent_at: at,
-                cluster: 1,
-                server_id: 1,
-                address: "127.0.0.1:1".into(),
-                duplicate: false,
-            }),
-        }
+        PostRecord::for_test(author, n, at, acked.then_some((1, 1)))
     }
 
     fn line(seq: u64, author: u32, n: u64) -> Line {
