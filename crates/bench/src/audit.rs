@@ -17,8 +17,11 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tonic::Status;
 use tsn_client::{RetryPolicy, Route, Router, RouterConfig};
+use tsn_cluster::auth::ClusterAuth;
 use tsn_cluster::coord::CoordClient;
+use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
 use tsn_datastore::Post;
+use tsn_proto::tsn::replica_client::ReplicaClient;
 use tsn_proto::tsn::PostsSinceRequest;
 
 use crate::ids::parse_post_id;
@@ -88,7 +91,13 @@ enum Read {
 
 /// Audits every acknowledged post in `acks` (posts of run `run`, sent
 /// after `since_ms`).
-pub async fn audit(coord: &CoordClient, run: &str, acks: &[Ack], since_ms: i64) -> AuditFigures {
+pub async fn audit(
+    coord: &CoordClient,
+    auth: &ClusterAuth,
+    run: &str,
+    acks: &[Ack],
+    since_ms: i64,
+) -> AuditFigures {
     let mut by_author: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     for a in acks {
         by_author.entry(a.author).or_default().push(a.n);
@@ -97,7 +106,7 @@ pub async fn audit(coord: &CoordClient, run: &str, acks: &[Ack], since_ms: i64) 
     let router = &router;
     let reads: Vec<(u32, Vec<u64>, Read)> = stream::iter(by_author)
         .map(|(author, acked)| async move {
-            let read = read_author(router, run, author, since_ms).await;
+            let read = read_author(router, auth, run, author, since_ms).await;
             (author, acked, read)
         })
         .buffer_unordered(AUDIT_CONCURRENCY_MAX)
@@ -135,10 +144,16 @@ fn push_example(list: &mut Vec<String>, what: String) {
     }
 }
 
-async fn read_author(router: &Router, run: &str, author: u32, since_ms: i64) -> Read {
+async fn read_author(
+    router: &Router,
+    auth: &ClusterAuth,
+    run: &str,
+    author: u32,
+    since_ms: i64,
+) -> Read {
     let read = router
         .call(author, &AUDIT_POLICY, |route| {
-            posts_since(route, author, since_ms)
+            posts_since(route, auth, author, since_ms)
         })
         .await;
     match read {
@@ -158,9 +173,15 @@ async fn read_author(router: &Router, run: &str, author: u32, since_ms: i64) -> 
     }
 }
 
-async fn posts_since(route: Route, author: u32, since_ms: i64) -> Result<Vec<Post>, Status> {
-    let reply = route
-        .replica()
+/// `Replica.PostsSince` is internal: the call carries the cluster secret.
+async fn posts_since(
+    route: Route,
+    auth: &ClusterAuth,
+    author: u32,
+    since_ms: i64,
+) -> Result<Vec<Post>, Status> {
+    let reply = ReplicaClient::new(auth.wrap(route.channel()))
+        .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
         .posts_since(PostsSinceRequest {
             author,
             since_ms,

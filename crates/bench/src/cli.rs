@@ -62,6 +62,13 @@ pub struct RunArgs {
     #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
     pub coordinator: Option<String>,
 
+    /// The cluster secret of the deployment of -c (its audit and its view
+    /// of the clusters are internal calls); without it, the default file
+    /// ($XDG_CONFIG_HOME/tsn/cluster.secret, else
+    /// ~/.config/tsn/cluster.secret). A local deployment makes its own.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+
     /// Users to create (ids 1..=U, spread over the clusters by id).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=USERS_MAX as i64))]
     pub users: u32,

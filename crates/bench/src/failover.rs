@@ -63,7 +63,7 @@ pub async fn failover(args: FailoverArgs, shutdown: Shutdown) -> anyhow::Result<
     let mut d = start_local(args.clusters, args.q_ms).await?;
     let coord_addr = d.coord_addr();
     let coord = CoordClient::new(&coord_addr)?;
-    let api = Api::new(&coord_addr);
+    let api = Api::new(&coord_addr, d.auth());
     crate::setup::login_all(&api, args.users).await?;
     let servers = 1 + SECONDARIES_PER_CLUSTER as usize;
     let in_sync_deadline = Duration::from_millis(IN_SYNC_DEADLINE_MS);
@@ -119,7 +119,7 @@ pub async fn failover(args: FailoverArgs, shutdown: Shutdown) -> anyhow::Result<
         records.acks().len()
     );
     let acks = records.acks();
-    let audit = audit(&coord, &run_id, &acks, started_ms - 60_000).await;
+    let audit = audit(&coord, d.auth(), &run_id, &acks, started_ms - 60_000).await;
     let load_figures = phase_figures(
         "failover load",
         Load::Open {

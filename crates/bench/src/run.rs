@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tsn_cluster::auth::{ClusterAuth, SecretArgs, SECRET_GRACE_MS};
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::shutdown::Shutdown;
 use tsn_datastore::record::now_ms;
@@ -236,6 +237,8 @@ struct Target {
     deployment: Option<Deployment>,
     coord_addr: String,
     coord: CoordClient,
+    /// The cluster secret of the deployment, for its internal calls.
+    auth: ClusterAuth,
     api: Api,
     clusters: u32,
 }
@@ -363,7 +366,14 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
 
     // ---------------------------------------------------------- audit
     eprintln!("tsn_bench: auditing {} acknowledged posts", all_acks.len());
-    let audit = audit(&target.coord, &run_id, &all_acks, started_ms - 60_000).await;
+    let audit = audit(
+        &target.coord,
+        &target.auth,
+        &run_id,
+        &all_acks,
+        started_ms - 60_000,
+    )
+    .await;
 
     let mut result = RunResult {
         header: RunHeader::new(
@@ -426,9 +436,16 @@ async fn connect(args: &RunArgs) -> anyhow::Result<Target> {
             (Some(d), addr)
         }
     };
+    let auth = match &deployment {
+        Some(d) => d.auth().clone(),
+        None => ClusterAuth::open(&SecretArgs {
+            cluster_secret_file: args.cluster_secret_file.clone(),
+            secret_grace_ms: SECRET_GRACE_MS,
+        })?,
+    };
     // Checked before the harness's Api, which panics on a bad address.
     let coord = CoordClient::new(&coord_addr)?;
-    let api = Api::new(&coord_addr);
+    let api = Api::new(&coord_addr, &auth);
     let clusters = match deployment {
         Some(_) => args.clusters,
         None => {
@@ -447,6 +464,7 @@ async fn connect(args: &RunArgs) -> anyhow::Result<Target> {
         deployment,
         coord_addr,
         coord,
+        auth,
         api,
         clusters,
     })

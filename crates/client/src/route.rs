@@ -6,7 +6,6 @@ use tsn_cluster::coord;
 use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
 use tsn_proto::csce438::sns_service_client::SnsServiceClient;
 use tsn_proto::tsn::posts_client::PostsClient;
-use tsn_proto::tsn::replica_client::ReplicaClient;
 
 use crate::router::RouterConfig;
 
@@ -63,9 +62,12 @@ impl Route {
         PostsClient::new(channel).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
     }
 
-    /// `Replica`, for reading back what a primary stored.
-    pub fn replica(&self) -> ReplicaClient<Channel> {
-        ReplicaClient::new(self.lanes[0].clone()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
+    /// The first connection, bare: for a caller that brings its own
+    /// service client. The client library itself calls only the open
+    /// services; an internal one (`tsn.Replica`) needs the cluster secret,
+    /// which the caller adds (`tsn_cluster::auth::ClusterAuth::wrap`).
+    pub fn channel(&self) -> Channel {
+        self.lanes[0].clone()
     }
 
     /// `SNSService` without a call time limit, for the timeline stream.

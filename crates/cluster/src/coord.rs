@@ -13,6 +13,7 @@ use tsn_proto::tsn::{
     HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
 };
 
+use crate::auth::{Attach, AuthChannel, ClusterAuth};
 use crate::limits::{CONNECT_TIMEOUT_MS, COORDINATOR_CALL_TIMEOUT_MS, GRPC_MESSAGE_MAX_BYTES};
 
 /// A lazily connected channel to `addr` (`host:port`) whose calls time out
@@ -39,19 +40,33 @@ pub fn stream_channel(addr: &str) -> anyhow::Result<Channel> {
     Ok(endpoint.connect_lazy())
 }
 
+/// A client of the coordinator: the classic `GetServer` (open to anyone)
+/// and the internal `tsn.Coordinator` calls, which carry the cluster secret
+/// when the client has one.
 #[derive(Clone)]
 pub struct CoordClient {
     addr: String,
-    control: CoordinatorClient<Channel>,
+    control: CoordinatorClient<AuthChannel>,
     classic: CoordServiceClient<Channel>,
 }
 
 impl CoordClient {
+    /// A client without the cluster secret: `get_server` works, the
+    /// internal calls are refused (`UNAUTHENTICATED`).
     pub fn new(addr: &str) -> anyhow::Result<CoordClient> {
+        CoordClient::with_attach(addr, Attach::none())
+    }
+
+    /// A client whose internal calls carry `auth`'s secret.
+    pub fn with_auth(addr: &str, auth: &ClusterAuth) -> anyhow::Result<CoordClient> {
+        CoordClient::with_attach(addr, auth.attach())
+    }
+
+    fn with_attach(addr: &str, attach: Attach) -> anyhow::Result<CoordClient> {
         let ch = channel(addr, COORDINATOR_CALL_TIMEOUT_MS)?;
         Ok(CoordClient {
             addr: addr.to_string(),
-            control: CoordinatorClient::new(ch.clone())
+            control: CoordinatorClient::with_interceptor(ch.clone(), attach)
                 .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
             classic: CoordServiceClient::new(ch),
         })

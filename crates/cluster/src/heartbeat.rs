@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tsn_proto::tsn::{HeartbeatReply, HeartbeatRequest, ProcessKind, Role};
 
+use crate::auth::ClusterAuth;
 use crate::coord::CoordClient;
 use crate::retry::FailureLog;
 use crate::shutdown::Shutdown;
@@ -54,6 +55,7 @@ pub type Progress = Box<dyn Fn() -> (u64, u64, u64) + Send + Sync>;
 /// reply. Fails only if the thread cannot be started.
 pub fn spawn(
     coordinator: &str,
+    auth: &ClusterAuth,
     me: Identity,
     interval_ms: u64,
     progress: Progress,
@@ -63,7 +65,8 @@ pub fn spawn(
     let (tx, rx) = watch::channel(Heard::default());
     let coordinator = coordinator.to_string();
     // Checked here, so that a bad address is an error of the caller.
-    CoordClient::new(&coordinator)?;
+    CoordClient::with_auth(&coordinator, auth)?;
+    let auth = auth.clone();
     std::thread::Builder::new()
         .name("heartbeat".into())
         .spawn(move || {
@@ -77,13 +80,22 @@ pub fn spawn(
                     return;
                 }
             };
-            runtime.block_on(beat(coordinator, me, interval_ms, progress, shutdown, tx));
+            runtime.block_on(beat(
+                coordinator,
+                auth,
+                me,
+                interval_ms,
+                progress,
+                shutdown,
+                tx,
+            ));
         })?;
     Ok(rx)
 }
 
 async fn beat(
     coordinator: String,
+    auth: ClusterAuth,
     me: Identity,
     interval_ms: u64,
     progress: Progress,
@@ -91,7 +103,7 @@ async fn beat(
     tx: watch::Sender<Heard>,
 ) {
     // Created on this runtime, so its connection is driven by this thread.
-    let coord = match CoordClient::new(&coordinator) {
+    let coord = match CoordClient::with_auth(&coordinator, &auth) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "no heartbeats: bad coordinator address");

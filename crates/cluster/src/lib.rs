@@ -1,5 +1,6 @@
 //! What every tsn process shares about the cluster.
 //!
+//! * [`auth`]: the deployment secret every internal RPC carries and checks.
 //! * [`limits`]: timing defaults and limits, each with its unit in its name.
 //! * [`coord`]: a client of the coordinator with timeouts and reconnection.
 //! * [`heartbeat`]: the heartbeat loop of servers and sync services.
@@ -8,6 +9,7 @@
 //! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
 
+pub mod auth;
 pub mod coord;
 pub mod heartbeat;
 pub mod limits;

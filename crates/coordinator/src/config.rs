@@ -70,6 +70,9 @@ pub struct Args {
     #[arg(long = "failure-timeout-ms", default_value_t = FAILURE_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(FAILURE_TIMEOUT_MIN_MS..=FAILURE_TIMEOUT_MAX_MS))]
     pub failure_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub secret: tsn_cluster::auth::SecretArgs,
 }
 
 impl Args {

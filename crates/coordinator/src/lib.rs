@@ -4,12 +4,14 @@
 //! its flags and calls it; tests mount it in-process on a temporary state
 //! directory.
 //!
-//! Startup: parse the flags, bind the port, load (or clear) the stored
+//! Startup: parse the flags, bind the port, read the cluster secret, load
+//! (or clear) the stored
 //! state, say on stdout that it listens, then serve `tsn.Coordinator`, the
 //! classic `csce438.CoordService` and the MP3 variant's
 //! `csce438.SNSCoordinatorService` on that one port next to the failure
 //! detector loop, until the shutdown signal (Ctrl-C or SIGTERM for the
-//! binary).
+//! binary). `tsn.Coordinator` and `tsn.Mp3Directory` are internal: they
+//! refuse a caller without the cluster secret (`tsn_cluster::auth`).
 //!
 //! * [`config`]: flags and limits.
 //! * `control`: every decision (registry, roles and epochs, failure
@@ -59,6 +61,7 @@ pub async fn listen(args: &Args) -> anyhow::Result<TcpListener> {
 /// detector until `shutdown` fires.
 pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let auth = tsn_cluster::auth::ClusterAuth::open(&args.secret)?;
 
     let files = persist::Files::open(&args.state_dir, args.clear)?;
     let loaded = files.load()?;
@@ -101,8 +104,10 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
         .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
         .add_service(
-            CoordinatorServer::new(service.clone())
-                .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+            auth.guard(
+                CoordinatorServer::new(service.clone())
+                    .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+            ),
         )
         .add_service(
             CoordServiceServer::new(service).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
@@ -111,7 +116,7 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
             SnsCoordinatorServiceServer::new(mp3.clone())
                 .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
         )
-        .add_service(Mp3DirectoryServer::new(mp3))
+        .add_service(auth.guard(Mp3DirectoryServer::new(mp3)))
         .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
         .await
         .context("serving gRPC")?;

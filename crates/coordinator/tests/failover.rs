@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use tsn_cluster::auth::{ClusterAuth, SecretArgs};
 use tsn_cluster::coord::CoordClient;
 use tsn_harness::free_port;
 use tsn_harness::wait::try_wait_for;
@@ -98,8 +99,16 @@ fn command(port: u16, state_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsn_coordinator"));
     cmd.args(["-p", &port.to_string(), "--clusters", "3", "--state-dir"])
         .arg(state_dir)
-        .args(["--failure-timeout-ms", &FAILURE_TIMEOUT_MS.to_string()]);
+        .args(["--failure-timeout-ms", &FAILURE_TIMEOUT_MS.to_string()])
+        .arg("--cluster-secret-file")
+        .arg(secret_path(state_dir));
     cmd
+}
+
+/// The cluster secret of the coordinator keeping its state in `state_dir`:
+/// beside it, never in the user's home.
+fn secret_path(state_dir: &Path) -> PathBuf {
+    state_dir.with_file_name("cluster.secret")
 }
 
 /// A fake server of cluster 1 that heartbeats until stopped.
@@ -189,8 +198,20 @@ async fn promotes_secondary_and_survives_restart() {
     let state_dir = dir.path().join("state");
     let log = dir.path().join("coordinator.log");
     let port = free_port();
+    tsn_cluster::auth::create_secret_file(&secret_path(&state_dir)).unwrap();
+    let auth = ClusterAuth::open(&SecretArgs::file(&secret_path(&state_dir))).unwrap();
     let coordinator = Coordinator::start(port, &state_dir, log.clone());
-    let coord = CoordClient::new(&format!("127.0.0.1:{port}")).unwrap();
+    let coord = CoordClient::with_auth(&format!("127.0.0.1:{port}"), &auth).unwrap();
+    // Without the secret, the control plane is closed; GetServer is open.
+    let outsider = CoordClient::new(&format!("127.0.0.1:{port}")).unwrap();
+    let refused = wait_for("the coordinator to answer", &coordinator, || async {
+        match outsider.clusters().await {
+            Err(s) if s.code() == tonic::Code::Unavailable => None,
+            other => Some(other),
+        }
+    })
+    .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
 
     let first = FakeServer::spawn(coord.clone(), 1, Role::Primary);
     let second = FakeServer::spawn(coord.clone(), 2, Role::Secondary);

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tonic::Status;
 use tsn_client::{RetryPolicy, Route, Router, RouterConfig};
+use tsn_cluster::auth::ClusterAuth;
 use tsn_cluster::coord::CoordClient;
 use tsn_proto::csce438::{ListReply, Request};
 use tsn_proto::tsn::{ClusterView, PostReply, PostRequest, ProcessKind, ReadRequest, TimelinePost};
@@ -45,8 +46,10 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(coord_addr: &str) -> Api {
-        let coord = match CoordClient::new(coord_addr) {
+    /// A client of the deployment whose coordinator is at `coord_addr`;
+    /// its admin calls (`clusters`) carry `auth`'s secret.
+    pub fn new(coord_addr: &str, auth: &ClusterAuth) -> Api {
+        let coord = match CoordClient::with_auth(coord_addr, auth) {
             Ok(c) => c,
             Err(e) => panic!("bad coordinator address {coord_addr:?}: {e:#}"),
         };

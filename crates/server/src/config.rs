@@ -53,6 +53,9 @@ pub struct Config {
     /// it asks the coordinator to drop that secondary from the in-sync set.
     #[arg(long, default_value_t = 1_000)]
     pub mirror_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub secret: tsn_cluster::auth::SecretArgs,
 }
 
 impl Config {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tsn_cluster::coord::{channel, server_address};
+use tsn_cluster::coord::server_address;
 use tsn_proto::tsn::replica_client::ReplicaClient;
 use tsn_proto::tsn::UserExistsRequest;
 
@@ -68,7 +68,10 @@ impl Directory {
             Ok(i) => i,
             Err(e) => return Existence::Unknown(format!("cluster {home}: {}", e.message())),
         };
-        let ch = match channel(&server_address(&info), REMOTE_CALL_TIMEOUT_MS) {
+        let ch = match node
+            .auth
+            .channel(&server_address(&info), REMOTE_CALL_TIMEOUT_MS)
+        {
             Ok(c) => c,
             Err(e) => return Existence::Unknown(e.to_string()),
         };

@@ -14,7 +14,8 @@
 //! * `replication`, `role`, `reconcile`: mirroring, acting on heartbeat
 //!   replies, where a rejoining journal parts.
 //! * `sns`, `timeline`, `posts`, `replica`, `directory`, `validate`: the
-//!   gRPC services and what they need.
+//!   gRPC services and what they need. `tsn.Replica` is internal: it is
+//!   served behind the cluster secret's check (`tsn_cluster::auth`).
 //! * `mp3`: the MP3 variant of `SNSService`, on its own listener.
 
 mod commit;
@@ -41,6 +42,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::Server as GrpcServer;
 use tonic::Status;
+use tsn_cluster::auth::ClusterAuth;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Identity};
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
@@ -137,13 +139,15 @@ impl Server {
             users = store.state().users().count(),
             "datastore open"
         );
-        let coord = CoordClient::new(&cfg.coordinator)?;
+        let auth = ClusterAuth::open(&cfg.secret)?;
+        let coord = CoordClient::with_auth(&cfg.coordinator, &auth)?;
         let (write_queue, write_rx) = write_queue::channel();
         let node = Arc::new(Node::new(
             cfg.cluster_id,
             server_id,
             store,
             coord,
+            auth.clone(),
             cfg.mirror_timeout_ms,
             cfg.heartbeat_interval_ms,
             write_queue,
@@ -153,6 +157,7 @@ impl Server {
         let progress_node = node.clone();
         let heard = heartbeat::spawn(
             &cfg.coordinator,
+            &auth,
             Identity {
                 cluster_id: cfg.cluster_id,
                 server_id,
@@ -182,11 +187,17 @@ impl Server {
     }
 
     /// The `tsn.Replica` service of this server, to mount elsewhere (a
-    /// test wraps it to watch or alter what crosses it).
+    /// test wraps it to watch or alter what crosses it). Serve it behind
+    /// [`Server::auth`]'s guard: it is internal.
     pub fn replica(&self) -> ReplicaService {
         ReplicaService {
             node: self.node.clone(),
         }
+    }
+
+    /// The cluster secret this server carries and checks.
+    pub fn auth(&self) -> &ClusterAuth {
+        &self.node.auth
     }
 
     /// Decides and commits `ops` as a client's change would be (the
@@ -230,7 +241,7 @@ impl Server {
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
             .add_service(sns)
             .add_service(posts)
-            .add_service(replica)
+            .add_service(self.node.auth.guard(replica))
             .serve_with_incoming_shutdown(tsn_cluster::net::incoming(listeners.main), async move {
                 stop.wait().await
             });

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tonic::Status;
+use tsn_cluster::auth::ClusterAuth;
 use tsn_cluster::coord::CoordClient;
 pub use tsn_cluster::sync::lock;
 use tsn_datastore::journal::{Line, RecentLines};
@@ -55,6 +56,8 @@ pub struct Node {
     /// (which the writer holds through each fsync).
     recent: Mutex<Arc<Mutex<RecentLines>>>,
     pub coord: CoordClient,
+    /// The cluster secret: carried by every call to another server.
+    pub auth: ClusterAuth,
     pub mirror_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     role: watch::Sender<RoleView>,
@@ -80,6 +83,7 @@ impl Node {
         server_id: u32,
         store: Store,
         coord: CoordClient,
+        auth: ClusterAuth,
         mirror_timeout_ms: u64,
         heartbeat_interval_ms: u64,
         writer: WriteQueue,
@@ -94,6 +98,7 @@ impl Node {
             recent,
             store: Mutex::new(store),
             coord,
+            auth,
             mirror_timeout_ms,
             heartbeat_interval_ms,
             role: watch::channel(RoleView {

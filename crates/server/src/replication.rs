@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
-use tsn_cluster::coord::channel;
 use tsn_cluster::retry::{Backoff, FailureLog};
 use tsn_proto::tsn::replica_client::ReplicaClient;
 use tsn_proto::tsn::{AppendRequest, InSyncChange, JournalEntry, Peer};
@@ -76,7 +75,7 @@ impl Replicators {
 }
 
 async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
-    let client = match channel(&address, node.mirror_timeout_ms) {
+    let client = match node.auth.channel(&address, node.mirror_timeout_ms) {
         Ok(ch) => ReplicaClient::new(ch)
             .max_decoding_message_size(tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES)
             .max_encoding_message_size(tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES),

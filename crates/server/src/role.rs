@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tsn_cluster::coord::channel;
 use tsn_cluster::heartbeat::Heard;
 use tsn_cluster::shutdown::Shutdown;
 use tsn_proto::tsn::replica_client::ReplicaClient;
@@ -106,7 +105,10 @@ pub async fn follow(
 /// Cuts what this server holds beyond the primary's history, then marks it
 /// ready to take that primary's entries.
 async fn reconcile(node: Arc<Node>, target: (u64, u32), primary_address: String) {
-    let Ok(ch) = channel(&primary_address, RECONCILE_CALL_TIMEOUT_MS) else {
+    let Ok(ch) = node
+        .auth
+        .channel(&primary_address, RECONCILE_CALL_TIMEOUT_MS)
+    else {
         return;
     };
     let history = match ReplicaClient::new(ch)

@@ -76,6 +76,9 @@ pub struct Config {
             .range(HEARTBEAT_INTERVAL_MIN_MS..=HEARTBEAT_INTERVAL_MAX_MS)
     )]
     pub heartbeat_interval_ms: u64,
+
+    #[command(flatten)]
+    pub secret: tsn_cluster::auth::SecretArgs,
 }
 
 impl Config {

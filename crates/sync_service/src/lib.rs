@@ -43,6 +43,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
+use tsn_cluster::auth::ClusterAuth;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Heard, Identity};
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
@@ -71,7 +72,8 @@ pub async fn listen(config: &Config) -> anyhow::Result<TcpListener> {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let own = config.cluster_id;
     let local = listener.local_addr()?;
-    let coord = CoordClient::new(&config.coordinator)?;
+    let auth = ClusterAuth::open(&config.secret)?;
+    let coord = CoordClient::with_auth(&config.coordinator, &auth)?;
 
     // Whoever started the process may have closed stdout; that is no
     // reason to stop (nor to panic, as println! would).
@@ -92,6 +94,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     };
     let heard = heartbeat::spawn(
         &config.coordinator,
+        &auth,
         me,
         config.heartbeat_interval_ms,
         Box::new(|| (0, 0, 0)),
@@ -101,6 +104,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let peers = Arc::new(Peers::new(
         own,
         coord,
+        auth.clone(),
         heard.clone(),
         config.poll_interval_ms,
     ));
@@ -130,9 +134,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
         .add_service(
-            SyncServer::new(SyncService::new(peers))
-                .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
-                .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+            auth.guard(
+                SyncServer::new(SyncService::new(peers))
+                    .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
+                    .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+            ),
         )
         .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
         .await;

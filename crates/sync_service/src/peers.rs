@@ -14,9 +14,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use tonic::Status;
-use tsn_cluster::coord::{channel, CoordClient};
+use tsn_cluster::auth::{AuthChannel, ClusterAuth};
+use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::Heard;
 use tsn_cluster::limits::GRPC_MESSAGE_MAX_BYTES;
 use tsn_cluster::sync::lock;
@@ -32,14 +32,16 @@ use crate::limits::{
 pub struct Peers {
     own_cluster: u32,
     coord: CoordClient,
+    /// The cluster secret every call to a primary or sync service carries.
+    auth: ClusterAuth,
     heard: watch::Receiver<Heard>,
     /// The time limit of the channels: the longest of any call made on
     /// them. Each call also has its own, shorter or equal, limit.
     channel_timeout_ms: u64,
     /// The primary last used, by address.
-    primary: Mutex<Option<(String, ReplicaClient<Channel>)>>,
+    primary: Mutex<Option<(String, ReplicaClient<AuthChannel>)>>,
     /// Sync service of each other cluster, by cluster.
-    syncs: Mutex<HashMap<u32, (String, SyncClient<Channel>)>>,
+    syncs: Mutex<HashMap<u32, (String, SyncClient<AuthChannel>)>>,
     /// Home cluster of each user asked about so far.
     homes: Mutex<HashMap<u32, u32>>,
 }
@@ -78,6 +80,7 @@ impl Peers {
     pub fn new(
         own_cluster: u32,
         coord: CoordClient,
+        auth: ClusterAuth,
         heard: watch::Receiver<Heard>,
         poll_interval_ms: u64,
     ) -> Peers {
@@ -87,6 +90,7 @@ impl Peers {
         Peers {
             own_cluster,
             coord,
+            auth,
             heard,
             channel_timeout_ms,
             primary: Mutex::new(None),
@@ -107,7 +111,7 @@ impl Peers {
     }
 
     /// A client of the own cluster's current primary, and its address.
-    pub fn primary(&self) -> Result<(String, ReplicaClient<Channel>), Status> {
+    pub fn primary(&self) -> Result<(String, ReplicaClient<AuthChannel>), Status> {
         let addr = {
             let heard = self.heard.borrow();
             match heard.reply.as_ref() {
@@ -139,7 +143,10 @@ impl Peers {
     }
 
     /// A client of cluster `dest`'s sync service, and its address.
-    pub async fn sync_service(&self, dest: u32) -> Result<(String, SyncClient<Channel>), Status> {
+    pub async fn sync_service(
+        &self,
+        dest: u32,
+    ) -> Result<(String, SyncClient<AuthChannel>), Status> {
         assert_ne!(
             dest, self.own_cluster,
             "the own cluster is fed through its primary"
@@ -209,8 +216,9 @@ impl Peers {
         Ok(found)
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, Status> {
-        channel(addr, self.channel_timeout_ms)
+    fn channel(&self, addr: &str) -> Result<AuthChannel, Status> {
+        self.auth
+            .channel(addr, self.channel_timeout_ms)
             .map_err(|e| Status::unavailable(format!("cannot reach {addr}: {e}")))
     }
 }

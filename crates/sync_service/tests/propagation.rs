@@ -17,6 +17,7 @@ use tokio::process::{Child, Command};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
+use tsn_cluster::auth::{ClusterAuth, SecretArgs};
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::shutdown::{Shutdown, Trigger};
 use tsn_datastore::{Op, Post};
@@ -35,6 +36,19 @@ const HEARTBEAT_INTERVAL_MS: u64 = 50;
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Duration::from_millis(DEADLINE_MS);
     tsn_harness::wait_until(deadline, what, || std::future::ready(check())).await
+}
+
+/// The cluster secret every process of this test binary shares, in a temp
+/// dir of its own (never the user's home).
+fn secret_file() -> &'static Path {
+    static DIR: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        tsn_cluster::auth::create_secret_file(&dir.path().join("cluster.secret")).unwrap();
+        dir
+    });
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| dir.path().join("cluster.secret"))
 }
 
 async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
@@ -150,16 +164,17 @@ impl PrimaryHandle {
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             mirror_timeout_ms: 1_000,
             mp3_port: 0,
+            secret: SecretArgs::file(secret_file()),
         };
         let (stop, shutdown) = Shutdown::new();
         let server = tsn_server::Server::start(&config, "", shutdown.clone())
             .await
             .unwrap();
         let probe = Arc::new(Probe::default());
-        let replica = ReplicaServer::new(Watched {
+        let replica = server.auth().guard(ReplicaServer::new(Watched {
             replica: server.replica(),
             probe: probe.clone(),
-        });
+        }));
         let mut until = shutdown;
         tokio::spawn(
             Server::builder()
@@ -251,6 +266,7 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
         state_dir: dir.path().join("coordinator"),
         bind: addr.ip(),
         failure_timeout_ms: FAILURE_TIMEOUT_MS,
+        secret: SecretArgs::file(secret_file()),
     };
     let (stop, shutdown) = Shutdown::new();
     tokio::spawn(tsn_coordinator::run(args, l, shutdown));
@@ -264,7 +280,8 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
 /// Whether the coordinator counts `cluster`'s sync service alive, as a
 /// sync service (kind, and server id 0).
 async fn sync_service_known(coord: &Coordinator, cluster: u32) -> bool {
-    let client = CoordClient::new(&coord.addr.to_string()).unwrap();
+    let auth = ClusterAuth::open(&SecretArgs::file(secret_file())).unwrap();
+    let client = CoordClient::with_auth(&coord.addr.to_string(), &auth).unwrap();
     let Ok(clusters) = client.clusters().await else {
         return false;
     };
@@ -288,6 +305,8 @@ fn sync_command(coord: SocketAddr, cluster: u32, port: u16, datastore: &Path) ->
         .args(["--heartbeat-interval-ms", "50"])
         .arg("--datastore")
         .arg(datastore)
+        .arg("--cluster-secret-file")
+        .arg(secret_file())
         .kill_on_drop(true);
     cmd
 }
@@ -595,5 +614,46 @@ async fn bad_flags_are_refused() {
             .await
             .unwrap();
         assert!(!out.status.success(), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_secret_file_others_can_read_or_that_is_malformed_is_a_one_line_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let loose = dir.path().join("loose.secret");
+    std::fs::copy(secret_file(), &loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let malformed = dir.path().join("malformed.secret");
+    std::fs::write(&malformed, "not a secret\n").unwrap();
+    std::fs::set_permissions(&malformed, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let missing = dir.path().join("missing.secret");
+    for (file, says) in [
+        (&loose, "chmod 600"),
+        (&malformed, "malformed"),
+        (&missing, "cannot read"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tsn_sync_service"))
+            .args([
+                "-c",
+                "127.0.0.1:1",
+                "-s",
+                "1",
+                "-p",
+                &free_port().to_string(),
+            ])
+            .arg("--datastore")
+            .arg(dir.path())
+            .arg("--cluster-secret-file")
+            .arg(file)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(stderr.contains("cluster secret"), "{stderr}");
+        assert!(out.stdout.is_empty());
     }
 }

@@ -7,7 +7,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 
 use clap::Parser;
+use tsn_cluster::auth::ClusterAuth;
 use tsn_cluster::coord::CoordClient;
+use tsn_cluster::limits::COORDINATOR_CALL_TIMEOUT_MS;
 use tsn_harness::{Config, Deployment, Member};
 use tsn_proto::tsn::mp3_directory_client::Mp3DirectoryClient;
 use tsn_proto::tsn::{Mp3Listener, Mp3ListenersRequest, ProcessKind, Role};
@@ -35,6 +37,11 @@ struct Args {
     /// Where each run keeps its logs and datastore (a new folder per run).
     #[arg(long, default_value = "run")]
     run_dir: PathBuf,
+    /// The cluster secret every process is given; without it, a new one is
+    /// generated into the run's folder (copy it to any process started by
+    /// hand, or pass --cluster-secret-file to it).
+    #[arg(long, value_name = "PATH")]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 fn main() {
@@ -58,6 +65,7 @@ async fn run(args: Args) {
     let mut config = Config::new(args.clusters, args.secondaries, args.q_ms);
     config.failure_timeout_ms = args.failure_timeout_ms;
     config.base_port = Some(args.base_port);
+    config.secret_file = args.cluster_secret_file.clone();
     // Every port must be free before anything starts: a clear error now is
     // better than a half-started deployment.
     let mut members = vec![Member::Coordinator];
@@ -90,7 +98,7 @@ async fn run(args: Args) {
     );
     let mut deployment = Deployment::start_with(config).await;
     let coord_addr = deployment.coord_addr();
-    print_table(&coord_addr).await;
+    print_table(&coord_addr, deployment.auth()).await;
     let client = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("tsn_client")))
@@ -98,6 +106,10 @@ async fn run(args: Args) {
         .unwrap_or_else(|| "tsn_client".into());
     println!();
     println!("logs and data:  {}", root.display());
+    println!(
+        "cluster secret: {} (--cluster-secret-file for processes started by hand)",
+        deployment.secret_file().display()
+    );
     println!("client:         {client} -c {coord_addr} -i <client id>");
     println!("                (scripts: add a command, e.g. `post hello`, `timeline --watch`; --help lists them)");
     println!("MP3 client:     its coordinator address is {coord_addr} (FetchAssignment names the mp3_port)");
@@ -126,13 +138,13 @@ fn describe(m: Member) -> String {
 }
 
 /// The clusters as the coordinator sees them.
-async fn print_table(coord_addr: &str) {
+async fn print_table(coord_addr: &str, auth: &ClusterAuth) {
     // The deployment is healthy: the coordinator has heard from everyone.
-    let views = match CoordClient::new(coord_addr) {
+    let views = match CoordClient::with_auth(coord_addr, auth) {
         Ok(c) => c.clusters().await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let mp3 = mp3_listeners(coord_addr).await;
+    let mp3 = mp3_listeners(coord_addr, auth).await;
     println!();
     println!(
         "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
@@ -176,12 +188,11 @@ async fn print_table(coord_addr: &str) {
 }
 
 /// Every server's listener for the MP3 variant of the client protocol.
-async fn mp3_listeners(coord_addr: &str) -> Vec<Mp3Listener> {
-    let Ok(mut directory) = Mp3DirectoryClient::connect(format!("http://{coord_addr}")).await
-    else {
+async fn mp3_listeners(coord_addr: &str, auth: &ClusterAuth) -> Vec<Mp3Listener> {
+    let Ok(channel) = auth.channel(coord_addr, COORDINATOR_CALL_TIMEOUT_MS) else {
         return Vec::new();
     };
-    directory
+    Mp3DirectoryClient::new(channel)
         .listeners(Mp3ListenersRequest {})
         .await
         .map(|r| r.into_inner().listeners)

@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tsn_cluster::auth::{create_secret_file, ClusterAuth, SecretArgs, SECRET_GRACE_MS};
 use tsn_datastore::Layout;
 use tsn_proto::tsn::Role;
 
@@ -33,6 +34,8 @@ use crate::wait::wait_for;
 
 /// What the coordinator prints on stdout once it listens.
 pub const COORDINATOR_READY_LINE: &str = "tsn_coordinator listening on";
+/// The cluster secret's file in a deployment's directory.
+pub const SECRET_FILE_NAME: &str = "cluster.secret";
 /// The environment variable that keeps the temp dir of passing tests.
 pub const KEEP_ENV: &str = "TSN_E2E_KEEP";
 /// The environment variable that overrides [`DEPLOYMENTS_CONCURRENT_MAX`].
@@ -66,6 +69,12 @@ pub struct Config {
     /// A directory to keep everything in, instead of a temp dir removed at
     /// the end.
     pub root: Option<PathBuf>,
+    /// The cluster secret every process is given (`--cluster-secret-file`);
+    /// if `None`, one is generated into the deployment's directory (never
+    /// the user's home).
+    pub secret_file: Option<PathBuf>,
+    /// Every process's `--secret-grace-ms`; their default if `None`.
+    pub secret_grace_ms: Option<u64>,
 }
 
 impl Config {
@@ -90,6 +99,8 @@ impl Config {
             heartbeat_interval_ms: None,
             base_port: None,
             root: None,
+            secret_file: None,
+            secret_grace_ms: None,
         }
     }
 
@@ -139,6 +150,9 @@ pub struct Deployment {
     servers: Vec<ServerProc>,
     syncs: Vec<SyncProc>,
     api: Api,
+    /// The secret every process was given, as this deployment's own
+    /// clients hold it.
+    auth: ClusterAuth,
     /// Dropped after the processes (fields drop in order), so nothing
     /// writes into a removed directory.
     dir: Option<tempfile::TempDir>,
@@ -188,6 +202,25 @@ impl Deployment {
                 Err(e) => panic!("cannot create a temp dir: {e}"),
             },
         };
+        let secret_file = match &config.secret_file {
+            Some(file) => file.clone(),
+            None => {
+                let file = root.join(SECRET_FILE_NAME);
+                if let Err(e) = create_secret_file(&file) {
+                    panic!("cannot create the cluster secret: {e:#}");
+                }
+                file
+            }
+        };
+        let secret_args = SecretArgs {
+            cluster_secret_file: Some(secret_file),
+            secret_grace_ms: config.secret_grace_ms.unwrap_or(SECRET_GRACE_MS),
+        };
+        let auth = match ClusterAuth::open(&secret_args) {
+            Ok(a) => a,
+            Err(e) => panic!("the cluster secret: {e:#}"),
+        };
+        let secret_flags = secret_flags(&secret_args);
         let coordinator = {
             let state_dir = root.join("coordinator");
             let clusters = config.clusters;
@@ -199,7 +232,7 @@ impl Deployment {
                 Ready::StdoutContains(COORDINATOR_READY_LINE.to_string()),
                 config.port_of(Member::Coordinator),
                 |port| {
-                    strings(&[
+                    let mut args = strings(&[
                         "-p",
                         &port.to_string(),
                         "--clusters",
@@ -208,7 +241,9 @@ impl Deployment {
                         &path_arg(&state_dir),
                         "--failure-timeout-ms",
                         &failure_timeout_ms.to_string(),
-                    ])
+                    ]);
+                    args.extend(secret_flags.iter().cloned());
+                    args
                 },
             )
             .await;
@@ -223,7 +258,7 @@ impl Deployment {
                 }
             }
         };
-        let api = Api::new(&coordinator.addr());
+        let api = Api::new(&coordinator.addr(), &auth);
         let mut d = Deployment {
             config,
             root,
@@ -231,6 +266,7 @@ impl Deployment {
             servers: Vec::new(),
             syncs: Vec::new(),
             api,
+            auth,
             dir,
             _slot: slot,
         };
@@ -260,6 +296,7 @@ impl Deployment {
             "secondary"
         };
         let heartbeat = self.config.heartbeat_interval_ms;
+        let secret_flags = self.secret_flags();
         let name = format!("c{cluster}-server{server_id}");
         let started = Proc::start_on(
             &name,
@@ -285,6 +322,7 @@ impl Deployment {
                 if let Some(ms) = heartbeat {
                     args.extend(strings(&["--heartbeat-interval-ms", &ms.to_string()]));
                 }
+                args.extend(secret_flags.iter().cloned());
                 args
             },
         )
@@ -303,6 +341,7 @@ impl Deployment {
         let coord = self.coord_addr();
         let datastore = path_arg(&self.datastore_root());
         let q_ms = self.config.q_ms;
+        let secret_flags = self.secret_flags();
         let name = format!("c{cluster}-sync");
         let started = Proc::start_on(
             &name,
@@ -311,7 +350,7 @@ impl Deployment {
             Ready::Listening,
             self.config.port_of(Member::Sync { cluster }),
             |port| {
-                strings(&[
+                let mut args = strings(&[
                     "-c",
                     &coord,
                     "-s",
@@ -322,7 +361,9 @@ impl Deployment {
                     &q_ms.to_string(),
                     "--datastore",
                     &datastore,
-                ])
+                ]);
+                args.extend(secret_flags.iter().cloned());
+                args
             },
         )
         .await;
@@ -332,7 +373,26 @@ impl Deployment {
         }
     }
 
+    /// The secret flags every process of this deployment is given.
+    fn secret_flags(&self) -> Vec<String> {
+        secret_flags(&SecretArgs {
+            cluster_secret_file: Some(self.secret_file().to_path_buf()),
+            secret_grace_ms: self.config.secret_grace_ms.unwrap_or(SECRET_GRACE_MS),
+        })
+    }
+
     // ------------------------------------------------------------ access
+
+    /// The cluster secret of this deployment, as its processes hold it.
+    pub fn auth(&self) -> &ClusterAuth {
+        &self.auth
+    }
+
+    /// The file every process reads the cluster secret from (rotate it
+    /// with `tsn_cluster::auth::replace_secret_file`).
+    pub fn secret_file(&self) -> &Path {
+        self.auth.path()
+    }
 
     pub fn config(&self) -> &Config {
         &self.config
@@ -548,6 +608,19 @@ impl Drop for Deployment {
             }
         }
     }
+}
+
+/// `--cluster-secret-file` and `--secret-grace-ms` as `args` say.
+fn secret_flags(args: &SecretArgs) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(file) = &args.cluster_secret_file {
+        flags.extend(strings(&["--cluster-secret-file", &path_arg(file)]));
+    }
+    flags.extend(strings(&[
+        "--secret-grace-ms",
+        &args.secret_grace_ms.to_string(),
+    ]));
+    flags
 }
 
 pub(crate) fn strings(args: &[&str]) -> Vec<String> {
