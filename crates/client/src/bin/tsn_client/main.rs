@@ -65,6 +65,13 @@ struct Cli {
     )]
     id: String,
 
+    /// The classic client's own port: accepted so that the classic command
+    /// lines (`tsn_client -c <coordIP>:<coordPort> -p <clientPort> -i
+    /// <clientID>`) work as written, and ignored: tsn's client calls out
+    /// to the servers and listens on no port of its own.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Option<u16>,
+
     /// Print one JSON object per line on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -282,6 +289,9 @@ struct Prepared {
 fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
     let user = ids::parse_id(&cli.id, "client id").map_err(anyhow::Error::msg)?;
     let action = Action::from_command(cli.command)?;
+    if let Some(port) = cli.port {
+        tracing::debug!(port, "the classic client port is not used");
+    }
     let coord =
         CoordClient::new(&cli.coordinator).map_err(|e| anyhow!("bad coordinator address: {e}"))?;
     let prepared = Prepared {
