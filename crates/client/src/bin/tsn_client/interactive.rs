@@ -83,6 +83,31 @@ pub fn parse(line: &str) -> Result<Command, String> {
     }
 }
 
+/// Logs the user in before the first prompt, as the classic client does,
+/// and says where: from then on the user exists for everyone (another
+/// user's FOLLOW of them succeeds), even before they type a command.
+pub async fn log_in(
+    router: &Router,
+    user: u32,
+    out: Output,
+    policy: &RetryPolicy,
+) -> anyhow::Result<()> {
+    // The router logs the user in on each new primary before a call: a
+    // call that only takes the route is the login.
+    let route = router
+        .call(user, policy, |route| async move { Ok(route) })
+        .await?;
+    if out.json() {
+        out.json_line(&serde_json::json!({
+            "logged_in": user,
+            "cluster": route.cluster,
+        }))?;
+    } else {
+        out.line(&format!("logged in as {user} on cluster {}", route.cluster))?;
+    }
+    Ok(())
+}
+
 /// Runs the session on stdin until EXIT or the end of input.
 pub async fn run(
     router: &Router,

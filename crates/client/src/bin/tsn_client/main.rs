@@ -318,7 +318,10 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
     }
     let out = p.out;
     match action {
-        Action::Interactive => interactive::run(&router, user, &store, out, &policy).await,
+        Action::Interactive => {
+            interactive::log_in(&router, user, out, &policy).await?;
+            interactive::run(&router, user, &store, out, &policy).await
+        }
         Action::Relation(relation, target) => {
             let answer = follow::run(&router, user, relation, target, &policy).await?;
             let success = reply::is_success(&answer);
