@@ -13,7 +13,9 @@
 mod display;
 mod follow;
 mod ids;
+mod input;
 mod interactive;
+mod line_editor;
 mod line_reader;
 mod list;
 mod output;
