@@ -1,7 +1,9 @@
 //! The interactive session, like the classic Tiny SNS client: a `Cmd> `
 //! prompt for FOLLOW, UNFOLLOW, LIST, TIMELINE, HELP and EXIT; TIMELINE
 //! switches to timeline mode for the rest of the session, where arriving
-//! posts print at once and every line typed is a post.
+//! posts print at once and every line typed is a post. The user is logged
+//! in before the first prompt ([`log_in`]); lines come from [`Input`]: a
+//! line editor at a terminal, plain lines from a pipe.
 
 use tsn_client::pending::PendingStore;
 use tsn_client::post::{self, PostError};
