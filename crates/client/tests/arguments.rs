@@ -66,3 +66,60 @@ fn bad_usage_is_one_line_too() {
     assert_refused(&["-i", "1", "dance"], "dance");
     assert_refused(&["-i", "1", "follow"], "ID");
 }
+
+/// The classic command line, `-c <coordIP>:<coordPort> -p <clientPort> -i
+/// <clientID>`, is accepted as written: it gets as far as the coordinator
+/// (which nobody serves here), not a usage error.
+#[test]
+fn the_classic_command_line_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let coord = dead_coordinator();
+    for args in [
+        [
+            "-c",
+            coord.as_str(),
+            "-p",
+            "3010",
+            "-i",
+            "1",
+            "--retry-for-ms",
+            "0",
+            "list",
+        ],
+        [
+            "-c",
+            coord.as_str(),
+            "--port",
+            "3010",
+            "-i",
+            "1",
+            "--retry-for-ms",
+            "0",
+            "list",
+        ],
+    ] {
+        let out = run(&state, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("unexpected argument"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("coordinator"), "{args:?}: {stderr}");
+    }
+    // A port that is not one is still a usage error.
+    assert_refused(&["-p", "http", "-i", "1", "list"], "PORT");
+}
+
+#[test]
+fn help_says_what_the_port_is_for() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tsn_client"))
+        .arg("--help")
+        .output()
+        .expect("running tsn_client --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("-p, --port <PORT>"), "{help}");
+    assert!(help.contains("ignored"), "{help}");
+}

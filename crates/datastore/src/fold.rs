@@ -4,6 +4,13 @@
 //! [`JournalFold::is_duplicate`] is what makes every op idempotent: an op whose
 //! record is already present (the same user, an edge version not newer than
 //! the one held, a post id already in that timeline) changes nothing.
+//!
+//! A follow between two users of this cluster writes the follower edge of
+//! the followed user in its own entry, with the follow's seq as the edge's
+//! version ([`JournalFold::own_follower_edge`]), so that the followed user's
+//! LIST shows it as soon as the follow is acknowledged. The sync service's
+//! `AddFollower` (or `RemoveFollower`) for the same edge carries the same
+//! version, so it is a duplicate and is skipped.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -13,6 +20,9 @@ use crate::record::{Entry, Op};
 
 #[derive(Default, Debug)]
 pub struct JournalFold {
+    /// The cluster whose journal this is (0, as by `default()`: none, so
+    /// no follow writes a follower edge itself).
+    cluster: u32,
     /// Every known user and the cluster that serves it.
     users: BTreeMap<u32, u32>,
     /// Local user -> (followed user -> since_ms).
@@ -43,6 +53,31 @@ fn post_key(id: &str) -> u64 {
 }
 
 impl JournalFold {
+    /// The fold of an empty journal of cluster `cluster`.
+    pub fn new(cluster: u32) -> JournalFold {
+        JournalFold {
+            cluster,
+            ..JournalFold::default()
+        }
+    }
+
+    /// The follower edge `(followed, follower)` that `op` writes itself: a
+    /// follow or unfollow whose followed user this cluster serves (its
+    /// follower always is: a follow is written by the follower's primary).
+    /// Its version is the entry's seq, as the sync service's would be.
+    /// The same before and after the op is applied: a follow changes no
+    /// user's cluster.
+    pub fn own_follower_edge(&self, op: &Op) -> Option<(u32, u32)> {
+        match op {
+            Op::Follow { user, target, .. } | Op::Unfollow { user, target }
+                if self.cluster != 0 && self.users.get(target) == Some(&self.cluster) =>
+            {
+                Some((*target, *user))
+            }
+            _ => None,
+        }
+    }
+
     /// True when applying `op` would change nothing.
     pub fn is_duplicate(&self, op: &Op) -> bool {
         match op {
@@ -105,6 +140,9 @@ impl JournalFold {
                 target,
                 since_ms,
             } => {
+                if self.own_follower_edge(&entry.op).is_some() {
+                    self.add_follower(*target, *user, *since_ms, entry.seq);
+                }
                 self.following
                     .entry(*user)
                     .or_default()
@@ -115,6 +153,9 @@ impl JournalFold {
                     .insert(*user, *since_ms);
             }
             Op::Unfollow { user, target } => {
+                if self.own_follower_edge(&entry.op).is_some() {
+                    self.remove_follower(*target, *user, entry.seq);
+                }
                 if let Some(f) = self.following.get_mut(user) {
                     f.remove(target);
                 }
@@ -137,27 +178,31 @@ impl JournalFold {
                 follower,
                 since_ms,
                 version,
-            } => {
-                self.edge_versions.insert((*user, *follower), *version);
-                self.followers
-                    .entry(*user)
-                    .or_default()
-                    .insert(*follower, *since_ms);
-            }
+            } => self.add_follower(*user, *follower, *since_ms, *version),
             Op::RemoveFollower {
                 user,
                 follower,
                 version,
-            } => {
-                self.edge_versions.insert((*user, *follower), *version);
-                if let Some(f) = self.followers.get_mut(user) {
-                    f.remove(follower);
-                }
-            }
+            } => self.remove_follower(*user, *follower, *version),
             Op::Shown { user, seq } => {
                 let shown = self.shown.entry(*user).or_default();
                 *shown = (*shown).max(*seq);
             }
+        }
+    }
+
+    fn add_follower(&mut self, user: u32, follower: u32, since_ms: i64, version: u64) {
+        self.edge_versions.insert((user, follower), version);
+        self.followers
+            .entry(user)
+            .or_default()
+            .insert(follower, since_ms);
+    }
+
+    fn remove_follower(&mut self, user: u32, follower: u32, version: u64) {
+        self.edge_versions.insert((user, follower), version);
+        if let Some(f) = self.followers.get_mut(&user) {
+            f.remove(&follower);
         }
     }
 
@@ -245,7 +290,11 @@ mod tests {
     use crate::record::Post;
 
     fn apply_all(ops: &[Op]) -> JournalFold {
-        let mut s = JournalFold::default();
+        apply_all_on(JournalFold::default(), ops)
+    }
+
+    /// Applies each op that is not a duplicate, the i-th at seq i + 1.
+    fn apply_all_on(mut s: JournalFold, ops: &[Op]) -> JournalFold {
         for (i, op) in ops.iter().enumerate() {
             if !s.is_duplicate(op) {
                 s.apply(&Entry {
@@ -419,5 +468,124 @@ mod tests {
         let s = apply_all(&[f, u.clone(), u]);
         assert_eq!(s.last_seq(), 2);
         assert!(!s.follows(1, 2));
+    }
+
+    /// Users 1 and 3 on cluster 1, user 2 on cluster 2, as cluster 1 knows
+    /// them.
+    fn users_of_two_clusters() -> Vec<Op> {
+        vec![
+            Op::User {
+                user: 1,
+                cluster: 1,
+            },
+            Op::User {
+                user: 2,
+                cluster: 2,
+            },
+            Op::User {
+                user: 3,
+                cluster: 1,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_follow_on_the_own_cluster_writes_the_follower_edge_at_once() {
+        let mut ops = users_of_two_clusters();
+        // seq 4: 1 follows 3 (both on cluster 1).
+        ops.push(Op::Follow {
+            user: 1,
+            target: 3,
+            since_ms: 40,
+        });
+        let s = apply_all_on(JournalFold::new(1), &ops);
+        assert_eq!(s.followers(3), vec![(1, 40)], "read at once");
+        assert_eq!(s.own_follower_edge(&ops[3]), Some((3, 1)));
+        // The sync service's copy of the same edge has the follow's seq as
+        // its version: a duplicate, skipped.
+        let from_sync = Op::AddFollower {
+            user: 3,
+            follower: 1,
+            since_ms: 40,
+            version: 4,
+        };
+        assert!(s.is_duplicate(&from_sync));
+        assert_eq!(s.remaining(&from_sync), None);
+    }
+
+    #[test]
+    fn an_unfollow_on_the_own_cluster_removes_the_edge_at_once() {
+        let mut ops = users_of_two_clusters();
+        ops.push(Op::Follow {
+            user: 1,
+            target: 3,
+            since_ms: 40,
+        });
+        // seq 5: 1 unfollows 3.
+        ops.push(Op::Unfollow { user: 1, target: 3 });
+        let s = apply_all_on(JournalFold::new(1), &ops);
+        assert!(s.followers(3).is_empty());
+        // The sync service's copies, in either order, change nothing: the
+        // follow's (v4) is older than the unfollow, the unfollow's (v5) is
+        // the one held.
+        for late in [
+            Op::AddFollower {
+                user: 3,
+                follower: 1,
+                since_ms: 40,
+                version: 4,
+            },
+            Op::RemoveFollower {
+                user: 3,
+                follower: 1,
+                version: 5,
+            },
+        ] {
+            assert!(s.is_duplicate(&late), "{late:?}");
+        }
+        // Following again (seq 6) writes the edge again, newer than both.
+        ops.push(Op::Follow {
+            user: 1,
+            target: 3,
+            since_ms: 60,
+        });
+        ops.push(Op::AddFollower {
+            user: 3,
+            follower: 1,
+            since_ms: 40,
+            version: 4,
+        });
+        ops.push(Op::RemoveFollower {
+            user: 3,
+            follower: 1,
+            version: 5,
+        });
+        let s = apply_all_on(JournalFold::new(1), &ops);
+        assert_eq!(s.followers(3), vec![(1, 60)]);
+        assert_eq!(s.last_seq(), 6, "the late copies were skipped");
+    }
+
+    #[test]
+    fn a_follow_of_another_cluster_s_user_leaves_the_edge_to_its_cluster() {
+        let mut ops = users_of_two_clusters();
+        ops.push(Op::Follow {
+            user: 1,
+            target: 2,
+            since_ms: 40,
+        });
+        let s = apply_all_on(JournalFold::new(1), &ops);
+        assert_eq!(s.own_follower_edge(&ops[3]), None);
+        assert!(s.followers(2).is_empty(), "cluster 2 keeps 2's followers");
+        assert!(s.follows(1, 2));
+        // A fold that serves no cluster writes no follower edge itself.
+        let mut ops = users_of_two_clusters();
+        ops.push(Op::Follow {
+            user: 1,
+            target: 3,
+            since_ms: 40,
+        });
+        let s = apply_all(&ops);
+        assert!(s.followers(3).is_empty());
+        assert_eq!(s.own_follower_edge(&ops[3]), None);
     }
 }

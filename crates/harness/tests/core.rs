@@ -642,3 +642,68 @@ async fn every_process_stops_gracefully_on_sigterm() {
     d.wait_timeline(1, &kept).await;
     d.wait_timeline(2, &kept).await;
 }
+
+/// 9. The interactive client logs in when it starts, as the classic client
+/// does: a user who typed nothing but HELP exists for everyone, so that
+/// users of its own and of another cluster can FOLLOW it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_client_logs_in_at_start() {
+    let d = Deployment::start(2, 0, Q_MS).await;
+    let api = d.api();
+    d.login_all(&[1, 2]).await;
+    // 3 is served by cluster 1 (like 1; 2 is on cluster 2).
+    let mut client = d.interactive_client(3);
+    let deadline = arrival_deadline();
+    client
+        .wait_stdout(deadline, "the login to be said", |out| {
+            out.contains("logged in as 3 on cluster 1")
+        })
+        .await;
+    client.send_line("HELP").await;
+    client
+        .wait_stdout(deadline, "HELP's list of commands", |out| {
+            out.contains("UNFOLLOW <id>")
+        })
+        .await;
+    assert_eq!(follow(&api, 1, "3").await, SUCCESS, "same cluster");
+    assert_eq!(follow(&api, 2, "3").await, SUCCESS, "other cluster");
+    d.wait_followers(3, ids([1, 2])).await;
+    client.send_line("EXIT").await;
+    if client
+        .wait_exit(Duration::from_millis(CLIENT_EXIT_DEADLINE_MS))
+        .await
+        .is_none()
+    {
+        client.kill().await;
+        panic!("EXIT did not end the client:\n{}", client.stderr());
+    }
+}
+
+/// How many times a FOLLOW is followed at once by a LIST of the followed.
+const FOLLOW_THEN_LIST_ROUNDS: usize = 100;
+
+/// 10. A cluster reads its own follows at once: a LIST right after an
+/// acknowledged FOLLOW (and UNFOLLOW) between two users of the same cluster
+/// shows the change, every time, without waiting for the sync service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_right_after_a_follow_on_the_same_cluster_shows_it() {
+    let d = Deployment::start(2, 1, Q_MS).await;
+    let api = d.api();
+    // 1 and 3 are both served by cluster 1.
+    d.login_all(&[1, 3]).await;
+    let listed = |user| {
+        let api = api.clone();
+        async move {
+            match api.list(user).await {
+                Ok(listing) => listing.followers,
+                Err(status) => panic!("LIST of user {user}: {status}"),
+            }
+        }
+    };
+    for round in 0..FOLLOW_THEN_LIST_ROUNDS {
+        assert_eq!(follow(&api, 1, "3").await, SUCCESS, "round {round}");
+        assert_eq!(listed(3).await, ids([1]), "round {round}: after FOLLOW");
+        assert_eq!(unfollow(&api, 1, "3").await, SUCCESS, "round {round}");
+        assert!(listed(3).await.is_empty(), "round {round}: after UNFOLLOW");
+    }
+}

@@ -21,6 +21,12 @@
 //!   every user; users of other clusters are not passed on again).
 //! * `Follow{a, b}`, `home(b) == d`: `AddFollower{b, a, since_ms, version: seq}`.
 //! * `Unfollow{a, b}`, `home(b) == d`: `RemoveFollower{b, a, version: seq}`.
+//!   When `d == own`, the follow's own entry already wrote that edge with
+//!   that version (the primary folds it, so that LIST reads the follow at
+//!   once: `JournalFold::own_follower_edge`), and the primary skips this
+//!   copy as a duplicate. It is sent all the same, so that the rule stays
+//!   one rule for every destination and an edge never depends on two
+//!   views of where a user lives agreeing.
 //! * `Post(p)`, `d != own`: one `Deliver{[f..], p}` naming every follower
 //!   `f` of the author with `home(f) == d` that followed at or before the
 //!   post. (Followers on `own` got the post in its own journal entry: the
@@ -412,6 +418,8 @@ mod tests {
                 version: 10
             }]
         );
+        // The own cluster's copy: the follow's entry wrote the same edge
+        // with the same version, so the primary skips it as a duplicate.
         assert_eq!(
             derive(OWN, OWN, &entries, &l, &none()).unwrap(),
             vec![Op::AddFollower {

@@ -53,15 +53,23 @@ impl DerivedFiles {
     }
 
     /// Writes the derived-file lines of `entries`, whose timelines are
-    /// `timelines`: one write per file, its lines in entry order.
-    pub(super) fn write(&mut self, entries: &[Entry], timelines: &[Vec<u32>]) -> Result<()> {
+    /// `timelines` and whose own follower edges are `follower_edges` (see
+    /// [`follower_edge_of`]): one write per file, its lines in entry order.
+    pub(super) fn write(
+        &mut self,
+        entries: &[Entry],
+        timelines: &[Vec<u32>],
+        follower_edges: &[bool],
+    ) -> Result<()> {
         debug_assert_eq!(entries.len(), timelines.len());
+        debug_assert_eq!(entries.len(), follower_edges.len());
         let lines = &mut self.lines;
-        for (e, timelines) in entries.iter().zip(timelines) {
+        for ((e, timelines), follower_edge) in entries.iter().zip(timelines).zip(follower_edges) {
             derived_lines(
                 self.cluster_id,
                 e,
                 timelines,
+                *follower_edge,
                 &mut self.scratch,
                 |file, line| {
                     if line.is_empty() {
@@ -211,13 +219,25 @@ pub fn timelines_of(state: &JournalFold, entry: &Entry) -> Vec<u32> {
     }
 }
 
+/// Whether `entry`, a follow or unfollow, writes the followed user's
+/// follower edge itself ([`JournalFold::own_follower_edge`]), given `state`
+/// folded up to and including it. Taken when the entry is applied, like
+/// [`timelines_of`].
+pub fn follower_edge_of(state: &JournalFold, entry: &Entry) -> bool {
+    state.own_follower_edge(&entry.op).is_some()
+}
+
 /// Calls `emit(file, line)` with each derived-file line of `entry`, in
 /// order. An empty line means the file must merely exist. `timelines` are the timelines of a post or delivery
-/// ([`timelines_of`]). `scratch` holds the lines (it is overwritten).
+/// ([`timelines_of`]); `follower_edge` says whether a follow or unfollow
+/// writes the followed user's follower edge too ([`follower_edge_of`]), the
+/// very line the sync service's `AddFollower` or `RemoveFollower` would
+/// write. `scratch` holds the lines (it is overwritten).
 pub(super) fn derived_lines(
     cluster_id: u32,
     entry: &Entry,
     timelines: &[u32],
+    follower_edge: bool,
     scratch: &mut Vec<u8>,
     mut emit: impl FnMut(DerivedFile, &[u8]),
 ) {
@@ -255,10 +275,20 @@ pub(super) fn derived_lines(
         } => {
             edge(scratch, "follow", *target, Some(*since_ms), None);
             emit(DerivedFile::Following(*user), scratch);
+            if follower_edge {
+                scratch.clear();
+                edge(scratch, "add", *user, Some(*since_ms), Some(seq));
+                emit(DerivedFile::Followers(*target), scratch);
+            }
         }
         Op::Unfollow { user, target } => {
             edge(scratch, "unfollow", *target, None, None);
             emit(DerivedFile::Following(*user), scratch);
+            if follower_edge {
+                scratch.clear();
+                edge(scratch, "remove", *user, None, Some(seq));
+                emit(DerivedFile::Followers(*target), scratch);
+            }
         }
         Op::Post(post) | Op::Deliver { post, .. } => {
             // The same line in every timeline it goes into: made once.

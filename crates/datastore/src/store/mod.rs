@@ -25,8 +25,8 @@ use crate::layout::Layout;
 use crate::record::Entry;
 use crate::{io_err, Result};
 
-pub use self::derived::timelines_of;
 use self::derived::DerivedFiles;
+pub use self::derived::{follower_edge_of, timelines_of};
 pub use self::staging::Pending;
 pub use self::timeline_read::{read_posts_since, read_timeline, read_timeline_after};
 
@@ -41,6 +41,8 @@ pub struct Store {
     staged: Vec<Entry>,
     /// The timelines each staged entry writes to.
     staged_timelines: Vec<Vec<u32>>,
+    /// Whether each staged entry writes a follower edge itself.
+    staged_follower_edges: Vec<bool>,
 }
 
 impl Store {
@@ -62,6 +64,7 @@ impl Store {
             state: recovered.state,
             staged: Vec::new(),
             staged_timelines: Vec::new(),
+            staged_follower_edges: Vec::new(),
         };
         store.derived.flush()?;
         Ok(store)
@@ -89,11 +92,13 @@ impl Store {
         // Each entry's timelines are taken right after it is applied, before
         // a later follow of the same batch can change them.
         let mut timelines = Vec::with_capacity(entries.len());
+        let mut follower_edges = Vec::with_capacity(entries.len());
         for e in entries {
             self.state.apply(e);
             timelines.push(derived::timelines_of(&self.state, e));
+            follower_edges.push(derived::follower_edge_of(&self.state, e));
         }
-        self.derived.write(entries, &timelines)
+        self.derived.write(entries, &timelines, &follower_edges)
     }
 
     /// Cuts journal entries after `seq` and rebuilds every derived file from

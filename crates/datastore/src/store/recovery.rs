@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::derived::{derived_lines, timelines_of, FileLines, FileMap};
+use super::derived::{derived_lines, follower_edge_of, timelines_of, FileLines, FileMap};
 use crate::fold::JournalFold;
 use crate::journal::Journal;
 use crate::jsonl;
@@ -26,7 +26,7 @@ pub(super) struct Recovered {
 /// each derived file lacks.
 pub(super) fn recover(layout: &Layout, cluster_id: u32) -> Result<Recovered> {
     std::fs::create_dir_all(layout.local_clients()).map_err(io_err(layout.dir()))?;
-    let mut state = JournalFold::default();
+    let mut state = JournalFold::new(cluster_id);
     // Seq of the newest line of each derived file, read once per file.
     let mut file_seq: FileMap<u64> = FileMap::default();
     let mut lines = FileLines::default();
@@ -36,32 +36,40 @@ pub(super) fn recover(layout: &Layout, cluster_id: u32) -> Result<Recovered> {
     let journal = Journal::open(&layout.journal(), |entry| {
         state.apply(entry);
         let timelines = timelines_of(&state, entry);
-        derived_lines(cluster_id, entry, &timelines, &mut scratch, |file, line| {
-            if line.is_empty() {
-                // The file must merely exist.
-                if !lines.has(file) && !layout.derived(file).exists() {
-                    lines.touch(file);
-                }
-                return;
-            }
-            let last = match file_seq.get(&file) {
-                Some(s) => *s,
-                None => match last_line_seq(&layout.derived(file)) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                        0
+        let follower_edge = follower_edge_of(&state, entry);
+        derived_lines(
+            cluster_id,
+            entry,
+            &timelines,
+            follower_edge,
+            &mut scratch,
+            |file, line| {
+                if line.is_empty() {
+                    // The file must merely exist.
+                    if !lines.has(file) && !layout.derived(file).exists() {
+                        lines.touch(file);
                     }
-                },
-            };
-            if entry.seq > last {
-                lines.push(file, line);
-                restored += 1;
-                file_seq.insert(file, entry.seq);
-            } else {
-                file_seq.insert(file, last);
-            }
-        });
+                    return;
+                }
+                let last = match file_seq.get(&file) {
+                    Some(s) => *s,
+                    None => match last_line_seq(&layout.derived(file)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            0
+                        }
+                    },
+                };
+                if entry.seq > last {
+                    lines.push(file, line);
+                    restored += 1;
+                    file_seq.insert(file, entry.seq);
+                } else {
+                    file_seq.insert(file, last);
+                }
+            },
+        );
     })?;
     if let Some(e) = failure {
         return Err(e);

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use super::derived::timelines_of;
+use super::derived::{follower_edge_of, timelines_of};
 use super::Store;
 use crate::record::{Entry, Op};
 use crate::{io_err, Result};
@@ -18,6 +18,9 @@ pub struct Pending {
     /// The timelines each entry writes to (see [`timelines_of`]), as of
     /// when it was staged: whose open streams to wake once committed.
     pub timelines: Vec<Vec<u32>>,
+    /// Whether each entry writes a follower edge itself (see
+    /// [`follower_edge_of`]), as of when it was staged.
+    follower_edges: Vec<bool>,
 }
 
 impl Pending {
@@ -39,6 +42,8 @@ impl Store {
         self.state.apply(&entry);
         self.staged_timelines
             .push(timelines_of(&self.state, &entry));
+        self.staged_follower_edges
+            .push(follower_edge_of(&self.state, &entry));
         self.staged.push(entry);
         seq
     }
@@ -61,12 +66,14 @@ impl Store {
     pub fn write_staged(&mut self) -> Result<Pending> {
         let entries = std::mem::take(&mut self.staged);
         let timelines = std::mem::take(&mut self.staged_timelines);
+        let follower_edges = std::mem::take(&mut self.staged_follower_edges);
         self.journal.write(&entries)?;
         Ok(Pending {
             file: self.journal.sync_handle()?,
             path: self.journal.path().to_path_buf(),
             entries,
             timelines,
+            follower_edges,
         })
     }
 
@@ -74,6 +81,10 @@ impl Store {
     /// are written only once the journal holds the entries durably, so a
     /// derived file never holds a line the journal could lose.
     pub fn finish(&mut self, pending: &Pending) -> Result<()> {
-        self.derived.write(&pending.entries, &pending.timelines)
+        self.derived.write(
+            &pending.entries,
+            &pending.timelines,
+            &pending.follower_edges,
+        )
     }
 }

@@ -232,8 +232,14 @@ fn serialized_views(ops: &[Op]) -> std::collections::BTreeMap<String, Vec<u8>> {
     };
     // Followed user -> local followers (with since_ms), as folded so far.
     let mut local_followers: BTreeMap<u32, BTreeMap<u32, i64>> = BTreeMap::new();
+    // User -> its cluster; these views are those of cluster 1.
+    let mut clusters: BTreeMap<u32, u32> = BTreeMap::new();
+    let own = |clusters: &BTreeMap<u32, u32>, target: &u32| clusters.get(target) == Some(&1);
     for (i, op) in ops.iter().enumerate() {
         let seq = i as u64 + 1;
+        if let Op::User { user, cluster } = op {
+            clusters.insert(*user, *cluster);
+        }
         match op {
             Op::Follow {
                 user,
@@ -263,14 +269,32 @@ fn serialized_views(ops: &[Op]) -> std::collections::BTreeMap<String, Vec<u8>> {
                 user,
                 target,
                 since_ms,
-            } => add(
-                &format!("local_clients/{user}/following.data"),
-                edge(seq, "follow", *target, Some(*since_ms), None),
-            ),
-            Op::Unfollow { user, target } => add(
-                &format!("local_clients/{user}/following.data"),
-                edge(seq, "unfollow", *target, None, None),
-            ),
+            } => {
+                add(
+                    &format!("local_clients/{user}/following.data"),
+                    edge(seq, "follow", *target, Some(*since_ms), None),
+                );
+                // A follow of a user of the same cluster writes its
+                // follower edge too, versioned by its own seq.
+                if own(&clusters, target) {
+                    add(
+                        &format!("local_clients/{target}/followers.data"),
+                        edge(seq, "add", *user, Some(*since_ms), Some(seq)),
+                    );
+                }
+            }
+            Op::Unfollow { user, target } => {
+                add(
+                    &format!("local_clients/{user}/following.data"),
+                    edge(seq, "unfollow", *target, None, None),
+                );
+                if own(&clusters, target) {
+                    add(
+                        &format!("local_clients/{target}/followers.data"),
+                        edge(seq, "remove", *user, None, Some(seq)),
+                    );
+                }
+            }
             Op::AddFollower {
                 user,
                 follower,
@@ -486,7 +510,7 @@ fn a_batch_groups_lines_by_file_in_entry_order() {
     let ops = mixed_ops();
     let mut batch = FileLines::default();
     let mut scratch = Vec::new();
-    let mut state = JournalFold::default();
+    let mut state = JournalFold::new(1);
     for (i, op) in ops.iter().enumerate() {
         let entry = Entry {
             seq: i as u64 + 1,
@@ -495,13 +519,21 @@ fn a_batch_groups_lines_by_file_in_entry_order() {
         };
         state.apply(&entry);
         let timelines = timelines_of(&state, &entry);
-        derived_lines(1, &entry, &timelines, &mut scratch, |f, l| {
-            if l.is_empty() {
-                batch.touch(f)
-            } else {
-                batch.push(f, l)
-            }
-        });
+        let follower_edge = follower_edge_of(&state, &entry);
+        derived_lines(
+            1,
+            &entry,
+            &timelines,
+            follower_edge,
+            &mut scratch,
+            |f, l| {
+                if l.is_empty() {
+                    batch.touch(f)
+                } else {
+                    batch.push(f, l)
+                }
+            },
+        );
     }
     let files: Vec<DerivedFile> = batch.files.iter().map(|(f, _)| *f).collect();
     let mut unique = files.clone();

@@ -1,17 +1,18 @@
 //! The interactive session, like the classic Tiny SNS client: a `Cmd> `
 //! prompt for FOLLOW, UNFOLLOW, LIST, TIMELINE, HELP and EXIT; TIMELINE
 //! switches to timeline mode for the rest of the session, where arriving
-//! posts print at once and every line typed is a post.
+//! posts print at once and every line typed is a post. The user is logged
+//! in before the first prompt ([`log_in`]); lines come from [`Input`]: a
+//! line editor at a terminal, plain lines from a pipe.
 
-use tokio::io::{AsyncBufRead, BufReader};
-use tsn_client::limits::STDIN_LINE_MAX_BYTES;
 use tsn_client::pending::PendingStore;
 use tsn_client::post::{self, PostError};
 use tsn_client::{RetryPolicy, Router};
 
 use crate::follow::{self, Relation};
 use crate::ids;
-use crate::line_reader::{Line, LineReader};
+use crate::input::Input;
+use crate::line_reader::Line;
 use crate::list;
 use crate::output::Output;
 use crate::timeline;
@@ -83,6 +84,31 @@ pub fn parse(line: &str) -> Result<Command, String> {
     }
 }
 
+/// Logs the user in before the first prompt, as the classic client does,
+/// and says where: from then on the user exists for everyone (another
+/// user's FOLLOW of them succeeds), even before they type a command.
+pub async fn log_in(
+    router: &Router,
+    user: u32,
+    out: Output,
+    policy: &RetryPolicy,
+) -> anyhow::Result<()> {
+    // The router logs the user in on each new primary before a call: a
+    // call that only takes the route is the login.
+    let route = router
+        .call(user, policy, |route| async move { Ok(route) })
+        .await?;
+    if out.json() {
+        out.json_line(&serde_json::json!({
+            "logged_in": user,
+            "cluster": route.cluster,
+        }))?;
+    } else {
+        out.line(&format!("logged in as {user} on cluster {}", route.cluster))?;
+    }
+    Ok(())
+}
+
 /// Runs the session on stdin until EXIT or the end of input.
 pub async fn run(
     router: &Router,
@@ -91,11 +117,9 @@ pub async fn run(
     out: Output,
     policy: &RetryPolicy,
 ) -> anyhow::Result<()> {
-    let stdin = BufReader::new(tokio::io::stdin());
-    let mut input = LineReader::new(stdin, STDIN_LINE_MAX_BYTES);
+    let mut input = Input::open(out).await;
     loop {
-        out.prompt(PROMPT)?;
-        let Some(line) = read_text(&mut input, out).await? else {
+        let Some(line) = read_text(&mut input, Some(PROMPT), out).await? else {
             return Ok(());
         };
         let Some(line) = line else {
@@ -151,13 +175,13 @@ async fn relation(
 /// Timeline mode, for the rest of the session: the timeline stream prints
 /// posts as they arrive while each typed line is posted (through the
 /// pending file, like `post`). Ends at the end of input.
-async fn timeline_mode<R: AsyncBufRead + Unpin>(
+async fn timeline_mode(
     router: &Router,
     user: u32,
     store: &PendingStore,
     out: Output,
     policy: &RetryPolicy,
-    mut input: LineReader<R>,
+    mut input: Input,
 ) -> anyhow::Result<()> {
     if !out.json() {
         out.line("Now you are in the timeline")?;
@@ -165,7 +189,7 @@ async fn timeline_mode<R: AsyncBufRead + Unpin>(
     let watcher = timeline::watch(router.clone(), user, out, None);
     let posting = async {
         loop {
-            let Some(line) = read_text(&mut input, out).await? else {
+            let Some(line) = read_text(&mut input, None, out).await? else {
                 return anyhow::Ok(());
             };
             let Some(text) = line else {
@@ -187,13 +211,14 @@ async fn timeline_mode<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// The next line as text: `Ok(None)` at the end of input, `Ok(Some(None))`
-/// for a line that was refused (and said so).
-async fn read_text<R: AsyncBufRead + Unpin>(
-    input: &mut LineReader<R>,
+/// The next line as text, asked for with `prompt`: `Ok(None)` at the end
+/// of input, `Ok(Some(None))` for a line that was refused (and said so).
+async fn read_text(
+    input: &mut Input,
+    prompt: Option<&str>,
     out: Output,
 ) -> anyhow::Result<Option<Option<String>>> {
-    let Some(line) = input.next_line().await? else {
+    let Some(line) = input.next_line(prompt, out).await? else {
         return Ok(None);
     };
     if let Some(complaint) = line.complaint(input.max_bytes()) {

@@ -39,10 +39,6 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
         LineReader { inner, max_bytes }
     }
 
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
-    }
-
     /// The next line, or `None` at the end of input. A last line without a
     /// newline is still a line.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line>> {

@@ -13,7 +13,9 @@
 mod display;
 mod follow;
 mod ids;
+mod input;
 mod interactive;
+mod line_editor;
 mod line_reader;
 mod list;
 mod output;
@@ -64,6 +66,13 @@ struct Cli {
         allow_hyphen_values = true
     )]
     id: String,
+
+    /// The classic client's own port: accepted so that the classic command
+    /// lines (`tsn_client -c <coordIP>:<coordPort> -p <clientPort> -i
+    /// <clientID>`) work as written, and ignored: tsn's client calls out
+    /// to the servers and listens on no port of its own.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Option<u16>,
 
     /// Print one JSON object per line on stdout instead of text.
     #[arg(long, global = true)]
@@ -282,6 +291,9 @@ struct Prepared {
 fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
     let user = ids::parse_id(&cli.id, "client id").map_err(anyhow::Error::msg)?;
     let action = Action::from_command(cli.command)?;
+    if let Some(port) = cli.port {
+        tracing::debug!(port, "the classic client port is not used");
+    }
     let coord =
         CoordClient::new(&cli.coordinator).map_err(|e| anyhow!("bad coordinator address: {e}"))?;
     let prepared = Prepared {
@@ -308,7 +320,10 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
     }
     let out = p.out;
     match action {
-        Action::Interactive => interactive::run(&router, user, &store, out, &policy).await,
+        Action::Interactive => {
+            interactive::log_in(&router, user, out, &policy).await?;
+            interactive::run(&router, user, &store, out, &policy).await
+        }
         Action::Relation(relation, target) => {
             let answer = follow::run(&router, user, relation, target, &policy).await?;
             let success = reply::is_success(&answer);

@@ -4,8 +4,27 @@
 //! post as it arrives and two tasks printing never interleave within a line.
 
 use std::io::Write;
+use std::sync::Mutex;
 
+use rustyline::ExternalPrinter;
 use serde_json::Value;
+use tsn_cluster::sync::lock;
+
+/// The printer of the line editor while it holds the terminal: stdout is
+/// one per process, and while a line is being typed on it, a line printed
+/// past the editor would land in the middle of the typed text.
+static PRINTER: Mutex<Option<Box<dyn ExternalPrinter + Send>>> = Mutex::new(None);
+
+/// From now on every line goes through `printer`, which prints it above
+/// the line being typed and draws that line again.
+pub fn print_through(printer: Box<dyn ExternalPrinter + Send>) {
+    *lock(&PRINTER) = Some(printer);
+}
+
+/// From now on every line goes straight to stdout again.
+pub fn print_directly() {
+    *lock(&PRINTER) = None;
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Output {
@@ -47,6 +66,10 @@ impl Output {
 }
 
 fn write_flushed(bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(printer) = lock(&PRINTER).as_mut() {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        return printer.print(text).map_err(std::io::Error::other);
+    }
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(bytes)?;
     stdout.flush()
