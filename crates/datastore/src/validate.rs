@@ -16,7 +16,8 @@
 //! * [`admit`]: shape, and the checks only the door of the cluster can make
 //!   (the primary receiving a change, or the sync service passing one on):
 //!   the sender's right to send it (a cluster sends only its own users,
-//!   posts of its own authors, follows of its own followers), clusters that
+//!   posts of its own authors, follows of its own followers; its own sync
+//!   service sends it only follower changes), clusters that
 //!   exist, recipients who are users of the receiving cluster, and times
 //!   not in the future of the receiver's clock. These depend on the clock
 //!   and on the state, so they are made once, where the op enters, never on
@@ -272,12 +273,23 @@ pub fn admit(op: &Op, origin: Origin, at: &Receiver) -> Result<(), String> {
         }
         Origin::Cluster(from) => from,
     };
-    if !(1..=count_max).contains(&from) || from == at.cluster {
+    if !(1..=count_max).contains(&from) {
         return Err(format!(
-            "cluster {from} is not another cluster of 1..={count_max} (this is cluster {})",
-            at.cluster
+            "cluster {from} is not a cluster of 1..={count_max}"
         ));
     }
+    // The cluster's own sync service sends it follower changes of its own
+    // users (a follow inside the cluster); users and posts come only from
+    // other clusters (its own are in its own journal already).
+    let from_other = || {
+        if from == at.cluster {
+            Err(format!(
+                "cluster {from} does not send this cluster its own users or posts"
+            ))
+        } else {
+            Ok(())
+        }
+    };
     // Whether `user` is one of the sender's: known to be on `from`, or not
     // known here and `from` is its home cluster.
     let of_sender = |what: &str, user: u32| {
@@ -304,6 +316,7 @@ pub fn admit(op: &Op, origin: Origin, at: &Receiver) -> Result<(), String> {
     };
     match op {
         Op::User { user, cluster } => {
+            from_other()?;
             if *cluster != from || *cluster > count_max {
                 return Err(format!(
                     "cluster {from} tells only of its own users, not of user {user} of cluster {cluster}"
@@ -312,6 +325,7 @@ pub fn admit(op: &Op, origin: Origin, at: &Receiver) -> Result<(), String> {
             of_sender("user", *user)
         }
         Op::Deliver { to, post: p } => {
+            from_other()?;
             for &t in to {
                 of_receiver("recipient", t)?;
             }

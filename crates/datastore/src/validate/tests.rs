@@ -150,11 +150,11 @@ fn a_delivered_post_is_by_a_user_of_the_sender() {
     let op = deliver(vec![1], p(2, "t", NOW));
     err(
         admit(&op, Origin::Cluster(1), &at(Some(&f))),
-        "not another cluster",
+        "its own users or posts",
     );
     err(
         admit(&op, Origin::Cluster(777), &at(Some(&f))),
-        "not another cluster",
+        "not a cluster",
     );
     err(admit(&op, Origin::Client, &at(Some(&f))), "not clients");
 }
