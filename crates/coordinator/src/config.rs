@@ -17,8 +17,9 @@ pub const CLUSTERS_MAX: u32 = 64;
 pub const SERVERS_PER_CLUSTER_MAX: usize = 64;
 /// Most users one `Assign` call may name.
 pub const ASSIGN_USERS_PER_CALL_MAX: usize = 10_000;
-/// Most users the coordinator remembers an assignment for. Every client id
-/// that ever asked costs memory and a line on disk, so there is a ceiling.
+/// Default of `--users-max`: most users the coordinator remembers an
+/// assignment for. Every client id that ever asked costs memory and a line
+/// on disk, so there is a ceiling.
 pub const ASSIGNED_USERS_MAX: usize = 1_000_000;
 /// Longest `host:port` a process may register.
 pub const ADDRESS_MAX_BYTES: usize = 255;
@@ -26,6 +27,10 @@ pub const ADDRESS_MAX_BYTES: usize = 255;
 /// beyond any real count of failovers, and it leaves room so that `epoch + 1`
 /// can never overflow.
 pub const EPOCH_MAX: u64 = 1 << 53;
+/// Largest epoch a heartbeat may make the coordinator adopt: below
+/// [`EPOCH_MAX`] by room for 2^32 promotions, so that a claim can never use
+/// the epochs up.
+pub const EPOCH_CLAIM_MAX: u64 = EPOCH_MAX - (1 << 32);
 /// Largest server id: the classic `ServerInfo.serverID` is an `int32`.
 pub const SERVER_ID_MAX: u32 = i32::MAX as u32;
 /// Bounds of `--failure-timeout-ms`.
@@ -73,6 +78,11 @@ pub struct Args {
 
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
+
+    /// Most users the coordinator assigns a cluster to (each costs memory
+    /// and a line on disk); past it, new users are refused.
+    #[arg(long = "users-max", default_value_t = ASSIGNED_USERS_MAX)]
+    pub users_max: usize,
 }
 
 impl Args {

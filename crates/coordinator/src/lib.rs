@@ -72,6 +72,8 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
         args.failure_timeout(),
         Instant::now(),
     )?;
+    let mut state = state;
+    state.set_users_max(args.users_max);
     let cluster_count = state.cluster_count();
     let state = Arc::new(Mutex::new(state));
     {
@@ -100,27 +102,29 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
     let service = CoordinatorService::new(state);
     let incoming = tsn_cluster::net::incoming(listener);
     let mut stop = shutdown.clone();
-    Server::builder()
-        .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
-        .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
-        .add_service(
-            auth.guard(
-                CoordinatorServer::new(service.clone())
+    let serve = async move {
+        Server::builder()
+            .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
+            .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
+            .add_service(
+                auth.guard(
+                    CoordinatorServer::new(service.clone())
+                        .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+                ),
+            )
+            .add_service(
+                CoordServiceServer::new(service).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+            )
+            .add_service(
+                SnsCoordinatorServiceServer::new(mp3.clone())
                     .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-            ),
-        )
-        .add_service(
-            CoordServiceServer::new(service).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-        )
-        .add_service(
-            SnsCoordinatorServiceServer::new(mp3.clone())
-                .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-        )
-        .add_service(auth.guard(Mp3DirectoryServer::new(mp3)))
-        .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
-        .await
-        .context("serving gRPC")?;
-    let _ = detector.await;
+            )
+            .add_service(auth.guard(Mp3DirectoryServer::new(mp3)))
+            .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+            .await
+            .context("serving gRPC")
+    };
+    liveness::serve_while_deciding(serve, detector, &shutdown).await?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

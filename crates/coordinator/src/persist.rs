@@ -39,6 +39,10 @@ pub enum Error {
         "{path} is corrupt ({reason}); repair it, or start with -c to forget the stored state"
     )]
     Corrupt { path: String, reason: String },
+    /// A state that must not be written (or a count that cannot be served);
+    /// nothing was written.
+    #[error("refused to store an invalid state: {0}")]
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -234,10 +238,7 @@ impl Files {
 
     /// Replaces `clusters.json` atomically; returns once it is durable.
     pub fn save_clusters(&self, stored: &StoredClusters) -> Result<()> {
-        assert!(
-            stored.validate().is_ok(),
-            "writing an invalid cluster state"
-        );
+        stored.validate().map_err(Error::Invalid)?;
         let mut bytes = serde_json::to_vec_pretty(stored).map_err(|e| Error::Io {
             path: self.clusters_path.display().to_string(),
             source: std::io::Error::other(e),
@@ -279,7 +280,9 @@ impl Files {
         }
         let mut bytes = Vec::with_capacity(new.len() * 32);
         for a in new {
-            assert!(valid_assignment(*a), "storing an invalid assignment {a:?}");
+            if !valid_assignment(*a) {
+                return Err(Error::Invalid(format!("assignment {a:?}")));
+            }
             let line = serde_json::to_vec(a).map_err(|e| Error::Io {
                 path: self.assignments_path.display().to_string(),
                 source: std::io::Error::other(e),

@@ -74,7 +74,9 @@ impl Coordinator for CoordinatorService {
         request: Request<InSyncChange>,
     ) -> Result<Response<InSyncReply>, Status> {
         let change = request.into_inner();
-        let reply = lock(&self.state).change_in_sync(&change).map_err(status)?;
+        let reply = lock(&self.state)
+            .change_in_sync(&change, Instant::now())
+            .map_err(status)?;
         Ok(Response::new(reply))
     }
 
@@ -90,8 +92,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<AssignRequest>,
     ) -> Result<Response<AssignReply>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let users = request.into_inner().users;
-        let clusters = lock(&self.state).assign(&users).map_err(status)?;
+        let clusters = lock(&self.state)
+            .assign_for(peer, &users, Instant::now())
+            .map_err(status)?;
         Ok(Response::new(AssignReply { clusters }))
     }
 }

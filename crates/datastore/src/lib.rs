@@ -24,6 +24,7 @@ pub mod layout;
 pub mod limits;
 pub mod record;
 pub mod store;
+pub mod validate;
 
 pub use journal::Journal;
 pub use layout::Layout;

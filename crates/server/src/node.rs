@@ -16,6 +16,7 @@
 //! are taken alone.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use tsn_cluster::auth::ClusterAuth;
 use tsn_cluster::coord::CoordClient;
 pub use tsn_cluster::sync::lock;
 use tsn_datastore::journal::{Line, RecentLines};
-use tsn_datastore::{Layout, Op, Store};
+use tsn_datastore::{validate, Layout, Op, Store};
 
 use crate::commit::CommitTracker;
 use crate::lease::Lease;
@@ -74,6 +75,9 @@ pub struct Node {
     /// (epoch, primary) whose history this server has reconciled its
     /// journal with; a secondary accepts entries only from that primary.
     pub reconciled: Mutex<Option<(u64, u32)>>,
+    /// How many clusters there are, as the coordinator's last heartbeat
+    /// reply said (0: not told yet). Bounds the cluster ids ops may name.
+    cluster_count: AtomicU32,
 }
 
 impl Node {
@@ -114,10 +118,20 @@ impl Node {
             writer,
             appended: watch::channel(last_seq).0,
             reconciled: Mutex::new(None),
+            cluster_count: AtomicU32::new(0),
         }
     }
 
     // ------------------------------------------------------------ role
+
+    /// The cluster count the coordinator told, if it did.
+    pub fn cluster_count(&self) -> Option<u32> {
+        Some(self.cluster_count.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    pub fn set_cluster_count(&self, n: u32) {
+        self.cluster_count.store(n, Ordering::Relaxed);
+    }
 
     pub fn role(&self) -> RoleView {
         self.role.borrow().clone()
@@ -300,7 +314,16 @@ impl Node {
     /// Decides and commits `ops` through the group-commit writer. Returns
     /// once every applied op is committed (durable on the primary and on
     /// every in-sync secondary).
+    ///
+    /// Every op must have the shape every replica accepts and a journal
+    /// line within the limit ([`tsn_datastore::validate`]): a line a
+    /// secondary would refuse is never committed here.
     pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<WriteOutcome>, Status> {
+        for (i, op) in ops.iter().enumerate() {
+            validate::shape(op)
+                .and_then(|()| validate::line_fits(op))
+                .map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
+        }
         let Written {
             outcomes,
             epoch,

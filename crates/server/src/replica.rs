@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use tsn_datastore::jsonl::is_storable_line;
-use tsn_datastore::limits::{DELIVER_RECIPIENTS_MAX, TIMELINE_READ_MAX_POSTS, USER_ID_MAX};
+use tsn_datastore::limits::TIMELINE_READ_MAX_POSTS;
+use tsn_datastore::record::now_ms;
 use tsn_datastore::record::OpKind;
 use tsn_datastore::store::read_posts_since;
+use tsn_datastore::validate;
 use tsn_datastore::{Entry, Op};
 use tsn_proto::records::entry_of;
 use tsn_proto::tsn::replica_server::Replica;
@@ -132,9 +134,24 @@ impl Replica for ReplicaService {
             let op = Op::try_from(op).map_err(|e| {
                 Status::invalid_argument(format!("op {i} is not a valid operation: {e}"))
             })?;
-            validate_synced(&op, self.node.cluster_id)
-                .map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
             ops.push(op);
+        }
+        // The one validation of every op, with this cluster's clock and
+        // users: what it finds true here (a user and its cluster) stays
+        // true until the write.
+        {
+            let store = lock(&self.node.store);
+            let at = validate::Receiver {
+                cluster: self.node.cluster_id,
+                cluster_count: self.node.cluster_count(),
+                now_ms: now_ms(),
+                users: Some(store.state()),
+            };
+            let origin = validate::Origin::Cluster(req.from_cluster);
+            for (i, op) in ops.iter().enumerate() {
+                validate::admit(op, origin, &at)
+                    .map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
+            }
         }
         if ops.is_empty() {
             return Ok(Response::new(ApplyReply::default()));
@@ -262,8 +279,9 @@ type JournalLine = Arc<[u8]>;
 /// again here. An entry's envelope must continue the sequence after
 /// `prev_seq` with epochs that do not go back and are not past the
 /// sender's `epoch`; its line must be one line ([`is_storable_line`]) and
-/// hold what the envelope says ([`entry_of`]); else the index of the first
-/// bad entry.
+/// hold what the envelope says ([`entry_of`]) and an op of the shape every
+/// replica accepts ([`validate::shape`], which the primary checked before
+/// it committed); else the index of the first bad entry.
 fn received_entries(
     prev_seq: u64,
     epoch: u64,
@@ -277,7 +295,8 @@ fn received_entries(
             && entries.last().is_none_or(|p| p.epoch <= msg.epoch);
         let entry = (in_order && is_storable_line(&msg.line))
             .then(|| entry_of(&msg).ok())
-            .flatten();
+            .flatten()
+            .filter(|e| validate::shape(&e.op).is_ok());
         match entry {
             Some(e) => {
                 entries.push(e);
@@ -287,36 +306,6 @@ fn received_entries(
         }
     }
     Ok((entries, lines))
-}
-
-/// Checks an op from a sync service: ids in range, and only the kinds a
-/// sync service sends (a client's own follows and posts come through the
-/// client-facing service, never through Apply).
-fn validate_synced(op: &Op, cluster_id: u32) -> Result<(), String> {
-    let ok_id = |u: u32| (1..=USER_ID_MAX).contains(&u);
-    match op {
-        Op::User { user, cluster } if ok_id(*user) && *cluster >= 1 => Ok(()),
-        Op::Deliver { to, .. } if to.is_empty() || to.len() > DELIVER_RECIPIENTS_MAX => {
-            Err(format!(
-                "a delivery names 1 to {DELIVER_RECIPIENTS_MAX} recipients, not {}",
-                to.len()
-            ))
-        }
-        Op::Deliver { to, post }
-            if to.iter().all(|t| ok_id(*t)) && ok_id(post.author) && !post.id.is_empty() =>
-        {
-            Ok(())
-        }
-        Op::AddFollower { user, follower, .. } | Op::RemoveFollower { user, follower, .. }
-            if ok_id(*user) && ok_id(*follower) =>
-        {
-            Ok(())
-        }
-        Op::Follow { .. } | Op::Unfollow { .. } | Op::Post(_) | Op::Shown { .. } => Err(format!(
-            "only a client of cluster {cluster_id} follows, posts or reads its timeline"
-        )),
-        _ => Err("a user id is out of range".into()),
-    }
 }
 
 #[cfg(test)]
@@ -412,5 +401,32 @@ mod tests {
             assert_eq!(received_entries(4, 2, received).err(), Some(bad));
         }
         assert!(received_entries(4, 2, ok()).is_ok());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random envelopes and bytes from a peer: refused or taken, never
+        /// a panic; what is taken has the shape every replica accepts.
+        #[test]
+        fn random_appends_never_panic(
+            prev in proptest::prelude::any::<u64>(),
+            epoch in proptest::prelude::any::<u64>(),
+            lines in proptest::collection::vec(
+                (proptest::prelude::any::<u64>(), proptest::prelude::any::<u64>(),
+                 proptest::prelude::any::<i32>(),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+                0..4),
+        ) {
+            let received = lines
+                .into_iter()
+                .map(|(seq, epoch, kind, line)| JournalEntry { seq, epoch, kind, line })
+                .collect();
+            if let Ok((entries, _)) = received_entries(prev, epoch, received) {
+                for e in entries {
+                    proptest::prop_assert!(validate::shape(&e.op).is_ok());
+                }
+            }
+        }
     }
 }

@@ -1,22 +1,13 @@
-//! Checks of client input. Pure; every refusal says what was wrong.
+//! Checks of client input. Pure; every refusal says what was wrong. The
+//! rules are [`tsn_datastore::validate`]'s, the one validation of every op.
 
+#[cfg(test)]
 use tsn_datastore::limits::POST_TEXT_MAX_BYTES;
 
-/// Longest client-chosen part of a post id.
-pub const POST_TOKEN_MAX_BYTES: usize = 64;
-
-/// A post's text: not empty, not over the limit.
+/// A post's text: not empty, not over the limit (the rule of
+/// [`tsn_datastore::validate`], which every replica applies too).
 pub fn post_text(text: &str) -> Result<(), String> {
-    if text.trim().is_empty() {
-        return Err("an empty post is not stored".into());
-    }
-    if text.len() > POST_TEXT_MAX_BYTES {
-        return Err(format!(
-            "the post is {} bytes long; the limit is {POST_TEXT_MAX_BYTES} bytes",
-            text.len()
-        ));
-    }
-    Ok(())
+    tsn_datastore::validate::post_text(text)
 }
 
 /// A post id chosen by a client: `<author>-<token>`, the token 1 to 64 of
@@ -25,22 +16,8 @@ pub fn post_id(author: u32, id: &str) -> Result<String, String> {
     if id.is_empty() {
         return Ok(format!("{author}-{:016x}", rand::random::<u64>()));
     }
-    let prefix = format!("{author}-");
-    let token = id
-        .strip_prefix(&prefix)
-        .ok_or_else(|| format!("post id {id:?} must start with \"{prefix}\""))?;
-    let valid = !token.is_empty()
-        && token.len() <= POST_TOKEN_MAX_BYTES
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(id.to_string())
-    } else {
-        Err(format!(
-            "post id {id:?}: after \"{prefix}\" come 1 to {POST_TOKEN_MAX_BYTES} letters, digits, '-' or '_'"
-        ))
-    }
+    tsn_datastore::validate::post_id(author, id)?;
+    Ok(id.to_string())
 }
 
 #[cfg(test)]

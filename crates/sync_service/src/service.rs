@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use tonic::{Code, Request, Response, Status};
-use tsn_datastore::Op;
+use tsn_datastore::record::now_ms;
+use tsn_datastore::{validate, Op};
 use tsn_proto::tsn::sync_server::Sync;
 use tsn_proto::tsn::{ApplyReply, ApplyRequest};
 
@@ -27,9 +28,16 @@ impl SyncService {
 }
 
 /// Checks an Apply request from another cluster: a known sender cluster, at
-/// most [`APPLY_BATCH_MAX_OPS`] ops, each one a valid [`Op`]. A bad request
-/// is refused whole, so nothing of it reaches the primary.
-pub fn check_apply(request: &ApplyRequest, cluster_count: u32) -> Result<(), Status> {
+/// most [`APPLY_BATCH_MAX_OPS`] ops, each one a valid [`Op`] that this
+/// cluster admits from the sender ([`validate::admit`], without the state,
+/// which the primary checks again with its own). A bad request is refused
+/// whole, so nothing of it reaches the primary.
+pub fn check_apply(
+    request: &ApplyRequest,
+    cluster_count: u32,
+    own_cluster: u32,
+    now_ms: i64,
+) -> Result<(), Status> {
     if !(1..=cluster_count).contains(&request.from_cluster) {
         return Err(Status::invalid_argument(format!(
             "from_cluster {} is not a cluster (1..={cluster_count})",
@@ -42,12 +50,19 @@ pub fn check_apply(request: &ApplyRequest, cluster_count: u32) -> Result<(), Sta
             request.ops.len()
         )));
     }
+    let at = validate::Receiver {
+        cluster: own_cluster,
+        cluster_count: Some(cluster_count),
+        now_ms,
+        users: None,
+    };
+    let origin = validate::Origin::Cluster(request.from_cluster);
     for (i, op) in request.ops.iter().enumerate() {
-        if let Err(e) = Op::try_from(op.clone()) {
-            return Err(Status::invalid_argument(format!(
-                "op {i} is not a valid operation: {e}"
-            )));
-        }
+        let op = Op::try_from(op.clone()).map_err(|e| {
+            Status::invalid_argument(format!("op {i} is not a valid operation: {e}"))
+        })?;
+        validate::admit(&op, origin, &at)
+            .map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
     }
     Ok(())
 }
@@ -60,7 +75,7 @@ impl Sync for SyncService {
             .peers
             .cluster_count()
             .ok_or_else(|| Status::unavailable("the number of clusters is not known yet"))?;
-        check_apply(&request, cluster_count)?;
+        check_apply(&request, cluster_count, self.peers.own_cluster(), now_ms())?;
         let (addr, mut primary) = self.peers.primary()?;
         let from_cluster = request.from_cluster;
         let op_count = request.ops.len();
@@ -108,12 +123,12 @@ mod tests {
             from_cluster: 2,
             ops: vec![user_op(2), user_op(5)],
         };
-        assert!(check_apply(&request, 3).is_ok());
+        assert!(check_apply(&request, 3, 1, 0).is_ok());
         let empty = ApplyRequest {
             from_cluster: 3,
             ops: vec![],
         };
-        assert!(check_apply(&empty, 3).is_ok());
+        assert!(check_apply(&empty, 3, 1, 0).is_ok());
     }
 
     #[test]
@@ -143,7 +158,7 @@ mod tests {
             },
         ];
         for request in &bad {
-            let status = check_apply(request, 3).unwrap_err();
+            let status = check_apply(request, 3, 1, 0).unwrap_err();
             assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
         }
     }

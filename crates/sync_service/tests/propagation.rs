@@ -267,6 +267,7 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
         bind: addr.ip(),
         failure_timeout_ms: FAILURE_TIMEOUT_MS,
         secret: SecretArgs::file(secret_file()),
+        users_max: tsn_coordinator::config::ASSIGNED_USERS_MAX,
     };
     let (stop, shutdown) = Shutdown::new();
     tokio::spawn(tsn_coordinator::run(args, l, shutdown));
@@ -494,6 +495,19 @@ async fn a_follow_that_arrives_after_the_post_is_backfilled() {
     .await;
     assert!(!p2.has_post(2, "1-a"));
 
+    // Users 1 and 2 are users of their clusters, as any user a delivery
+    // or a follower change names (their logins reach the other cluster
+    // once both sync services run).
+    p1.commit(vec![Op::User {
+        user: 1,
+        cluster: 1,
+    }])
+    .await;
+    p2.commit(vec![Op::User {
+        user: 2,
+        cluster: 2,
+    }])
+    .await;
     let s2 = start_sync(&coord, 2, free_port(), ds2.path()).await;
     eventually("1-a backfilled to 2", || p2.has_post(2, "1-a")).await;
     assert!(!p2.has_post(2, "1-old"));
@@ -515,6 +529,19 @@ async fn a_backfill_post_that_does_not_parse_is_retried_not_skipped() {
     eventually("cluster 1 passed the post for cluster 2", || {
         position(ds1.path(), 1, 2) == end
     })
+    .await;
+    // Users 1 and 2 are users of their clusters, as any user a delivery
+    // or a follower change names (their logins reach the other cluster
+    // once both sync services run).
+    p1.commit(vec![Op::User {
+        user: 1,
+        cluster: 1,
+    }])
+    .await;
+    p2.commit(vec![Op::User {
+        user: 2,
+        cluster: 2,
+    }])
     .await;
     let s2 = start_sync(&coord, 2, free_port(), ds2.path()).await;
     eventually("the backfill asked for three times", || {

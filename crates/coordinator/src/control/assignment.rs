@@ -2,21 +2,35 @@
 //! reply names it, and the classic `GetServer` lookup built on it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use tsn_datastore::limits::USER_ID_MAX;
 use tsn_proto::csce438::ServerInfo;
 use tsn_proto::tsn::ProcessKind;
 
+use super::rate::ASSIGN_NEW_USERS_PER_PEER_PER_S;
 use super::registry::split_address;
 use super::{ControlPlane, Error, Result};
-use crate::config::{ASSIGNED_USERS_MAX, ASSIGN_USERS_PER_CALL_MAX};
+use crate::config::ASSIGN_USERS_PER_CALL_MAX;
 use crate::persist::Assignment;
 
 impl ControlPlane {
     /// The cluster of each user: the remembered one, else its home cluster
     /// among the current clusters, remembered durably before replying.
     pub fn assign(&mut self, users: &[u32]) -> Result<Vec<u32>> {
+        self.assign_for(None, users, Instant::now())
+    }
+
+    /// [`ControlPlane::assign`] for the caller at `peer`: the users it
+    /// adds to the table (not those already there) come out of its token
+    /// bucket ([`super::rate`]), and the table holds at most `--users-max`.
+    pub fn assign_for(
+        &mut self,
+        peer: Option<IpAddr>,
+        users: &[u32],
+        now: Instant,
+    ) -> Result<Vec<u32>> {
         if users.len() > ASSIGN_USERS_PER_CALL_MAX {
             return Err(Error::InvalidArgument(format!(
                 "at most {ASSIGN_USERS_PER_CALL_MAX} users per call, got {}",
@@ -46,14 +60,21 @@ impl ControlPlane {
             };
             clusters.push(c);
         }
-        if self.assignments.len() + new.len() > ASSIGNED_USERS_MAX {
+        if self.assignments.len() + new.len() > self.users_max {
             return Err(Error::ResourceExhausted(format!(
-                "the coordinator already serves {ASSIGNED_USERS_MAX} users"
+                "the coordinator already serves {} users (--users-max)",
+                self.users_max
             )));
+        }
+        if let Some(peer) = peer.filter(|_| !new.is_empty()) {
+            if !self.new_users.take(peer, new.len(), now) {
+                return Err(Error::ResourceExhausted(format!(
+                    "{peer} asked for more than {ASSIGN_NEW_USERS_PER_PEER_PER_S} new users per second; try again later"
+                )));
+            }
         }
         self.persistence.append_assignments(&new)?;
         self.assignments.extend(fresh);
-        assert_eq!(clusters.len(), users.len());
         Ok(clusters)
     }
 

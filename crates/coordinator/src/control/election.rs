@@ -4,6 +4,7 @@
 use tsn_proto::tsn::{HeartbeatRequest, Role};
 
 use super::{ControlPlane, Error, Result};
+use crate::config::EPOCH_MAX;
 
 impl ControlPlane {
     /// The role of the server that sent `req`, raising the epoch to what it
@@ -48,8 +49,11 @@ impl ControlPlane {
     }
 }
 
+/// The epoch after `epoch`, if it stays within [`EPOCH_MAX`] (what the
+/// state file may hold): an error, never a panic, when it cannot grow.
 pub(super) fn next_epoch(epoch: u64) -> Result<u64> {
     epoch
         .checked_add(1)
+        .filter(|&e| e <= EPOCH_MAX)
         .ok_or_else(|| Error::ResourceExhausted(format!("epoch {epoch} cannot grow")))
 }

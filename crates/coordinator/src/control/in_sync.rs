@@ -1,15 +1,20 @@
 //! The in-sync set of a cluster: changed only by the primary of the
 //! current epoch, stored before it is announced.
 
-use tsn_proto::tsn::{InSyncChange, InSyncReply};
+use std::time::Instant;
+
+use tsn_proto::tsn::{InSyncChange, InSyncReply, ProcessKind};
 
 use super::{ControlPlane, Error, Result};
 use crate::config::SERVERS_PER_CLUSTER_MAX;
 
 impl ControlPlane {
     /// Adds or removes a secondary from the in-sync set, if the caller is the
-    /// primary of the current epoch.
-    pub fn change_in_sync(&mut self, change: &InSyncChange) -> Result<InSyncReply> {
+    /// primary of the current epoch. Only a registered, live server of the
+    /// cluster is added: a server that does not exist would hold up every
+    /// write of the cluster (the primary waits for each in-sync server).
+    /// Removing is always allowed.
+    pub fn change_in_sync(&mut self, change: &InSyncChange, now: Instant) -> Result<InSyncReply> {
         let c = change.cluster_id;
         self.check_cluster(c)?;
         if change.server_id == 0 {
@@ -42,6 +47,15 @@ impl ControlPlane {
             )));
         }
         let changed = if change.in_sync {
+            let live = self
+                .processes
+                .get(&(c, ProcessKind::Server, s))
+                .is_some_and(|p| self.is_alive(p, now));
+            if !live && !rec.in_sync.contains(&s) {
+                return Err(Error::InvalidArgument(format!(
+                    "server {s} is not a live, registered server of cluster {c}"
+                )));
+            }
             if !rec.in_sync.contains(&s) && rec.in_sync.len() >= SERVERS_PER_CLUSTER_MAX {
                 return Err(Error::ResourceExhausted(format!(
                     "cluster {c} already has {SERVERS_PER_CLUSTER_MAX} in-sync servers"

@@ -19,6 +19,7 @@ mod assignment;
 mod election;
 mod failure;
 mod in_sync;
+pub mod rate;
 mod registry;
 #[cfg(test)]
 mod tests;
@@ -26,7 +27,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::config::CLUSTERS_MAX;
+use crate::config::{ASSIGNED_USERS_MAX, CLUSTERS_MAX};
 use crate::persist::{self, ClusterRecord, Loaded, Persistence, StoredClusters};
 
 pub use self::registry::split_address;
@@ -66,6 +67,10 @@ pub struct ControlPlane {
     waiting_logged: BTreeSet<u32>,
     /// Where decisions are made durable before they are adopted.
     persistence: Box<dyn Persistence>,
+    /// Most users assigned (`--users-max`).
+    users_max: usize,
+    /// New users per caller per second.
+    new_users: rate::Buckets,
 }
 
 impl ControlPlane {
@@ -80,7 +85,11 @@ impl ControlPlane {
         failure_timeout: Duration,
         now: Instant,
     ) -> persist::Result<ControlPlane> {
-        assert!((1..=CLUSTERS_MAX).contains(&cluster_count));
+        if !(1..=CLUSTERS_MAX).contains(&cluster_count) {
+            return Err(persist::Error::Invalid(format!(
+                "{cluster_count} clusters; 1..={CLUSTERS_MAX} are possible"
+            )));
+        }
         let stored = loaded.clusters;
         let stored_count = stored.as_ref().map(|s| s.cluster_count);
         let mut clusters: BTreeMap<u32, ClusterRecord> = stored
@@ -118,6 +127,8 @@ impl ControlPlane {
             last_tick: None,
             waiting_logged: BTreeSet::new(),
             persistence,
+            users_max: ASSIGNED_USERS_MAX,
+            new_users: rate::Buckets::default(),
         };
         match stored_count {
             Some(n) if n == cluster_count => {}
@@ -152,6 +163,11 @@ impl ControlPlane {
         Ok(state)
     }
 
+    /// Sets the most users the coordinator assigns (`--users-max`).
+    pub fn set_users_max(&mut self, users_max: usize) {
+        self.users_max = users_max;
+    }
+
     pub fn cluster_count(&self) -> u32 {
         self.cluster_count
     }
@@ -181,8 +197,20 @@ impl ControlPlane {
     /// Stores `rec` durably, then adopts it. Epochs never go back.
     pub(super) fn store_cluster(&mut self, rec: ClusterRecord) -> Result<()> {
         let old = self.record(rec.cluster_id);
-        assert!(rec.epoch >= old.epoch, "epoch going back");
-        assert!(!rec.in_sync.contains(&rec.primary_id) || rec.primary_id == 0);
+        // Refused, never a panic: the failure detector calls this too, and
+        // must outlive any input.
+        if rec.epoch < old.epoch {
+            return Err(Error::InvalidArgument(format!(
+                "cluster {}: epoch {} would go back from {}",
+                rec.cluster_id, rec.epoch, old.epoch
+            )));
+        }
+        if rec.primary_id != 0 && rec.in_sync.contains(&rec.primary_id) {
+            return Err(Error::InvalidArgument(format!(
+                "cluster {}: the primary would be in its own in-sync set",
+                rec.cluster_id
+            )));
+        }
         let mut next = self.clusters.clone();
         next.insert(rec.cluster_id, rec);
         let stored = self.stored(&next);

@@ -9,7 +9,11 @@ use tsn_proto::tsn::{
 };
 
 use super::{ControlPlane, Error, Result};
-use crate::config::{ADDRESS_MAX_BYTES, EPOCH_MAX, SERVERS_PER_CLUSTER_MAX, SERVER_ID_MAX};
+use tsn_datastore::validate::SEQ_MAX;
+
+use crate::config::{
+    ADDRESS_MAX_BYTES, EPOCH_CLAIM_MAX, EPOCH_MAX, SERVERS_PER_CLUSTER_MAX, SERVER_ID_MAX,
+};
 
 /// (cluster id, kind, server id); a sync service has server id 0.
 pub(super) type ProcessKey = (u32, ProcessKind, u32);
@@ -79,6 +83,31 @@ impl ControlPlane {
         }
         if req.epoch > EPOCH_MAX || req.last_epoch > EPOCH_MAX {
             return invalid(format!("epochs are at most {EPOCH_MAX}"));
+        }
+        if req.last_seq > SEQ_MAX {
+            return invalid(format!("journal seqs are at most {SEQ_MAX}"));
+        }
+        if Role::try_from(req.requested_role).is_err() {
+            return invalid(format!("role {} is not a role", req.requested_role));
+        }
+        // A server's epochs come from this coordinator: one beyond what it
+        // announced (+1, a promotion it may not have stored yet) is a lie
+        // or a bug, and adopting it would use up the epochs. A cluster
+        // without a primary (fresh, or after -c) learns its epoch from the
+        // servers, up to what leaves room for promotions.
+        let rec = self.record(req.cluster_id);
+        let claimed = req.epoch.max(req.last_epoch);
+        let room = EPOCH_CLAIM_MAX.max(rec.epoch);
+        let limit = if rec.primary_id == 0 {
+            room
+        } else {
+            rec.epoch.saturating_add(1).min(room)
+        };
+        if kind == ProcessKind::Server && claimed > limit {
+            return invalid(format!(
+                "epoch {claimed} is beyond cluster {}'s epoch {} (at most {limit} is believed)",
+                req.cluster_id, rec.epoch
+            ));
         }
         Ok(kind)
     }

@@ -67,14 +67,19 @@ fn with_progress(mut req: HeartbeatRequest, last_epoch: u64, last_seq: u64) -> H
 
 fn in_sync(st: &mut ControlPlane, c: u32, s: u32) {
     let rec = st.record(c).clone();
+    // As the server's last heartbeat arrived.
+    let now = st.processes[&(c, ProcessKind::Server, s)].last_heartbeat;
     let reply = st
-        .change_in_sync(&InSyncChange {
-            cluster_id: c,
-            primary_id: rec.primary_id,
-            epoch: rec.epoch,
-            server_id: s,
-            in_sync: true,
-        })
+        .change_in_sync(
+            &InSyncChange {
+                cluster_id: c,
+                primary_id: rec.primary_id,
+                epoch: rec.epoch,
+                server_id: s,
+                in_sync: true,
+            },
+            now,
+        )
         .unwrap();
     assert!(reply.ok);
 }
@@ -370,25 +375,28 @@ fn stale_change_in_sync_is_refused() {
         change(2, 1, 2, true),
         change(0, 0, 2, true),
     ] {
-        let r = st.change_in_sync(&stale).unwrap();
+        let r = st.change_in_sync(&stale, f.at(0)).unwrap();
         assert!(!r.ok);
         assert!(st.record(1).in_sync.is_empty());
     }
-    let r = st.change_in_sync(&change(1, 1, 2, true)).unwrap();
+    let r = st.change_in_sync(&change(1, 1, 2, true), f.at(0)).unwrap();
     assert!(r.ok);
     assert_eq!(r.in_sync, vec![2]);
     assert!(matches!(
-        st.change_in_sync(&change(1, 1, 1, true)),
+        st.change_in_sync(&change(1, 1, 1, true), f.at(0)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        st.change_in_sync(&InSyncChange {
-            cluster_id: 9,
-            ..change(1, 1, 2, true)
-        }),
+        st.change_in_sync(
+            &InSyncChange {
+                cluster_id: 9,
+                ..change(1, 1, 2, true)
+            },
+            f.at(0)
+        ),
         Err(Error::InvalidArgument(_))
     ));
-    let r = st.change_in_sync(&change(1, 1, 2, false)).unwrap();
+    let r = st.change_in_sync(&change(1, 1, 2, false), f.at(0)).unwrap();
     assert!(r.ok && r.in_sync.is_empty());
     // It was stored.
     drop(st);
@@ -601,4 +609,160 @@ fn a_write_refused_by_the_disk_changes_nothing() {
     assert_eq!((st.record(1).epoch, st.record(1).primary_id), (0, 0));
     assert!(matches!(st.assign(&[5]), Err(Error::Storage(_))));
     assert!(st.assignments.is_empty());
+}
+
+/// A heartbeat claiming epoch 2^53 used to be adopted; the next promotion
+/// then asked to store epoch 2^53 + 1, which the state file refuses, and
+/// the failure detector panicked (no failover for any cluster after).
+/// Now the claim is refused, and even a cluster whose epoch cannot grow
+/// (a state file at the limit) leaves the detector deciding for the others.
+#[test]
+fn an_epoch_claim_cannot_stop_failovers() {
+    let f = Fixture::new();
+    let mut st = f.open(2, 0);
+    primary_and_in_sync_secondary(&f, &mut st, 0);
+    let mut lie = server(1, 2, Role::Secondary);
+    lie.epoch = crate::config::EPOCH_MAX;
+    let e = st.heartbeat(&lie, f.at(100)).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument(ref m) if m.contains("beyond")),
+        "{e}"
+    );
+    lie.epoch = 0;
+    lie.last_epoch = 3;
+    assert!(st.heartbeat(&lie, f.at(100)).is_err());
+    assert_eq!(st.record(1).epoch, 1);
+    // The primary dies: server 2 is promoted.
+    for ms in (600..=1400).step_by(100) {
+        st.heartbeat(&server(1, 2, Role::Secondary), f.at(ms))
+            .unwrap();
+        st.tick(f.at(ms));
+    }
+    assert_eq!((st.record(1).primary_id, st.record(1).epoch), (2, 2));
+}
+
+#[test]
+fn an_epoch_at_the_limit_stops_only_its_own_promotions() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut top = ClusterRecord::fresh(1);
+    top.epoch = crate::config::EPOCH_MAX;
+    top.primary_id = 1;
+    top.in_sync.insert(2);
+    let mut other = ClusterRecord::fresh(2);
+    other.epoch = 4;
+    other.primary_id = 1;
+    other.in_sync.insert(2);
+    let loaded = Loaded {
+        clusters: Some(StoredClusters {
+            cluster_count: 2,
+            clusters: vec![top, other],
+        }),
+        assignments: Vec::new(),
+    };
+    let files = Files::open(dir.path(), false).unwrap();
+    let mut st = ControlPlane::open(loaded, Box::new(files), 2, TIMEOUT, at(0)).unwrap();
+    for ms in (0..=1500).step_by(100) {
+        for c in [1, 2] {
+            let mut req = server(c, 2, Role::Secondary);
+            req.epoch = st.record(c).epoch;
+            st.heartbeat(&req, at(ms)).unwrap();
+        }
+        st.tick(at(ms));
+    }
+    assert_eq!(
+        st.record(1).primary_id,
+        1,
+        "epoch cannot grow: no promotion"
+    );
+    assert_eq!((st.record(2).primary_id, st.record(2).epoch), (2, 5));
+    // And an invalid state is refused by the files, not a panic.
+    let mut bad = st.record(1).clone();
+    bad.epoch += 1;
+    assert!(st.store_cluster(bad).is_err());
+}
+
+#[test]
+fn heartbeat_claims_are_sane() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    let mut req = server(1, 1, Role::Primary);
+    req.last_seq = u64::MAX;
+    assert!(st.heartbeat(&req, f.at(0)).is_err());
+    let mut req = server(1, 1, Role::Primary);
+    req.requested_role = 77;
+    assert!(st.heartbeat(&req, f.at(0)).is_err());
+    // A fresh cluster learns its epoch from its servers, below the room
+    // kept for promotions.
+    let mut req = server(1, 1, Role::Secondary);
+    req.epoch = crate::config::EPOCH_CLAIM_MAX + 1;
+    assert!(st.heartbeat(&req, f.at(0)).is_err());
+    req.epoch = 9;
+    assert_eq!(st.heartbeat(&req, f.at(0)).unwrap().epoch, 9);
+}
+
+#[test]
+fn only_a_live_registered_secondary_joins_the_in_sync_set() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    primary_and_in_sync_secondary(&f, &mut st, 0);
+    let change = |server_id, in_sync| InSyncChange {
+        cluster_id: 1,
+        primary_id: 1,
+        epoch: 1,
+        server_id,
+        in_sync,
+    };
+    // Server 40 does not exist.
+    let e = st.change_in_sync(&change(40, true), f.at(10)).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument(ref m) if m.contains("server 40")),
+        "{e}"
+    );
+    assert_eq!(
+        st.record(1).in_sync.iter().copied().collect::<Vec<_>>(),
+        vec![2]
+    );
+    // Server 3 registered, then died: not added; removing is always allowed.
+    st.heartbeat(&server(1, 3, Role::Secondary), f.at(10))
+        .unwrap();
+    assert!(st.change_in_sync(&change(3, true), f.at(5000)).is_err());
+    assert!(st.change_in_sync(&change(2, false), f.at(5000)).unwrap().ok);
+}
+
+#[test]
+fn assign_is_bounded_per_caller_and_in_total() {
+    use super::rate::ASSIGN_NEW_USERS_BURST;
+    let f = Fixture::new();
+    let mut st = f.open(3, 0);
+    let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    let burst = ASSIGN_NEW_USERS_BURST as u32;
+    for chunk in (1..=burst)
+        .collect::<Vec<_>>()
+        .chunks(ASSIGN_USERS_PER_CALL_MAX)
+    {
+        st.assign_for(Some(peer), chunk, f.at(0)).unwrap();
+    }
+    let e = st
+        .assign_for(Some(peer), &[burst + 1], f.at(0))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ResourceExhausted(ref m) if m.contains("per second")),
+        "{e}"
+    );
+    // Users already assigned cost nothing; another caller is served.
+    st.assign_for(Some(peer), &[1, 2, 3], f.at(0)).unwrap();
+    let other: std::net::IpAddr = "10.1.2.4".parse().unwrap();
+    st.assign_for(Some(other), &[burst + 1], f.at(0)).unwrap();
+    // The table's ceiling is a setting.
+    st.set_users_max(burst as usize + 2);
+    st.assign_for(Some(other), &[burst + 2], f.at(0)).unwrap();
+    let e = st
+        .assign_for(Some(other), &[burst + 3], f.at(0))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ResourceExhausted(ref m) if m.contains("--users-max")),
+        "{e}"
+    );
 }
