@@ -177,12 +177,7 @@ impl Mp3SnsService for Mp3Sns {
         let user = parse_user_id(&first.username).ok_or_else(|| {
             Status::invalid_argument(format!("{:?} is not a client id", first.username))
         })?;
-        if lock(&node.store).state().user_cluster(user) != Some(node.cluster_id) {
-            return Err(Status::failed_precondition(format!(
-                "user {user} has not logged in on cluster {}",
-                node.cluster_id
-            )));
-        }
+        crate::timeline::logged_in_here(&node, user)?;
         let _one_call_per_user = self.stripes[user as usize % USER_LOCK_STRIPES].lock().await;
         // The first message is the client's "INIT"; every later one is a
         // typed line.

@@ -78,6 +78,21 @@ impl Sns {
         Ok((self.caller(&req.username)?, self.target(req)?))
     }
 
+    /// What FOLLOW and UNFOLLOW check first: the primary takes writes, and
+    /// the caller and the target are two users; `yourself` is the reply
+    /// when they are one (its code and text differ between the two).
+    fn relation(
+        &self,
+        request: Request<SnsRequest>,
+        yourself: (&'static str, &'static str),
+    ) -> Result<Result<(u32, u32), Reply>, Status> {
+        self.node.may_write()?;
+        Ok(match self.caller_and_target(&request.into_inner()) {
+            Ok((user, target)) if user == target => Err(reply(yourself.0, yourself.1)),
+            other => other,
+        })
+    }
+
     async fn write_one(&self, op: Op) -> Result<WriteOutcome, Status> {
         let mut outcomes = self.node.write(vec![op]).await?;
         Ok(outcomes.pop().unwrap_or(WriteOutcome::Duplicate))
@@ -145,17 +160,11 @@ impl SnsService for Sns {
     }
 
     async fn follow(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
-        self.node.may_write()?;
-        let (user, target) = match self.caller_and_target(&request.into_inner()) {
+        let yourself = (FAILURE_ALREADY_EXISTS, "you cannot follow yourself");
+        let (user, target) = match self.relation(request, yourself)? {
             Ok(pair) => pair,
             Err(r) => return Ok(Response::new(r)),
         };
-        if target == user {
-            return Ok(respond(
-                FAILURE_ALREADY_EXISTS,
-                "you cannot follow yourself",
-            ));
-        }
         if lock(&self.node.store).state().follows(user, target) {
             return Ok(respond(
                 FAILURE_ALREADY_EXISTS,
@@ -198,17 +207,11 @@ impl SnsService for Sns {
     }
 
     async fn un_follow(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
-        self.node.may_write()?;
-        let (user, target) = match self.caller_and_target(&request.into_inner()) {
+        let yourself = (FAILURE_INVALID_USERNAME, "you cannot unfollow yourself");
+        let (user, target) = match self.relation(request, yourself)? {
             Ok(pair) => pair,
             Err(r) => return Ok(Response::new(r)),
         };
-        if target == user {
-            return Ok(respond(
-                FAILURE_INVALID_USERNAME,
-                "you cannot unfollow yourself",
-            ));
-        }
         {
             let store = lock(&self.node.store);
             let state = store.state();

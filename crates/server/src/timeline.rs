@@ -47,12 +47,7 @@ pub async fn open(
     let user = parse_user_id(&first.username).ok_or_else(|| {
         Status::invalid_argument(format!("{:?} is not a client id", first.username))
     })?;
-    if lock(&node.store).state().user_cluster(user) != Some(node.cluster_id) {
-        return Err(Status::failed_precondition(format!(
-            "user {user} has not logged in on cluster {}",
-            node.cluster_id
-        )));
-    }
+    logged_in_here(&node, user)?;
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_MAX_MESSAGES);
     tokio::spawn(send_posts(node.clone(), user, first.resume_after_seq, tx));
     tokio::spawn(take_posts(node, user, inbound));
@@ -168,4 +163,16 @@ async fn take_posts(node: Arc<Node>, user: u32, mut inbound: Streaming<Message>)
             tracing::info!(user, error = %e.message(), "a post from a timeline stream was not stored");
         }
     }
+}
+
+/// A timeline is read by a user who logged in on this cluster (a stream
+/// of the classic variant, a call of the MP3 variant alike).
+pub(crate) fn logged_in_here(node: &Node, user: u32) -> Result<(), Status> {
+    if lock(&node.store).state().user_cluster(user) != Some(node.cluster_id) {
+        return Err(Status::failed_precondition(format!(
+            "user {user} has not logged in on cluster {}",
+            node.cluster_id
+        )));
+    }
+    Ok(())
 }

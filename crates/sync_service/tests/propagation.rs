@@ -375,6 +375,22 @@ fn post(author: u32, id: &str, ts_ms: i64) -> Op {
     })
 }
 
+/// Users 1 and 2 become users of their clusters, as any user a delivery
+/// or a follower change names must be (their logins reach the other
+/// cluster once both sync services run).
+async fn log_in_both(p1: &PrimaryHandle, p2: &PrimaryHandle) {
+    p1.commit(vec![Op::User {
+        user: 1,
+        cluster: 1,
+    }])
+    .await;
+    p2.commit(vec![Op::User {
+        user: 2,
+        cluster: 2,
+    }])
+    .await;
+}
+
 fn follow(user: u32, target: u32, since_ms: i64) -> Op {
     Op::Follow {
         user,
@@ -495,19 +511,7 @@ async fn a_follow_that_arrives_after_the_post_is_backfilled() {
     .await;
     assert!(!p2.has_post(2, "1-a"));
 
-    // Users 1 and 2 are users of their clusters, as any user a delivery
-    // or a follower change names (their logins reach the other cluster
-    // once both sync services run).
-    p1.commit(vec![Op::User {
-        user: 1,
-        cluster: 1,
-    }])
-    .await;
-    p2.commit(vec![Op::User {
-        user: 2,
-        cluster: 2,
-    }])
-    .await;
+    log_in_both(&p1, &p2).await;
     let s2 = start_sync(&coord, 2, free_port(), ds2.path()).await;
     eventually("1-a backfilled to 2", || p2.has_post(2, "1-a")).await;
     assert!(!p2.has_post(2, "1-old"));
@@ -530,19 +534,7 @@ async fn a_backfill_post_that_does_not_parse_is_retried_not_skipped() {
         position(ds1.path(), 1, 2) == end
     })
     .await;
-    // Users 1 and 2 are users of their clusters, as any user a delivery
-    // or a follower change names (their logins reach the other cluster
-    // once both sync services run).
-    p1.commit(vec![Op::User {
-        user: 1,
-        cluster: 1,
-    }])
-    .await;
-    p2.commit(vec![Op::User {
-        user: 2,
-        cluster: 2,
-    }])
-    .await;
+    log_in_both(&p1, &p2).await;
     let s2 = start_sync(&coord, 2, free_port(), ds2.path()).await;
     eventually("the backfill asked for three times", || {
         p1.probe.backfill_calls.load(Ordering::SeqCst) >= 3

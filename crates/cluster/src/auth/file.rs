@@ -70,22 +70,7 @@ pub fn create_secret_file(path: &Path) -> anyhow::Result<bool> {
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let secret = Secret::generate()
         .map_err(|e| anyhow::anyhow!("no randomness for a cluster secret: {e}"))?;
-    let temp = tempfile_name(path);
-    let written = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(SECRET_FILE_MODE)
-            .open(&temp)?;
-        // The umask cannot widen a mode, but be explicit about it.
-        f.set_permissions(fs::Permissions::from_mode(SECRET_FILE_MODE))?;
-        f.write_all(format!("{}\n", secret.to_hex()).as_bytes())?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        anyhow::bail!("cannot write {}: {e}", temp.display());
-    }
+    let temp = write_temp(path, &secret)?;
     let linked = fs::hard_link(&temp, path);
     let _ = fs::remove_file(&temp);
     match linked {
@@ -151,6 +136,17 @@ pub fn read_secret_file(path: &Path) -> anyhow::Result<Secret> {
 /// Writes `secret` to `path` replacing what is there (a rotation): temp
 /// file of mode 0600, fsync, rename.
 pub fn replace_secret_file(path: &Path, secret: &Secret) -> anyhow::Result<()> {
+    let temp = write_temp(path, secret)?;
+    if let Err(e) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        anyhow::bail!("cannot write {}: {e}", path.display());
+    }
+    Ok(())
+}
+
+/// Writes `secret` into a new temp file beside `path`, mode 0600, fsynced;
+/// returns its path. Nothing is left behind when it fails.
+fn write_temp(path: &Path, secret: &Secret) -> anyhow::Result<PathBuf> {
     let temp = tempfile_name(path);
     let written = (|| -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new()
@@ -158,15 +154,16 @@ pub fn replace_secret_file(path: &Path, secret: &Secret) -> anyhow::Result<()> {
             .create_new(true)
             .mode(SECRET_FILE_MODE)
             .open(&temp)?;
+        // The umask cannot widen a mode, but be explicit about it.
+        f.set_permissions(fs::Permissions::from_mode(SECRET_FILE_MODE))?;
         f.write_all(format!("{}\n", secret.to_hex()).as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&temp, path)
+        f.sync_all()
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
-        anyhow::bail!("cannot write {}: {e}", path.display());
+        anyhow::bail!("cannot write {}: {e}", temp.display());
     }
-    Ok(())
+    Ok(temp)
 }
 
 /// The secret at `path`, creating the file first if there is none.
