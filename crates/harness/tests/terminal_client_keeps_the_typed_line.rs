@@ -31,18 +31,43 @@ const COLS: u16 = 120;
 /// Bytes read from the terminal at a time.
 const READ_CHUNK_BYTES: usize = 4096;
 
+/// The client's log level while under test: its log goes to a file (not
+/// the screen), shown with the screen when the test fails.
+const CLIENT_LOG_FILTER: &str = "debug,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info";
+/// The tail of the client's output shown when the test fails.
+const TRANSCRIPT_SHOWN_MAX_BYTES: usize = 4096;
+
 /// The client in a pseudo-terminal and the screen it drew.
 struct Terminal {
     session: Session<UnixProcess, PtyStream>,
     screen: vt100::Parser,
+    /// Every byte the client wrote to the terminal, for the failure report.
+    transcript: Vec<u8>,
+    /// The client's stderr (its log), kept off the screen.
+    log: tempfile::NamedTempFile,
+    /// What the test did and saw when, to set beside the client's log.
+    events: Vec<String>,
 }
 
 impl Terminal {
     fn spawn(args: &[String]) -> Terminal {
-        let mut command = std::process::Command::new(bin_path(CLIENT));
+        let log = match tempfile::NamedTempFile::new() {
+            Ok(log) => log,
+            Err(e) => panic!("creating the client's log file: {e}"),
+        };
+        // The shell turns echo on, as a terminal a person opens has it
+        // (the pseudo-terminal starts without), sends the client's stderr
+        // to the log file (the pseudo-terminal is set up as all three of
+        // its streams first), then becomes the client.
+        let mut command = std::process::Command::new("sh");
         command
+            .arg("-c")
+            .arg("log=$1; shift; stty echo && exec \"$@\" 2>>\"$log\"")
+            .arg("sh")
+            .arg(log.path())
+            .arg(bin_path(CLIENT))
             .args(args)
-            .env_remove("RUST_LOG")
+            .env("RUST_LOG", CLIENT_LOG_FILTER)
             .env("TERM", "xterm-256color");
         let mut session = match Session::spawn(command) {
             Ok(s) => s,
@@ -55,6 +80,9 @@ impl Terminal {
         Terminal {
             session,
             screen: vt100::Parser::new(size(ROWS), size(COLS), 0),
+            transcript: Vec::new(),
+            log,
+            events: Vec::new(),
         }
     }
 
@@ -64,12 +92,13 @@ impl Terminal {
     }
 
     fn send(&mut self, bytes: &[u8]) {
+        self.event(&format!("sending {:?}", bytes.escape_ascii().to_string()));
         if let Err(e) = self
             .session
             .write_all(bytes)
             .and_then(|()| self.session.flush())
         {
-            panic!("sending {bytes:?}: {e}\nscreen:\n{}", self.shown());
+            panic!("sending {bytes:?}: {e}\n{}", self.report());
         }
     }
 
@@ -85,14 +114,23 @@ impl Terminal {
                 Err(_) => return,
             };
             self.screen.process(&buf[..n]);
+            self.transcript.extend_from_slice(&buf[..n]);
         }
     }
 
-    /// Whether the line editor is reading a line: it holds the terminal in
-    /// raw mode (no echo) only then, so keys typed now reach it, not the
-    /// terminal's own line editing.
-    fn reading(&self) -> bool {
+    /// Whether the line editor holds the terminal: from its start to the
+    /// end of the session the terminal does not echo (it did when the
+    /// client started) and has no line editing of its own, so keys typed
+    /// now reach the editor, even between two lines.
+    fn held(&self) -> bool {
         matches!(self.session.get_process().get_echo(), Ok(false))
+    }
+
+    /// Notes `what` with the time and whether the terminal echoes.
+    fn event(&mut self, what: &str) {
+        let echo = self.session.get_process().get_echo();
+        let now = chrono::Utc::now().format("%H:%M:%S%.6f");
+        self.events.push(format!("  {now} {what} (echo: {echo:?})"));
     }
 
     /// The visible rows, without trailing blanks.
@@ -108,20 +146,63 @@ impl Terminal {
         self.rows().join("\n")
     }
 
-    /// Waits until the screen's rows and whether the line editor is reading
-    /// a line satisfy `check`; panics with `what` and the screen
-    /// after the deadline.
+    /// What a failure shows: the screen, the tail of what the client
+    /// wrote (escaped, so the terminal modes it set are visible), the
+    /// terminal's mode, its threads' states and its log.
+    fn report(&mut self) -> String {
+        self.drain();
+        let tail_from = self
+            .transcript
+            .len()
+            .saturating_sub(TRANSCRIPT_SHOWN_MAX_BYTES);
+        let tail = self.transcript[tail_from..].escape_ascii().to_string();
+        let pid = self.session.get_process().pid();
+        let mut threads = String::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let path = task.path();
+                let read = |name: &str| {
+                    std::fs::read_to_string(path.join(name))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                };
+                threads.push_str(&format!(
+                    "  {} {:?}: {}\n",
+                    read("comm"),
+                    read("wchan"),
+                    read("stat")
+                ));
+            }
+        }
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        format!(
+            "the screen:\n{}\nthe client's output (last {} bytes):\n{tail}\n\
+             terminal echo: {:?}; client alive: {:?}; its threads:\n{threads}\
+             what the test did:\n{}\nthe client's log:\n{log}",
+            self.shown(),
+            self.transcript.len() - tail_from,
+            self.session.get_process().get_echo(),
+            self.session.get_process().is_alive(),
+            self.events.join("\n"),
+        )
+    }
+
+    /// Waits until the screen's rows and whether the line editor holds the
+    /// terminal satisfy `check`; panics with `what`, the screen and the
+    /// client's log after the deadline.
     async fn wait_screen(&mut self, what: &str, check: impl Fn(&[String], bool) -> bool) {
         let deadline = Instant::now() + Duration::from_millis(SCREEN_DEADLINE_MS);
         loop {
             self.drain();
-            if check(&self.rows(), self.reading()) {
+            if check(&self.rows(), self.held()) {
+                self.event(&format!("saw {what}"));
                 return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "waited {SCREEN_DEADLINE_MS} ms for {what}; the screen:\n{}",
-                    self.shown()
+                    "waited {SCREEN_DEADLINE_MS} ms for {what}; {}",
+                    self.report()
                 );
             }
             tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
@@ -136,8 +217,8 @@ impl Terminal {
             self.drain();
             if Instant::now() > deadline {
                 panic!(
-                    "the client did not exit within {EXIT_DEADLINE_MS} ms at the end of its input; the screen:\n{}",
-                    self.shown()
+                    "the client did not exit within {EXIT_DEADLINE_MS} ms at the end of its input; {}",
+                    self.report()
                 );
             }
             tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
@@ -180,17 +261,16 @@ async fn a_post_arriving_while_typing_goes_above_the_typed_line() {
     .map(|s| s.to_string())
     .collect();
     let mut t = Terminal::spawn(&args);
-    t.wait_screen("the login and the Cmd> prompt", |rows, reading| {
-        reading
-            && rows.iter().any(|r| r == "logged in as 1 on cluster 1")
+    t.wait_screen("the login and the Cmd> prompt", |rows, held| {
+        held && rows.iter().any(|r| r == "logged in as 1 on cluster 1")
             && last_row(rows).is_some_and(|(_, r)| r == "Cmd>")
     })
     .await;
     t.type_keys("TIMELINE\r");
     // The editor reads the next line (it printed the line below when the
     // last one was read) before anything is typed into it.
-    t.wait_screen("timeline mode, reading a line", |rows, reading| {
-        reading && rows.iter().any(|r| r == "Now you are in the timeline")
+    t.wait_screen("timeline mode, reading a line", |rows, held| {
+        held && rows.iter().any(|r| r == "Now you are in the timeline")
     })
     .await;
 
@@ -229,9 +309,10 @@ async fn a_post_arriving_while_typing_goes_above_the_typed_line() {
     .await;
 
     // Ctrl-D on the empty line ends the input, and with it the session.
-    // (The post is stored, so the line was read: raw mode now is the
-    // next line's.)
-    t.wait_screen("the next line to be read", |_, reading| reading)
+    // The client may still be waiting for the post's acknowledgement
+    // before it reads the next line: the key must wait for that line,
+    // not be taken by the terminal's own line editing.
+    t.wait_screen("the line editor to hold the terminal", |_, held| held)
         .await;
     t.type_keys("\x04");
     t.wait_exit().await;

@@ -6,10 +6,21 @@
 //!
 //! Reading the terminal blocks, so the editor runs on a thread of its own
 //! and reads one line per request: the session asks for the next line (with
-//! its prompt) only when it is ready for it, so the editor holds the
-//! terminal only while a line is being typed. While it exists, every line
-//! the client prints goes through the editor's printer
+//! its prompt) only when it is ready for it, so the editor reads keys and
+//! draws the input line only while a line is being typed. While it exists,
+//! every line the client prints goes through the editor's printer
 //! ([`crate::output::print_through`]).
+//!
+//! Between two lines (while a command runs, or a post waits for its
+//! acknowledgement) nobody reads the terminal, but a person may already be
+//! typing. The terminal's own (canonical) line editing must not see those
+//! keys: it would turn a Ctrl-D into an end-of-file marker that reaches the
+//! editor as a NUL once it switches to raw mode, so the Ctrl-D would be
+//! lost, and it would echo and edit the keys itself. So for the whole
+//! session the terminal stays in the editor's input mode
+//! ([`hold_between_lines`]): keys typed between lines wait, unchanged, for
+//! the next line, and the editor sees them exactly as if typed while it
+//! read. The settings of the start are put back when the session ends.
 
 use std::io;
 use std::sync::mpsc as std_mpsc;
@@ -62,6 +73,7 @@ impl LineEditor {
                         return;
                     }
                 }
+                hold_between_lines();
                 let _ = ready_tx.send(Ok(()));
                 while let Ok(prompt) = prompt_rx.recv() {
                     let answer = read_one(&mut editor, &prompt);
@@ -126,6 +138,31 @@ fn read_one(editor: &mut Editor<(), DefaultHistory>, prompt: &str) -> Answer {
         Err(ReadlineError::Eof | ReadlineError::Interrupted) => Ok(None),
         Err(ReadlineError::Io(error)) => Err(error),
         Err(error) => Err(io::Error::other(error)),
+    }
+}
+
+/// Puts stdin in the editor's input mode for the time between lines:
+/// no canonical line editing and no echo, and the input translations the
+/// editor turns off while it reads (CR to NL, flow control, the high bit)
+/// off too, so a key typed between lines reaches the next line as it would
+/// have during it. Signals stay on: Ctrl-C between lines still ends the
+/// session. Output processing is untouched (a line printed between lines
+/// still ends with CR LF). The editor saves these settings when a line
+/// starts and puts them back when it ends; [`LineEditor`]'s drop puts the
+/// session's first settings back.
+fn hold_between_lines() {
+    let Some(mut settings) = saved_terminal() else {
+        return;
+    };
+    settings.c_lflag &= !(libc::ICANON | libc::ECHO | libc::IEXTEN);
+    settings.c_iflag &= !(libc::ICRNL | libc::INPCK | libc::ISTRIP | libc::IXON | libc::BRKINT);
+    // SAFETY: tcsetattr reads settings read by tcgetattr with some flags
+    // changed; it only changes the terminal's modes.
+    let set = unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, &settings) };
+    if set != 0 {
+        // The editor still works; only keys typed between lines go
+        // through the terminal's own line editing.
+        tracing::warn!(error = %io::Error::last_os_error(), "cannot hold the terminal between lines");
     }
 }
 
