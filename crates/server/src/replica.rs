@@ -290,7 +290,8 @@ fn received_entries(
     let mut entries: Vec<Entry> = Vec::with_capacity(received.len());
     let mut lines: Vec<JournalLine> = Vec::with_capacity(received.len());
     for (i, msg) in received.into_iter().enumerate() {
-        let in_order = msg.seq == prev_seq + 1 + i as u64
+        // `prev_seq` is the sender's: no sum of it may overflow.
+        let in_order = prev_seq.checked_add(1 + i as u64) == Some(msg.seq)
             && msg.epoch <= epoch
             && entries.last().is_none_or(|p| p.epoch <= msg.epoch);
         let entry = (in_order && is_storable_line(&msg.line))
