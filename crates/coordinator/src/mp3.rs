@@ -76,11 +76,12 @@ impl SnsCoordinatorService for Mp3Coordinator {
         &self,
         request: Request<Mp3Request>,
     ) -> Result<Response<Assignment>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let username = request.into_inner().username;
         let Some(user) = parse_user_id(&username) else {
             return Ok(Response::new(not_found()));
         };
-        let found = lock(&self.state).mp3_primary(user, Instant::now());
+        let found = lock(&self.state).mp3_primary(peer, user, Instant::now());
         Ok(Response::new(match found {
             Ok((cluster, address)) => assignment(cluster, address.as_deref()),
             Err(e) => {

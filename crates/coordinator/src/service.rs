@@ -104,9 +104,12 @@ impl Coordinator for CoordinatorService {
 #[tonic::async_trait]
 impl CoordService for CoordinatorService {
     async fn get_server(&self, request: Request<Id>) -> Result<Response<ServerInfo>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let id = request.into_inner().id;
         let mut state = lock(&self.state);
-        let info = state.get_server(id, Instant::now()).map_err(status)?;
+        let info = state
+            .get_server_for(peer, id, Instant::now())
+            .map_err(status)?;
         Ok(Response::new(info))
     }
 }

@@ -75,6 +75,7 @@ impl RecentLines {
         if after_seq >= last {
             return Some(Vec::new());
         }
+        // No overflow: `after_seq < last` here.
         if after_seq + 1 < first {
             return None;
         }
@@ -124,6 +125,7 @@ impl Journal {
                 );
                 return true;
             }
+            // No overflow: `last_seq < entry.seq` here.
             if entry.seq != last_seq + 1 {
                 tracing::warn!(
                     file = %path.display(), seq = entry.seq, last_seq,

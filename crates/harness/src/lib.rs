@@ -12,6 +12,9 @@
 //! * [`wait`]: polling a condition with a deadline (never a fixed sleep).
 //! * [`results`]: pure helpers to read what a test got (ids, texts, the
 //!   client's output, the datastore's files).
+//! * [`attack`]: running an attack on a deployment while its users post,
+//!   and what such tests share (the processes' addresses, files holding a
+//!   marker).
 //! * [`fault_check`]: after a run of faults, every timeline held to what
 //!   the writers were told and the replicas' journals compared.
 //! * [`direct`] and [`classic`]: clients of one given process, and the
@@ -24,6 +27,7 @@
 //! The tests themselves are in `tests/`.
 
 pub mod api;
+pub mod attack;
 pub mod bins;
 pub mod classic;
 pub mod cli;

@@ -13,15 +13,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::Path;
 
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tsn_cluster::auth::{Secret, INTERNAL_SERVICES, SECRET_METADATA_KEY};
 use tsn_cluster::coord::channel;
-use tsn_harness::fault_check::{journals_agree, Expectation, Reader};
-use tsn_harness::load::Load;
+use tsn_harness::attack::{addresses, files_holding, processes, under_load};
 use tsn_harness::Deployment;
 use tsn_proto::tsn::coordinator_client::CoordinatorClient;
 use tsn_proto::tsn::replica_client::ReplicaClient;
@@ -82,54 +80,6 @@ fn assert_refused<T: std::fmt::Debug>(what: &str, who: &str, result: Result<T, S
     }
 }
 
-/// Addresses of the processes of `cluster`: its primary, a secondary, its
-/// sync service.
-async fn addresses(d: &Deployment, cluster: u32) -> (String, String, String) {
-    let all = views(&d.api()).await;
-    let Some(view) = all.iter().find(|v| v.cluster_id == cluster) else {
-        panic!("no cluster {cluster}: {all:?}");
-    };
-    let of = |pick: &dyn Fn(&ProcessView) -> bool| {
-        view.processes
-            .iter()
-            .find(|p| pick(p))
-            .map(|p| p.address.clone())
-            .unwrap_or_else(|| panic!("cluster {cluster}: {view:?}"))
-    };
-    let server = ProcessKind::Server as i32;
-    let primary = of(&|p| p.kind == server && p.server_id == view.primary_id);
-    let secondary = of(&|p| p.kind == server && p.server_id != view.primary_id);
-    let sync = of(&|p| p.kind == ProcessKind::SyncService as i32);
-    (primary, secondary, sync)
-}
-
-/// Every (cluster, server id, kind, address) the coordinator knows.
-async fn processes(d: &Deployment) -> BTreeSet<(u32, u32, i32, String)> {
-    views(&d.api())
-        .await
-        .iter()
-        .flat_map(|v| {
-            v.processes
-                .iter()
-                .map(|p| (v.cluster_id, p.server_id, p.kind, p.address.clone()))
-        })
-        .collect()
-}
-
-fn read_tree(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            read_tree(&path, out);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            out.push((path.display().to_string(), bytes));
-        }
-    }
-}
-
 /// Runs `attack` against a deployment of two clusters (a primary and a
 /// secondary each) while every user posts, then checks that nothing
 /// changed.
@@ -145,45 +95,17 @@ where
     let assignments = d.root().join("coordinator").join("assignments.data");
     let assigned_before = std::fs::read(&assignments).unwrap_or_default();
 
-    let load = Load::start(&d.coord_addr(), &USERS);
-    load.wait_each_acked_more(ACKED_AROUND_ATTACK, ms(CONVERGE_DEADLINE_MS))
-        .await;
-    let d = attack(d).await;
-    load.wait_each_acked_more(ACKED_AROUND_ATTACK, ms(CONVERGE_DEADLINE_MS))
-        .await;
-    let report = load.stop().await;
-    assert!(
-        report.failures().is_empty(),
-        "writers gave up: {:?}",
-        report.failures()
-    );
-
-    // Every acknowledged post, once, in its author's timeline.
-    let expect = Expectation {
-        users: USERS.to_vec(),
-        follows: Vec::new(),
-        posts: report.posts(),
-    };
-    let reader = Reader::new(d.api().coord().clone(), &d.datastore_root());
-    match reader
-        .wait_converged(&expect, ms(CONVERGE_DEADLINE_MS))
-        .await
-    {
-        Ok(r) => assert!(r.is_clean(), "the timelines are wrong:\n{r}"),
-        Err(r) => panic!("the timelines did not converge:\n{r}"),
-    }
-    // The replicas agree, and nobody joined them.
+    let (d, _) = under_load(
+        d,
+        &USERS,
+        &[],
+        ACKED_AROUND_ATTACK,
+        ms(CONVERGE_DEADLINE_MS),
+        attack,
+    )
+    .await;
+    // The replicas are in sync again, and nobody joined them.
     wait_all_in_sync(&d).await;
-    for cluster in 1..=2 {
-        let named: Vec<_> = d
-            .server_ids(cluster)
-            .iter()
-            .map(|&s| (format!("c{cluster}-server{s}"), d.layout(cluster, s)))
-            .collect();
-        if let Err(e) = journals_agree(&named) {
-            panic!("the replicas of cluster {cluster} disagree: {e}");
-        }
-    }
     assert_eq!(
         processes(&d).await,
         before,
@@ -204,14 +126,8 @@ where
         assigned_before,
         "users were assigned"
     );
-    let mut files = Vec::new();
-    read_tree(d.root(), &mut files);
-    for (name, bytes) in files {
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains(MARKER),
-            "{name} holds the attacker's text"
-        );
-    }
+    let holding = files_holding(d.root(), MARKER);
+    assert!(holding.is_empty(), "{holding:?} hold the attacker's text");
 }
 
 fn marker_post(author: u32) -> PostRecord {

@@ -9,6 +9,8 @@
 //!   its own `List` reply and one `Timeline` call per line, and the
 //!   coordinator's `SNSCoordinatorService`). Its package on the wire is
 //!   `csce438` too, so it is generated apart and served on its own port.
+//! * `arbitrary` (feature `arbitrary`): random messages of the internal
+//!   services, for the property tests of their handlers.
 
 #![allow(missing_docs)]
 
@@ -28,6 +30,9 @@ pub mod tsn {
 }
 
 pub mod records;
+
+#[cfg(feature = "arbitrary")]
+pub mod arbitrary;
 
 pub use prost_types::Timestamp;
 

@@ -167,7 +167,8 @@ impl CommitTracker {
         let last = self.durable.0;
         match self.expanding.get_mut(&peer) {
             None => {
-                if acked_seq + slack_entries >= last {
+                // `acked_seq` is the secondary's word: it may be anything.
+                if acked_seq.saturating_add(slack_entries) >= last {
                     self.expanding.insert(
                         peer,
                         Expanding {

@@ -41,7 +41,10 @@ impl Directory {
             .assign(&[user])
             .await
             .map_err(|e| format!("the coordinator cannot be asked: {}", e.message()))?;
-        let c = clusters[0];
+        // `CoordClient::assign` answers one cluster per user asked.
+        let Some(&c) = clusters.first() else {
+            return Err("the coordinator assigned no cluster".into());
+        };
         let mut cache = lock(&self.home);
         if cache.len() >= ASSIGNMENT_CACHE_MAX_USERS {
             cache.clear();

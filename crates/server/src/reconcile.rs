@@ -23,6 +23,7 @@ pub fn cut_after(
         }
     };
     for i in (0..mine.len()).rev() {
+        // In bounds: `i` ranges over `mine`'s indices.
         let (epoch, first) = mine[i];
         if let Some(j) = theirs.iter().position(|&(e, _)| e == epoch) {
             let keep = end_of(mine, my_last, i).min(end_of(theirs, their_last, j));

@@ -122,20 +122,7 @@ impl Replica for ReplicaService {
 
     async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyReply>, Status> {
         self.primary()?;
-        let req = request.into_inner();
-        if req.ops.len() > APPLY_MAX_OPS {
-            return Err(Status::invalid_argument(format!(
-                "{} ops in one call; the limit is {APPLY_MAX_OPS}",
-                req.ops.len()
-            )));
-        }
-        let mut ops = Vec::with_capacity(req.ops.len());
-        for (i, op) in req.ops.into_iter().enumerate() {
-            let op = Op::try_from(op).map_err(|e| {
-                Status::invalid_argument(format!("op {i} is not a valid operation: {e}"))
-            })?;
-            ops.push(op);
-        }
+        let (from_cluster, ops) = decode_apply(request.into_inner())?;
         // The one validation of every op, with this cluster's clock and
         // users: what it finds true here (a user and its cluster) stays
         // true until the write.
@@ -147,11 +134,7 @@ impl Replica for ReplicaService {
                 now_ms: now_ms(),
                 users: Some(store.state()),
             };
-            let origin = validate::Origin::Cluster(req.from_cluster);
-            for (i, op) in ops.iter().enumerate() {
-                validate::admit(op, origin, &at)
-                    .map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
-            }
+            admit_all(from_cluster, &ops, &at)?;
         }
         if ops.is_empty() {
             return Ok(Response::new(ApplyReply::default()));
@@ -163,6 +146,7 @@ impl Replica for ReplicaService {
             .count() as u32;
         Ok(Response::new(ApplyReply {
             applied,
+            // No underflow: `applied` counts some of `outcomes`.
             duplicates: outcomes.len() as u32 - applied,
         }))
     }
@@ -271,6 +255,38 @@ impl Replica for ReplicaService {
 }
 
 /// A journal line's bytes, shared with the journal's in-memory tail.
+/// The sender's cluster and the ops of a `Replica.Apply` request: at most
+/// [`APPLY_MAX_OPS`], each one a valid operation; else the whole request
+/// is refused.
+pub fn decode_apply(req: ApplyRequest) -> Result<(u32, Vec<Op>), Status> {
+    if req.ops.len() > APPLY_MAX_OPS {
+        return Err(Status::invalid_argument(format!(
+            "{} ops in one call; the limit is {APPLY_MAX_OPS}",
+            req.ops.len()
+        )));
+    }
+    let mut ops = Vec::with_capacity(req.ops.len());
+    for (i, op) in req.ops.into_iter().enumerate() {
+        let op = Op::try_from(op).map_err(|e| {
+            Status::invalid_argument(format!("op {i} is not a valid operation: {e}"))
+        })?;
+        ops.push(op);
+    }
+    Ok((req.from_cluster, ops))
+}
+
+/// Whether this cluster, as `at` describes it, admits every one of `ops`
+/// from cluster `from_cluster` ([`validate::admit`]); else the first
+/// refusal, naming the op.
+pub fn admit_all(from_cluster: u32, ops: &[Op], at: &validate::Receiver) -> Result<(), Status> {
+    let origin = validate::Origin::Cluster(from_cluster);
+    for (i, op) in ops.iter().enumerate() {
+        validate::admit(op, origin, at)
+            .map_err(|m| Status::invalid_argument(format!("op {i}: {m}")))?;
+    }
+    Ok(())
+}
+
 type JournalLine = Arc<[u8]>;
 
 /// The entries of an Append, each with its line as it came: every line
@@ -290,7 +306,8 @@ fn received_entries(
     let mut entries: Vec<Entry> = Vec::with_capacity(received.len());
     let mut lines: Vec<JournalLine> = Vec::with_capacity(received.len());
     for (i, msg) in received.into_iter().enumerate() {
-        let in_order = msg.seq == prev_seq + 1 + i as u64
+        // `prev_seq` is the sender's: no sum of it may overflow.
+        let in_order = prev_seq.checked_add(1 + i as u64) == Some(msg.seq)
             && msg.epoch <= epoch
             && entries.last().is_none_or(|p| p.epoch <= msg.epoch);
         let entry = (in_order && is_storable_line(&msg.line))
@@ -425,6 +442,36 @@ mod tests {
             if let Ok((entries, _)) = received_entries(prev, epoch, received) {
                 for e in entries {
                     proptest::prop_assert!(validate::shape(&e.op).is_ok());
+                }
+            }
+        }
+
+        /// Random well-formed but wrong `Replica.Apply` requests from a
+        /// peer, against a cluster that knows users 1 to 5: refused or
+        /// admitted, never a panic; what is admitted has the shape every
+        /// replica accepts and a line within the limit.
+        #[test]
+        fn random_applies_never_panic(
+            request in tsn_proto::arbitrary::apply_request(),
+            cluster in 1u32..4,
+            count in proptest::option::of(1u32..4),
+            now_ms in tsn_proto::arbitrary::time_ms(),
+        ) {
+            let mut users = tsn_datastore::fold::JournalFold::default();
+            for user in 1..=5u32 {
+                users.apply(&Entry {
+                    seq: u64::from(user),
+                    epoch: 1,
+                    op: Op::User { user, cluster: (user - 1) % 3 + 1 },
+                });
+            }
+            if let Ok((from, ops)) = decode_apply(request) {
+                let at = validate::Receiver { cluster, cluster_count: count, now_ms, users: Some(&users) };
+                if admit_all(from, &ops, &at).is_ok() {
+                    for op in &ops {
+                        proptest::prop_assert!(validate::shape(op).is_ok());
+                        proptest::prop_assert!(validate::line_fits(op).is_ok());
+                    }
                 }
             }
         }

@@ -84,13 +84,21 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
                     WriteOutcome::Applied(_) => {
                         // Only what is not yet present is stored (for a
                         // delivery: the recipients that lack the post).
-                        let op = store
-                            .state()
-                            .remaining(op)
-                            .expect("an applicable op has something left to apply");
-                        let seq = store.stage(op, epoch);
-                        wait_for_seq = seq;
-                        WriteOutcome::Applied(seq)
+                        // `decide` found something to apply, so something
+                        // remains; were the two ever to disagree, the op
+                        // is already present: a duplicate, not a panic.
+                        match store.state().remaining(op) {
+                            Some(op) => {
+                                let seq = store.stage(op, epoch);
+                                wait_for_seq = seq;
+                                WriteOutcome::Applied(seq)
+                            }
+                            None => {
+                                tracing::error!(?op, "an applicable op has nothing left to apply");
+                                wait_for_seq = wait_for_seq.max(end_before);
+                                WriteOutcome::Duplicate
+                            }
+                        }
                     }
                     WriteOutcome::Duplicate => {
                         wait_for_seq = wait_for_seq.max(end_before);

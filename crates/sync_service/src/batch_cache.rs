@@ -152,7 +152,9 @@ impl<T: Span, E: Clone> Inner<T, E> {
         self.stored.insert(after_seq, batch);
         let mut bytes = self.bytes();
         while self.stored.len() > max_batches || bytes > max_bytes {
-            let (_, evicted) = self.stored.pop_first().expect("over a bound, so not empty");
+            let Some((_, evicted)) = self.stored.pop_first() else {
+                break;
+            };
             bytes = bytes.saturating_sub(evicted.approx_bytes());
         }
     }
@@ -201,6 +203,7 @@ impl<T: Span, E: Clone> BatchCache<T, E> {
                     // this time).
                 }
                 Begin::Lead(sender, id) => {
+                    // Safe: leading returns below, so this is the only take.
                     let fetch = fetch
                         .take()
                         .expect("a reader leads at most once per get: leading ends the get");

@@ -192,11 +192,14 @@ impl Peers {
         }
         for chunk in missing.chunks(ASSIGN_BATCH_MAX_USERS) {
             let assigned = self.coord.assign(chunk).await?;
-            assert_eq!(
-                assigned.len(),
-                chunk.len(),
-                "checked by CoordClient::assign"
-            );
+            // Checked by `CoordClient::assign`; an error, never a panic.
+            if assigned.len() != chunk.len() {
+                return Err(Status::internal(format!(
+                    "the coordinator assigned {} clusters to {} users",
+                    assigned.len(),
+                    chunk.len()
+                )));
+            }
             let mut cache = lock(&self.homes);
             for (user, cluster) in chunk.iter().zip(assigned) {
                 if !(1..=clusters).contains(&cluster) {

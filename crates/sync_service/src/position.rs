@@ -103,6 +103,9 @@ impl Positions {
     pub fn advance(&self, dest: u32, seq: u64) {
         let mut seqs = self.lock();
         let old = seqs.by_dest.get(&dest).copied().unwrap_or(0);
+        // An invariant of the feed, not a check of input: it advances only
+        // to a `last_seq` beyond its position (`parse_entries` made the
+        // seqs of a reply rise past it).
         assert!(
             seq >= old,
             "position of cluster {dest} moves back: {old} -> {seq}"

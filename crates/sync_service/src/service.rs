@@ -162,4 +162,29 @@ mod tests {
             assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Random well-formed but wrong requests from a peer: refused or
+        /// passed on, never a panic; what is passed on has the shape every
+        /// replica accepts.
+        #[test]
+        fn random_requests_never_panic(
+            request in tsn_proto::arbitrary::apply_request(),
+            cluster_count in 1u32..5,
+            own in 1u32..5,
+            now_ms in tsn_proto::arbitrary::time_ms(),
+        ) {
+            if check_apply(&request, cluster_count, own, now_ms).is_ok() {
+                for op in request.ops {
+                    let op = Op::try_from(op);
+                    proptest::prop_assert!(op.is_ok());
+                    if let Ok(op) = op {
+                        proptest::prop_assert!(validate::shape(&op).is_ok());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -18,11 +18,15 @@ use crate::persist::Assignment;
 impl ControlPlane {
     /// The cluster of each user: the remembered one, else its home cluster
     /// among the current clusters, remembered durably before replying.
+    /// Unlimited per caller: the handlers use `assign_for`.
+    #[cfg(test)]
     pub fn assign(&mut self, users: &[u32]) -> Result<Vec<u32>> {
         self.assign_for(None, users, Instant::now())
     }
 
-    /// [`ControlPlane::assign`] for the caller at `peer`: the users it
+    /// The cluster of each user (the remembered one, else its home cluster
+    /// among the current clusters, remembered durably before replying),
+    /// for the caller at `peer`: the users it
     /// adds to the table (not those already there) come out of its token
     /// bucket ([`super::rate`]), and the table holds at most `--users-max`.
     pub fn assign_for(
@@ -79,13 +83,33 @@ impl ControlPlane {
     }
 
     /// The classic lookup: the live primary of client `id`'s cluster.
+    /// Unlimited per caller: the handler uses `get_server_for`.
+    #[cfg(test)]
     pub fn get_server(&mut self, id: i32, now: Instant) -> Result<ServerInfo> {
+        self.get_server_for(None, id, now)
+    }
+
+    /// [`ControlPlane::get_server`] for the caller at `peer`: the lookup is
+    /// open to every client, so a user it adds to the table comes out of
+    /// the caller's token bucket, as in [`ControlPlane::assign_for`]; a
+    /// user already there is always answered.
+    pub fn get_server_for(
+        &mut self,
+        peer: Option<IpAddr>,
+        id: i32,
+        now: Instant,
+    ) -> Result<ServerInfo> {
         let Some(user) = u32::try_from(id).ok().filter(|&u| u > 0) else {
             return Err(Error::InvalidArgument(
                 "client ids are positive integers".into(),
             ));
         };
-        let c = self.assign(&[user])?.first().copied().unwrap_or(0);
+        // One user asked, one cluster answered: `first` is always there.
+        let c = self
+            .assign_for(peer, &[user], now)?
+            .first()
+            .copied()
+            .unwrap_or(0);
         let rec = self.record(c);
         let primary = self
             .processes

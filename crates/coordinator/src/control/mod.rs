@@ -19,6 +19,8 @@ mod assignment;
 mod election;
 mod failure;
 mod in_sync;
+#[cfg(test)]
+mod proptests;
 pub mod rate;
 mod registry;
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the coordinator's replies and views are read from it. Not persisted: a
 //! restarted coordinator learns it again from the next heartbeats.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use tsn_proto::tsn::{
@@ -233,8 +234,19 @@ impl ControlPlane {
     /// The MP3 lookup: client `user`'s cluster and the MP3 listener of its
     /// live primary (`None` for the address when there is none, or when
     /// it has no MP3 listener).
-    pub fn mp3_primary(&mut self, user: u32, now: Instant) -> Result<(u32, Option<String>)> {
-        let c = self.assign(&[user])?.first().copied().unwrap_or(0);
+    /// Open to every MP3 client: a user it adds to the table comes out of
+    /// the token bucket of the caller at `peer` ([`ControlPlane::assign_for`]).
+    pub fn mp3_primary(
+        &mut self,
+        peer: Option<IpAddr>,
+        user: u32,
+        now: Instant,
+    ) -> Result<(u32, Option<String>)> {
+        let c = self
+            .assign_for(peer, &[user], now)?
+            .first()
+            .copied()
+            .unwrap_or(0);
         let rec = self.record(c);
         let address = self
             .processes

@@ -766,3 +766,49 @@ fn assign_is_bounded_per_caller_and_in_total() {
         "{e}"
     );
 }
+
+#[test]
+fn get_server_adds_new_users_only_within_the_callers_bucket() {
+    use super::rate::ASSIGN_NEW_USERS_BURST;
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    // A user asked for before the caller runs dry.
+    let known = st.get_server_for(Some(peer), 1, f.at(1)).unwrap();
+    assert_eq!(known.server_id, 1);
+    // The caller spends what is left of its bucket on new users...
+    let left = ASSIGN_NEW_USERS_BURST as u32 - 1;
+    for chunk in (2..=left + 1)
+        .collect::<Vec<_>>()
+        .chunks(ASSIGN_USERS_PER_CALL_MAX)
+    {
+        st.assign_for(Some(peer), chunk, f.at(1)).unwrap();
+    }
+    // ...then one more new user, one id per GetServer call, is refused.
+    let e = st
+        .get_server_for(Some(peer), left as i32 + 2, f.at(1))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ResourceExhausted(ref m) if m.contains("per second")),
+        "{e}"
+    );
+    // Existing users always answer; another caller is served; the MP3
+    // lookup draws on the same bucket.
+    assert_eq!(
+        st.get_server_for(Some(peer), 1, f.at(1)).unwrap().server_id,
+        1
+    );
+    assert!(matches!(
+        st.mp3_primary(Some(peer), left + 2, f.at(1)),
+        Err(Error::ResourceExhausted(_))
+    ));
+    let other: std::net::IpAddr = "10.1.2.4".parse().unwrap();
+    st.get_server_for(Some(other), left as i32 + 2, f.at(1))
+        .unwrap();
+    // The bucket refills at its rate.
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(1_000))
+        .unwrap();
+    st.get_server_for(Some(peer), left as i32 + 3, f.at(1_000))
+        .unwrap();
+}
