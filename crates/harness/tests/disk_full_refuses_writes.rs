@@ -124,3 +124,73 @@ async fn a_full_disk_refuses_writes_and_keeps_reads() {
         assert_eq!(n, 1, "{id} in the journal");
     }
 }
+
+/// How many times `id` is posted in `journal`.
+fn count(journal: &[tsn_datastore::Entry], id: &str) -> usize {
+    journal
+        .iter()
+        .filter(|e| matches!(&e.op, tsn_datastore::Op::Post(p) if p.id == id))
+        .count()
+}
+
+/// A secondary whose disk is full leaves the in-sync set without exiting
+/// (the primary keeps acknowledging posts) and rejoins once space returns,
+/// with every acknowledged post once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secondary_with_a_full_disk_leaves_and_rejoins_the_in_sync_set() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut config = Config::new(1, 1, common::Q_MS);
+    config.root = Some(root.path().to_path_buf());
+    let dir = tsn_datastore::Layout::new(&root.path().join("datastore"), 1, 2)
+        .dir()
+        .to_path_buf();
+    let _mounted = Mounted::tmpfs(&dir);
+    let mut d = Deployment::start_with(config).await;
+    let api = d.api();
+    assert_eq!(d.primary_of(1).await.0, 1, "server 1 is the first primary");
+    common::wait_in_sync(&d, 1, 2).await;
+    api.login(USER).await.unwrap();
+    post(&api, USER, "1-before", "before").await;
+
+    let filler = fill(&dir);
+    let mut acknowledged = vec!["1-before".to_string()];
+    let until = Instant::now() + ms(RESUME_WITHIN_MS);
+    loop {
+        let id = format!("1-full-{}", acknowledged.len());
+        if api.post(USER, &id, "full").await.is_ok() {
+            acknowledged.push(id);
+        }
+        let views = common::views(&api).await;
+        if views
+            .iter()
+            .any(|v| v.cluster_id == 1 && !v.in_sync.contains(&2))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until && acknowledged.len() < POSTS_UNTIL_REFUSED_MAX,
+            "the secondary never left the in-sync set: {views:?}"
+        );
+    }
+    assert!(d.server(1, 2).is_running(), "the secondary exited");
+    let log = std::fs::read_to_string(d.logs_dir().join("c1-server2.stderr.log")).unwrap();
+    assert!(log.contains("the disk is full"), "the secondary's log: {log}");
+    post(&api, USER, "1-during", "during").await;
+    acknowledged.push("1-during".to_string());
+
+    std::fs::remove_file(&filler).unwrap();
+    common::wait_in_sync(&d, 1, 2).await;
+    post(&api, USER, "1-after", "after").await;
+    acknowledged.push("1-after".to_string());
+    // Acknowledged with the secondary in sync: it holds everything before.
+    let primary = d.journal(1, 1);
+    let secondary = d.journal(1, 2);
+    for id in &acknowledged {
+        assert_eq!(count(&primary, id), 1, "{id} in the primary's journal");
+        assert_eq!(count(&secondary, id), 1, "{id} in the secondary's journal");
+    }
+}
