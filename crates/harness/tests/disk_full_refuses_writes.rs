@@ -178,7 +178,10 @@ async fn a_secondary_with_a_full_disk_leaves_and_rejoins_the_in_sync_set() {
     }
     assert!(d.server(1, 2).is_running(), "the secondary exited");
     let log = std::fs::read_to_string(d.logs_dir().join("c1-server2.stderr.log")).unwrap();
-    assert!(log.contains("the disk is full"), "the secondary's log: {log}");
+    assert!(
+        log.contains("the disk is full"),
+        "the secondary's log: {log}"
+    );
     post(&api, USER, "1-during", "during").await;
     acknowledged.push("1-during".to_string());
 
