@@ -117,12 +117,25 @@ async fn beat(
     let (done_tx, mut done_rx) = mpsc::channel(IN_FLIGHT_MAX_BEATS);
     let mut in_flight = 0usize;
     let mut failures = FailureLog::default();
+    let mut out_of_files = FailureLog::default();
     let mut newest_published: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 if in_flight >= IN_FLIGHT_MAX_BEATS {
                     continue;
+                }
+                // A process out of descriptors cannot serve (it cannot open
+                // its files): it stops claiming it can, so that the
+                // coordinator fails over instead of trusting its beats.
+                if let Err(e) = can_open_files() {
+                    if out_of_files.failed() {
+                        tracing::error!(error = %e, "cannot open files; heartbeats stop until it can");
+                    }
+                    continue;
+                }
+                if out_of_files.succeeded() {
+                    tracing::info!("files can be opened again; heartbeats resume");
                 }
                 let (epoch, last_seq, last_epoch) = progress();
                 let req = HeartbeatRequest {
@@ -179,4 +192,10 @@ async fn beat(
             _ = shutdown.wait() => return,
         }
     }
+}
+
+/// Whether this process can still open a file: fails with `EMFILE` (or
+/// `ENFILE`) when every descriptor is taken.
+pub fn can_open_files() -> std::io::Result<()> {
+    std::fs::File::open("/dev/null").map(drop)
 }

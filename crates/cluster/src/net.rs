@@ -1,38 +1,342 @@
-//! The listening side of every tsn gRPC server.
+//! The listening side of every tsn gRPC server: every accepted connection
+//! passes here, so this is where a process keeps its file descriptors for
+//! its own work.
+//!
+//! Why a limit: each connection is a descriptor. Thousands of sockets that
+//! never finish a handshake once took every descriptor of a primary, which
+//! then failed to open its own journal (`Too many open files`) while its
+//! heartbeats still said it was fine. So each listener accepts at most
+//! [`ConnLimit::max_connections`] connections at a time (past it a
+//! connection is closed at once, counted, and logged at a bounded rate), and
+//! a connection that sends nothing within
+//! [`ConnLimit::first_byte_timeout_ms`] is closed, so half-open sockets do
+//! not hold slots for ever. The default limit is derived from the process's
+//! `RLIMIT_NOFILE`, leaving a reserve for files and internal peers.
 
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-/// The connections accepted on `listener`, each with `TCP_NODELAY` set.
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Descriptors always kept out of the connection limits, for the journal,
+/// the datastore's files, the peers' channels and the heartbeats.
+pub const FD_RESERVE_MIN: u64 = 256;
+/// Share of `RLIMIT_NOFILE` (in percent) kept out of the connection limits
+/// when that is more than [`FD_RESERVE_MIN`].
+pub const FD_RESERVE_PERCENT: u64 = 25;
+/// How long an accepted connection may stay silent before its first byte
+/// (the start of the HTTP/2 handshake) before it is closed.
+pub const FIRST_BYTE_TIMEOUT_MS: u64 = 5_000;
+/// At most one log line per this period about refused connections (each
+/// line gives the count since the last one).
+pub const REFUSAL_LOG_PERIOD_MS: u64 = 1_000;
+/// Wait after a failed `accept` (e.g. `EMFILE`) before the next, so a
+/// process without descriptors does not spin.
+pub const ACCEPT_ERROR_PAUSE_MS: u64 = 50;
+/// Accepted connections waiting to be handed to the gRPC server.
+const HANDOFF_QUEUE: usize = 256;
+
+/// How many connections one listener holds, and for how long a silent one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimit {
+    pub max_connections: usize,
+    pub first_byte_timeout_ms: u64,
+}
+
+impl ConnLimit {
+    /// The default for a process with `listeners` listeners: what
+    /// `RLIMIT_NOFILE` allows after the reserve, shared between them.
+    pub fn for_listeners(listeners: usize) -> ConnLimit {
+        ConnLimit {
+            max_connections: default_max_connections(nofile_limit(), listeners),
+            first_byte_timeout_ms: FIRST_BYTE_TIMEOUT_MS,
+        }
+    }
+
+    /// This limit with `max_connections` replaced when one is given.
+    pub fn with_max(self, max_connections: Option<usize>) -> ConnLimit {
+        ConnLimit {
+            max_connections: max_connections.unwrap_or(self.max_connections).max(1),
+            ..self
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (1024 if it cannot be read).
+pub fn nofile_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur
+    } else {
+        1024
+    }
+}
+
+/// Connections per listener that `nofile` descriptors allow once the
+/// reserve is kept. Pure.
+pub fn default_max_connections(nofile: u64, listeners: usize) -> usize {
+    let reserve = FD_RESERVE_MIN.max(nofile / 100 * FD_RESERVE_PERCENT);
+    let free = nofile.saturating_sub(reserve);
+    (free / listeners.max(1) as u64).max(1) as usize
+}
+
+/// Connections refused because a listener was full, over the process's life.
+pub fn refused_connections() -> u64 {
+    REFUSED.load(Ordering::Relaxed)
+}
+
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// An accepted connection; it holds its slot of the listener's limit until
+/// it is dropped.
+pub struct Conn {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+/// The connections accepted on `listener`, each with `TCP_NODELAY` set,
+/// at most `limit.max_connections` at a time.
 ///
-/// Why: tonic's `Server::builder().tcp_nodelay(true)` applies only to a
-/// listener the builder opens itself, not to one handed to it (which is how
-/// tsn binds its port before it says it is ready). Without the option, a
-/// small reply written while an earlier one is not yet acknowledged waits
-/// for the peer's delayed ACK (Nagle's algorithm): about 40 ms on Linux. A
-/// cross-cluster delivery crosses four such replies in series; with the
-/// option its median at 200 posts/s went from 70 ms to 5 ms.
-pub fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Why `TCP_NODELAY`: tonic's `Server::builder().tcp_nodelay(true)` applies
+/// only to a listener the builder opens itself, not to one handed to it
+/// (which is how tsn binds its port before it says it is ready). Without the
+/// option, a small reply written while an earlier one is not yet
+/// acknowledged waits for the peer's delayed ACK (Nagle's algorithm): about
+/// 40 ms on Linux. A cross-cluster delivery crosses four such replies in
+/// series; with the option its median at 200 posts/s went from 70 ms to 5
+/// ms.
+///
+/// The accepting runs on its own task until the returned stream is dropped.
+pub fn incoming(listener: TcpListener, limit: ConnLimit) -> ReceiverStream<io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel(HANDOFF_QUEUE);
+    tokio::spawn(accept_loop(listener, limit, tx));
+    ReceiverStream::new(rx)
+}
+
+async fn accept_loop(listener: TcpListener, limit: ConnLimit, tx: mpsc::Sender<io::Result<Conn>>) {
+    let slots = Arc::new(Semaphore::new(limit.max_connections.max(1)));
+    let first_byte = Duration::from_millis(limit.first_byte_timeout_ms);
+    let mut refusals = RefusalLog::default();
+    let mut accept_errors = RefusalLog::default();
+    loop {
+        let accepted = tokio::select! {
+            _ = tx.closed() => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if accept_errors.refused(Instant::now()) {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                }
+                tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: the process keeps its descriptors.
+            drop(stream);
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+            if refusals.refused(Instant::now()) {
+                tracing::warn!(
+                    max_connections = limit.max_connections,
+                    refused = refusals.since_last_log,
+                    "connection limit reached; refusing new connections"
+                );
+                refusals.since_last_log = 0;
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            // A socket that never sends its first byte is closed (with its
+            // slot freed) instead of waiting for ever.
+            let mut first = [0u8; 1];
+            if let Ok(Ok(1..)) = tokio::time::timeout(first_byte, stream.peek(&mut first)).await {
+                let _ = tx
+                    .send(Ok(Conn {
+                        stream,
+                        _slot: slot,
+                    }))
+                    .await;
+            }
+        });
+    }
+}
+
+/// Whether to log a refusal now: at most once per
+/// [`REFUSAL_LOG_PERIOD_MS`]; counts the refusals in between. Pure.
+#[derive(Default)]
+struct RefusalLog {
+    last_logged: Option<Instant>,
+    since_last_log: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, now: Instant) -> bool {
+        self.since_last_log += 1;
+        match self.last_logged {
+            Some(t) if now.duration_since(t) < Duration::from_millis(REFUSAL_LOG_PERIOD_MS) => {
+                false
+            }
+            _ => {
+                self.last_logged = Some(now);
+                true
+            }
+        }
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
     use tokio_stream::StreamExt;
+
+    const LIMIT: ConnLimit = ConnLimit {
+        max_connections: 4,
+        first_byte_timeout_ms: 300,
+    };
+
+    async fn next(incoming: &mut ReceiverStream<io::Result<Conn>>) -> Conn {
+        tokio::time::timeout(Duration::from_secs(10), incoming.next())
+            .await
+            .expect("a connection within 10 s")
+            .expect("the listener is open")
+            .unwrap()
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nodelay() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = incoming(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let accepted = tokio::time::timeout(Duration::from_secs(10), incoming.next())
+        let mut incoming = incoming(listener, LIMIT);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"x").await.unwrap();
+        assert!(next(&mut incoming).await.stream().nodelay().unwrap());
+    }
+
+    /// Past the limit a connection is closed at once; a slot freed is
+    /// taken again; a silent connection is closed after the timeout.
+    #[tokio::test]
+    async fn connections_past_the_limit_are_closed() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = incoming(listener, LIMIT);
+        let mut held = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..LIMIT.max_connections {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"x").await.unwrap();
+            clients.push(c);
+            held.push(next(&mut incoming).await);
+        }
+        let refused_before = refused_connections();
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buf))
             .await
-            .expect("a connection within 10 s")
-            .expect("the listener is open")
-            .unwrap();
-        assert!(accepted.nodelay().unwrap());
+            .expect("closed within 10 s");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(refused_connections() > refused_before);
+
+        // A freed slot is taken again.
+        held.pop();
+        let mut again = TcpStream::connect(addr).await.unwrap();
+        again.write_all(b"x").await.unwrap();
+        let _conn = next(&mut incoming).await;
+
+        // A silent connection holds its slot only until the timeout.
+        held.pop();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+            .await
+            .expect("closed within 10 s");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+
+    #[test]
+    fn the_default_keeps_a_reserve() {
+        assert_eq!(default_max_connections(1024, 1), 768);
+        assert_eq!(default_max_connections(1024, 2), 384);
+        assert_eq!(default_max_connections(20_000, 2), 7_500);
+        assert_eq!(default_max_connections(100, 1), 1);
+    }
+
+    #[test]
+    fn refusals_are_logged_at_a_bounded_rate() {
+        let mut log = RefusalLog::default();
+        let t = Instant::now();
+        assert!(log.refused(t));
+        assert!(!log.refused(t + Duration::from_millis(10)));
+        assert!(log.refused(t + Duration::from_millis(REFUSAL_LOG_PERIOD_MS)));
     }
 }

@@ -100,7 +100,8 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
 
     let mp3 = mp3::Mp3Coordinator::new(state.clone());
     let service = CoordinatorService::new(state);
-    let incoming = tsn_cluster::net::incoming(listener);
+    let incoming =
+        tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
     let mut stop = shutdown.clone();
     let serve = async move {
         Server::builder()

@@ -233,7 +233,15 @@ impl Journal {
             buf.extend_from_slice(line);
             buf.push(b'\n');
         }
-        jsonl::append(&mut self.file, &self.path, &buf)?;
+        if let Err(e) = jsonl::append(&mut self.file, &self.path, &buf) {
+            // A failed append (a full disk) may leave part of a line: cut
+            // it, so that the next append starts a whole line (the file is
+            // opened for appending). Shrinking needs no space.
+            if let Err(cut) = self.file.set_len(self.len_bytes) {
+                tracing::warn!(error = %cut, "cannot cut a partly written journal line");
+            }
+            return Err(e);
+        }
         self.len_bytes += buf.len() as u64;
         self.index.extend(offsets);
         {

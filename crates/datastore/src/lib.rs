@@ -45,6 +45,30 @@ pub enum Error {
     Gap { last: u64, got: u64 },
 }
 
+impl Error {
+    /// Whether the disk (or the quota) is full: a condition that passes
+    /// when space returns, so a writer refuses and retries instead of
+    /// stopping.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || matches!(
+                        source.raw_os_error(),
+                        Some(libc_enospc::ENOSPC | libc_enospc::EDQUOT)
+                    )
+            }
+            Error::Gap { .. } => false,
+        }
+    }
+}
+
+/// The two errno values of a full disk (Linux), without a libc dependency.
+mod libc_enospc {
+    pub const ENOSPC: i32 = 28;
+    pub const EDQUOT: i32 = 122;
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

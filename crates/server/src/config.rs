@@ -53,6 +53,15 @@ pub struct Config {
     /// it asks the coordinator to drop that secondary from the in-sync set.
     #[arg(long, default_value_t = 1_000)]
     pub mirror_timeout_ms: u64,
+    /// Most connections each listener holds at a time; one past it is
+    /// closed at once (default: what `RLIMIT_NOFILE` allows after a reserve
+    /// for files and peers, shared by the two listeners).
+    #[arg(long)]
+    pub max_client_connections: Option<usize>,
+    /// How long an accepted connection may stay silent before it is
+    /// closed, in milliseconds.
+    #[arg(long, default_value_t = tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS)]
+    pub first_byte_timeout_ms: u64,
 
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
@@ -66,6 +75,16 @@ impl Config {
             "--server-id must be a positive integer"
         );
         Ok(())
+    }
+
+    /// The connection limit of each of the two listeners.
+    pub fn conn_limit(&self) -> tsn_cluster::net::ConnLimit {
+        let limit =
+            tsn_cluster::net::ConnLimit::for_listeners(2).with_max(self.max_client_connections);
+        tsn_cluster::net::ConnLimit {
+            first_byte_timeout_ms: self.first_byte_timeout_ms,
+            ..limit
+        }
     }
 
     pub fn server_id(&self) -> u32 {

@@ -114,6 +114,7 @@ pub async fn run(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> anyho
 pub struct Server {
     node: Arc<Node>,
     replicators: Arc<Replicators>,
+    conn_limit: tsn_cluster::net::ConnLimit,
 }
 
 impl Server {
@@ -183,7 +184,11 @@ impl Server {
             replicators.clone(),
             shutdown,
         ));
-        Ok(Server { node, replicators })
+        Ok(Server {
+            node,
+            replicators,
+            conn_limit: cfg.conn_limit(),
+        })
     }
 
     /// The `tsn.Replica` service of this server, to mount elsewhere (a
@@ -242,16 +247,18 @@ impl Server {
             .add_service(sns)
             .add_service(posts)
             .add_service(self.node.auth.guard(replica))
-            .serve_with_incoming_shutdown(tsn_cluster::net::incoming(listeners.main), async move {
-                stop.wait().await
-            });
+            .serve_with_incoming_shutdown(
+                tsn_cluster::net::incoming(listeners.main, self.conn_limit),
+                async move { stop.wait().await },
+            );
         let mut stop = shutdown.clone();
         let mp3 = GrpcServer::builder()
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
             .add_service(mp3_sns)
-            .serve_with_incoming_shutdown(tsn_cluster::net::incoming(listeners.mp3), async move {
-                stop.wait().await
-            });
+            .serve_with_incoming_shutdown(
+                tsn_cluster::net::incoming(listeners.mp3, self.conn_limit),
+                async move { stop.wait().await },
+            );
         let mut stop = shutdown;
         let grace = async move {
             stop.wait().await;

@@ -220,6 +220,16 @@ impl Node {
         }
     }
 
+    /// Reloads `store` (this node's, locked by the caller) from the disk
+    /// after an append failed (a full disk): the torn line it may have left
+    /// is cut and the in-memory state is the journal's again. On error the
+    /// old store stays; the caller refuses writes until a reload succeeds.
+    pub fn reload_store(&self, store: &mut Store) -> tsn_datastore::Result<()> {
+        *store = Store::open(self.layout.clone(), self.cluster_id)?;
+        self.store_rebuilt(store);
+        Ok(())
+    }
+
     /// Called after the store was rebuilt (its journal tail is a new one).
     pub fn store_rebuilt(&self, store: &Store) {
         *lock(&self.recent) = store.recent_lines();

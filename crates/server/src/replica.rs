@@ -89,8 +89,20 @@ impl Replica for ReplicaService {
                 });
             }
             if let Err(e) = store.append_lines(&entries, &lines) {
-                tracing::error!(error = %e, "the journal cannot be written; stopping");
-                std::process::exit(1);
+                if !e.is_disk_full() {
+                    tracing::error!(error = %e, "the journal cannot be written; stopping");
+                    std::process::exit(1);
+                }
+                // A full disk: refuse (the primary drops this server from
+                // the in-sync set and catches it up once space returns).
+                tracing::warn!(error = %e, "the disk is full; refusing the primary's entries");
+                if let Err(e) = node.reload_store(&mut store) {
+                    tracing::warn!(error = %e, "the datastore cannot be reloaded yet");
+                }
+                return Err(Status::resource_exhausted(format!(
+                    "disk full on server {}: {e}",
+                    node.server_id
+                )));
             }
             node.set_position(store.last_seq(), store.last_epoch());
             Ok(AppendReply {

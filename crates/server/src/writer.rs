@@ -8,6 +8,9 @@
 //! throughput of durable writes comes from.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::Status;
 
 use tokio::sync::mpsc;
 use tsn_datastore::fold::JournalFold;
@@ -20,6 +23,21 @@ use crate::write_queue::{WriteOutcome, WriteRequest, Written};
 const BATCH_MAX_REQUESTS: usize = 512;
 /// Most ops taken into one batch.
 const BATCH_MAX_OPS: usize = 8192;
+/// After the disk was found full, writes are refused without trying the
+/// disk for this long, so a storm of retries does not re-read the journal
+/// for each one.
+const DISK_FULL_RETRY_MS: u64 = 200;
+
+/// What the writer remembers of a full disk between batches.
+#[derive(Default)]
+struct DiskFull {
+    /// When the last append failed for lack of space.
+    since: Option<Instant>,
+    /// The store could not be reloaded from the disk after that failure:
+    /// its in-memory state may be ahead of the journal, so it is reloaded
+    /// before anything is decided against it.
+    needs_reload: bool,
+}
 
 /// The rules that depend on the current state. Pure.
 pub fn decide(state: &JournalFold, op: &Op) -> WriteOutcome {
@@ -40,6 +58,7 @@ pub fn spawn(node: Arc<Node>, mut rx: mpsc::Receiver<WriteRequest>) -> std::thre
     std::thread::Builder::new()
         .name("writer".into())
         .spawn(move || {
+            let mut disk_full = DiskFull::default();
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
                 let mut ops = batch[0].ops.len();
@@ -52,22 +71,57 @@ pub fn spawn(node: Arc<Node>, mut rx: mpsc::Receiver<WriteRequest>) -> std::thre
                         Err(_) => break,
                     }
                 }
-                write_batch(&node, batch);
+                write_batch(&node, batch, &mut disk_full);
             }
         })
         .expect("spawning the writer thread")
 }
 
-fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
+fn refuse(batch: Vec<WriteRequest>, status: &Status) {
+    for r in batch {
+        let _ = r.reply.send(Err(status.clone()));
+    }
+}
+
+fn disk_full_status(node: &Node) -> Status {
+    Status::resource_exhausted(format!(
+        "disk full on server {} of cluster {}: writes are refused until space returns; reads still work",
+        node.server_id, node.cluster_id
+    ))
+}
+
+/// Reloads the store from the disk after a failed append: the torn line
+/// it may have left is cut, and the in-memory state is the journal's again
+/// (without the entries that were never stored, whose clients were told
+/// so).
+fn reload(node: &Node, disk_full: &mut DiskFull) {
+    let mut store = lock(&node.store);
+    match node.reload_store(&mut store) {
+        Ok(()) => disk_full.needs_reload = false,
+        Err(e) => {
+            tracing::warn!(error = %e, "the datastore cannot be reloaded yet");
+            disk_full.needs_reload = true;
+        }
+    }
+}
+
+fn write_batch(node: &Node, batch: Vec<WriteRequest>, disk_full: &mut DiskFull) {
     let epoch = match node.may_write() {
         Ok(e) => e,
-        Err(status) => {
-            for r in batch {
-                let _ = r.reply.send(Err(status.clone()));
-            }
-            return;
-        }
+        Err(status) => return refuse(batch, &status),
     };
+    if let Some(since) = disk_full.since {
+        if since.elapsed() < Duration::from_millis(DISK_FULL_RETRY_MS) {
+            return refuse(batch, &disk_full_status(node));
+        }
+        if disk_full.needs_reload {
+            reload(node, disk_full);
+            if disk_full.needs_reload {
+                disk_full.since = Some(Instant::now());
+                return refuse(batch, &disk_full_status(node));
+            }
+        }
+    }
     let mut results = Vec::with_capacity(batch.len());
     // Decide and write under the store lock; fsync without it, so that
     // readers of the state are not held up by the disk, while the mirror
@@ -128,7 +182,23 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>) {
         Ok((p.entries, p.timelines))
     });
     let (committed, timelines) = match written {
-        Ok(done) => done,
+        Ok(done) => {
+            if disk_full.since.take().is_some() {
+                tracing::info!("the disk has space again; writes are accepted");
+            }
+            done
+        }
+        Err(e) if e.is_disk_full() => {
+            // Refuse this batch (no client was told it is stored), cut what
+            // the failed append left, and keep serving reads; the next
+            // batch tries the disk again.
+            if disk_full.since.is_none() {
+                tracing::error!(error = %e, "the disk is full; refusing writes until space returns");
+            }
+            disk_full.since = Some(Instant::now());
+            reload(node, disk_full);
+            return refuse(batch, &disk_full_status(node));
+        }
         Err(e) => {
             // The disk refused a write: the in-memory state is ahead of
             // it. Stop; recovery at the next start is exact, and no client

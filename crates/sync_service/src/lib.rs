@@ -129,7 +129,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let flusher = tokio::spawn(flush_positions(positions.clone(), shutdown.clone()));
 
     let mut stop = shutdown.clone();
-    let incoming = tsn_cluster::net::incoming(listener);
+    let incoming =
+        tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
     let served = Server::builder()
         .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)

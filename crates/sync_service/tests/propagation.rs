@@ -163,6 +163,8 @@ impl PrimaryHandle {
             bind: "127.0.0.1".into(),
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             mirror_timeout_ms: 1_000,
+            max_client_connections: None,
+            first_byte_timeout_ms: tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS,
             mp3_port: 0,
             secret: SecretArgs::file(secret_file()),
         };

@@ -75,6 +75,8 @@ pub struct Config {
     pub secret_file: Option<PathBuf>,
     /// Every process's `--secret-grace-ms`; their default if `None`.
     pub secret_grace_ms: Option<u64>,
+    /// More flags given to every server (e.g. `--max-client-connections`).
+    pub server_args: Vec<String>,
 }
 
 impl Config {
@@ -101,6 +103,7 @@ impl Config {
             root: None,
             secret_file: None,
             secret_grace_ms: None,
+            server_args: Vec::new(),
         }
     }
 
@@ -297,6 +300,7 @@ impl Deployment {
         };
         let heartbeat = self.config.heartbeat_interval_ms;
         let secret_flags = self.secret_flags();
+        let extra = self.config.server_args.clone();
         let name = format!("c{cluster}-server{server_id}");
         let started = Proc::start_on(
             &name,
@@ -323,6 +327,7 @@ impl Deployment {
                     args.extend(strings(&["--heartbeat-interval-ms", &ms.to_string()]));
                 }
                 args.extend(secret_flags.iter().cloned());
+                args.extend(extra.iter().cloned());
                 args
             },
         )
