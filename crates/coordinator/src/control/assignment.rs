@@ -10,7 +10,7 @@ use tsn_proto::csce438::ServerInfo;
 use tsn_proto::tsn::ProcessKind;
 
 use super::rate::ASSIGN_NEW_USERS_PER_PEER_PER_S;
-use super::registry::split_address;
+use super::registry::{split_address, Process};
 use super::{ControlPlane, Error, Result};
 use crate::config::ASSIGN_USERS_PER_CALL_MAX;
 use crate::persist::Assignment;
@@ -104,30 +104,45 @@ impl ControlPlane {
                 "client ids are positive integers".into(),
             ));
         };
-        // One user asked, one cluster answered: `first` is always there.
-        let c = self
-            .assign_for(peer, &[user], now)?
-            .first()
-            .copied()
-            .unwrap_or(0);
-        let rec = self.record(c);
-        let primary = self
-            .processes
-            .get(&(c, ProcessKind::Server, rec.primary_id))
-            .filter(|p| rec.primary_id != 0 && self.is_alive(p, now));
-        let Some(p) = primary else {
+        let (c, primary) = self.home_primary(peer, user, now)?;
+        let Some((primary_id, p)) = primary else {
             return Err(Error::Unavailable(format!(
                 "cluster {c} has no live primary"
             )));
         };
         let (hostname, port) = split_address(&p.address);
         Ok(ServerInfo {
-            server_id: i32::try_from(rec.primary_id).unwrap_or(i32::MAX),
+            server_id: i32::try_from(primary_id).unwrap_or(i32::MAX),
             hostname: hostname.to_string(),
             port: port.to_string(),
             r#type: "server".to_string(),
             cluster_id: i32::try_from(c).unwrap_or(0),
             is_master: true,
         })
+    }
+
+    /// `user`'s cluster (assigned now if new, from the token bucket of the
+    /// caller at `peer`) and its primary (id, process) while that one is
+    /// alive. The one
+    /// lookup behind `GetServer` and the MP3 `FetchAssignment`.
+    pub(super) fn home_primary(
+        &mut self,
+        peer: Option<IpAddr>,
+        user: u32,
+        now: Instant,
+    ) -> Result<(u32, Option<(u32, &Process)>)> {
+        // One user asked, one cluster answered: `first` is always there.
+        let c = self
+            .assign_for(peer, &[user], now)?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let primary_id = self.record(c).primary_id;
+        let primary = self
+            .processes
+            .get(&(c, ProcessKind::Server, primary_id))
+            .filter(|p| primary_id != 0 && self.is_alive(p, now))
+            .map(|p| (primary_id, p));
+        Ok((c, primary))
     }
 }

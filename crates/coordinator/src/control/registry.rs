@@ -242,17 +242,10 @@ impl ControlPlane {
         user: u32,
         now: Instant,
     ) -> Result<(u32, Option<String>)> {
-        let c = self
-            .assign_for(peer, &[user], now)?
-            .first()
-            .copied()
-            .unwrap_or(0);
-        let rec = self.record(c);
-        let address = self
-            .processes
-            .get(&(c, ProcessKind::Server, rec.primary_id))
-            .filter(|p| rec.primary_id != 0 && self.is_alive(p, now) && !p.mp3_address.is_empty())
-            .map(|p| p.mp3_address.clone());
+        let (c, primary) = self.home_primary(peer, user, now)?;
+        let address = primary
+            .filter(|(_, p)| !p.mp3_address.is_empty())
+            .map(|(_, p)| p.mp3_address.clone());
         Ok((c, address))
     }
 
