@@ -129,6 +129,18 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>, disk_full: &mut DiskFull) 
     // files of the now durable entries.
     let pending = {
         let mut store = lock(&node.store);
+        // Fencing, and what keeps `stage`'s assertion true: a server whose
+        // epoch is older than its own journal's last entry is not the
+        // primary of the current epoch, whatever its role says.
+        if epoch < store.last_epoch() {
+            let status = Status::unavailable(format!(
+                "not the primary of the current epoch: epoch {epoch} is older than this \
+                 journal's epoch {}; ask the coordinator",
+                store.last_epoch()
+            ));
+            drop(store);
+            return refuse(batch, &status);
+        }
         let end_before = store.last_seq();
         for req in &batch {
             let mut outcomes = Vec::with_capacity(req.ops.len());

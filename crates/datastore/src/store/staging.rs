@@ -35,6 +35,11 @@ impl Store {
     /// state at once, so the next op of the same batch is decided against
     /// it; [`Store::commit_staged`] then writes the whole batch with one
     /// fsync (group commit). Returns the op's sequence number.
+    ///
+    /// The caller checks `epoch` against [`Store::last_epoch`] first (the
+    /// writer refuses the batch otherwise): an epoch that went back is a
+    /// bug here, not an input. Sequence numbers grow by one per entry from
+    /// 0, so the sum cannot come near `u64::MAX`.
     pub fn stage(&mut self, op: Op, epoch: u64) -> u64 {
         assert!(epoch >= self.journal.last_epoch(), "epochs never go back");
         let seq = self.journal.last_seq() + self.staged.len() as u64 + 1;
