@@ -194,8 +194,26 @@ async fn beat(
     }
 }
 
-/// Whether this process can still open a file: fails with `EMFILE` (or
-/// `ENFILE`) when every descriptor is taken.
+/// Descriptors a process must have free to say it can serve: a little
+/// work (a journal read, a new client, a peer's channel) needs a few, and a
+/// process that has fewer flaps between failing and succeeding as
+/// connections come and go.
+pub const FD_HEADROOM_MIN: u64 = 16;
+
+/// Whether this process can still open files, with
+/// [`FD_HEADROOM_MIN`] descriptors to spare: fails with `EMFILE` (or
+/// `ENFILE`) when it cannot open one, and with a clear error when fewer
+/// than the headroom are left under its `RLIMIT_NOFILE`.
 pub fn can_open_files() -> std::io::Result<()> {
-    std::fs::File::open("/dev/null").map(drop)
+    std::fs::File::open("/dev/null").map(drop)?;
+    // Counting needs a descriptor of its own (the directory), so it fails
+    // too when there is none.
+    let open = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+    let limit = crate::net::nofile_limit();
+    if open.saturating_add(FD_HEADROOM_MIN) > limit {
+        return Err(std::io::Error::other(format!(
+            "{open} of {limit} descriptors open, fewer than {FD_HEADROOM_MIN} free"
+        )));
+    }
+    Ok(())
 }
