@@ -14,6 +14,7 @@ pub mod coord;
 pub mod heartbeat;
 pub mod limits;
 pub mod net;
+pub mod refusal;
 pub mod retry;
 pub mod shutdown;
 pub mod sync;

@@ -83,11 +83,16 @@ fn refuse(batch: Vec<WriteRequest>, status: &Status) {
     }
 }
 
+/// Final for clients ([`tsn_cluster::refusal`]): the disk does not free
+/// itself, so the user hears it at once instead of after silent retries.
 fn disk_full_status(node: &Node) -> Status {
-    Status::resource_exhausted(format!(
-        "disk full on server {} of cluster {}: writes are refused until space returns; reads still work",
-        node.server_id, node.cluster_id
-    ))
+    tsn_cluster::refusal::final_refusal(
+        Status::resource_exhausted(format!(
+            "disk full on server {} of cluster {}: writes are refused until space returns; reads still work",
+            node.server_id, node.cluster_id
+        )),
+        "disk-full",
+    )
 }
 
 /// Reloads the store from the disk after a failed append: the torn line
