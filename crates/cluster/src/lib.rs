@@ -9,6 +9,7 @@
 //! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
 
+pub mod admin;
 pub mod auth;
 pub mod coord;
 pub mod heartbeat;

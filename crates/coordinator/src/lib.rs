@@ -19,11 +19,13 @@
 //! * `persist`: the state files.
 //! * `service`: the gRPC handlers.
 //! * `liveness`: the failure detector loop.
+//! * `metrics`: what the admin port (`--admin-port`) shows.
 //! * `mp3`: the MP3 variant's `FetchAssignment` and the MP3 listener directory.
 
 pub mod config;
 mod control;
 mod liveness;
+mod metrics;
 mod mp3;
 mod persist;
 mod service;
@@ -61,6 +63,7 @@ pub async fn listen(args: &Args) -> anyhow::Result<TcpListener> {
 /// detector until `shutdown` fires.
 pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let admin_listener = args.admin.listen().await?;
     let auth = tsn_cluster::auth::ClusterAuth::open(&args.secret)?;
 
     let files = persist::Files::open(&args.state_dir, args.clear)?;
@@ -98,6 +101,11 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
         shutdown.clone(),
     ));
 
+    if let Some(listener) = admin_listener {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("tsn");
+        let observed = metrics::Observed::new(state.clone(), &mut registry);
+        tsn_cluster::admin::serve(listener, registry, Arc::new(observed), shutdown.clone());
+    }
     let mp3 = mp3::Mp3Coordinator::new(state.clone());
     let service = CoordinatorService::new(state);
     let incoming =

@@ -96,6 +96,15 @@ impl CommitTracker {
         }
     }
 
+    /// The secondaries every commit waits for now (the in-sync set, and
+    /// those being added), each with the last seq it acknowledged (0: none
+    /// yet this term).
+    pub fn waited_acks(&self) -> Vec<(u32, u64)> {
+        self.waited_for()
+            .map(|peer| (peer, self.peers.get(&peer).map_or(0, |a| a.acked_seq)))
+            .collect()
+    }
+
     /// (last durable seq, its epoch).
     pub fn durable(&self) -> (u64, u64) {
         self.durable

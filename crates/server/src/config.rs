@@ -65,6 +65,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
+
+    #[command(flatten)]
+    pub admin: tsn_cluster::admin::AdminArgs,
 }
 
 impl Config {

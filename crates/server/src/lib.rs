@@ -22,6 +22,7 @@ mod commit;
 pub mod config;
 mod directory;
 mod lease;
+mod metrics;
 mod mp3;
 mod node;
 mod posts;
@@ -71,6 +72,8 @@ const SHUTDOWN_GRACE_MS: u64 = 1_000;
 pub struct Listeners {
     pub main: TcpListener,
     pub mp3: TcpListener,
+    /// The operator's port (`--admin-port`), when asked for.
+    pub admin: Option<TcpListener>,
 }
 
 /// Binds the configured addresses: done before anything else, so that a
@@ -85,7 +88,8 @@ pub async fn listen(cfg: &Config) -> anyhow::Result<Listeners> {
     let mp3 = TcpListener::bind(&mp3_bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {mp3_bind} (--mp3-port): {e}"))?;
-    Ok(Listeners { main, mp3 })
+    let admin = cfg.admin.listen().await?;
+    Ok(Listeners { main, mp3, admin })
 }
 
 /// Serves on `listeners` until `shutdown` fires: opens the datastore, says
@@ -241,6 +245,16 @@ impl Server {
         let replica = ReplicaServer::new(self.replica())
             .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
             .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES);
+        if let Some(listener) = listeners.admin {
+            let mut registry = prometheus_client::registry::Registry::with_prefix("tsn");
+            self.node.metrics.register(&mut registry);
+            tsn_cluster::admin::serve(
+                listener,
+                registry,
+                Arc::new(metrics::Observed(self.node.clone())),
+                shutdown.clone(),
+            );
+        }
         let mut stop = shutdown.clone();
         let classic = GrpcServer::builder()
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)

@@ -30,6 +30,7 @@ use tsn_datastore::{validate, Layout, Op, Store};
 
 use crate::commit::CommitTracker;
 use crate::lease::Lease;
+use crate::metrics::ServerMetrics;
 use crate::write_queue::{WriteOutcome, WriteQueue, Written};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub struct Node {
     /// How many clusters there are, as the coordinator's last heartbeat
     /// reply said (0: not told yet). Bounds the cluster ids ops may name.
     cluster_count: AtomicU32,
+    /// What the operator's `/metrics` shows (see [`crate::metrics`]).
+    pub metrics: ServerMetrics,
 }
 
 impl Node {
@@ -119,6 +122,7 @@ impl Node {
             appended: watch::channel(last_seq).0,
             reconciled: Mutex::new(None),
             cluster_count: AtomicU32::new(0),
+            metrics: ServerMetrics::default(),
         }
     }
 
@@ -329,6 +333,13 @@ impl Node {
     /// line within the limit ([`tsn_datastore::validate`]): a line a
     /// secondary would refuse is never committed here.
     pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<WriteOutcome>, Status> {
+        let started = Instant::now();
+        let result = self.write_unmetered(ops).await;
+        self.metrics.note_write(started.elapsed(), &result);
+        result
+    }
+
+    async fn write_unmetered(&self, ops: Vec<Op>) -> Result<Vec<WriteOutcome>, Status> {
         for (i, op) in ops.iter().enumerate() {
             validate::shape(op)
                 .and_then(|()| validate::line_fits(op))
@@ -357,6 +368,14 @@ impl Node {
                 c.note_line(seq, owner);
             }
         });
+    }
+
+    /// How many timeline streams are open on this server.
+    pub fn open_streams(&self) -> usize {
+        lock(&self.watchers)
+            .values()
+            .map(|w| w.receiver_count())
+            .sum()
     }
 
     /// A receiver that changes whenever `user`'s timeline gets a committed line.

@@ -192,7 +192,10 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>, disk_full: &mut DiskFull) 
         pending
     };
     let written = pending.and_then(|p| {
+        let fsync_started = Instant::now();
         p.sync()?;
+        node.metrics
+            .note_fsync(fsync_started.elapsed(), p.entries.len());
         let mut store = lock(&node.store);
         store.finish(&p)?;
         node.set_position(store.last_seq(), store.last_epoch());

@@ -30,6 +30,7 @@ pub mod config;
 mod derive;
 mod feed;
 mod limits;
+mod metrics;
 mod peers;
 mod position;
 mod service;
@@ -72,6 +73,7 @@ pub async fn listen(config: &Config) -> anyhow::Result<TcpListener> {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let own = config.cluster_id;
     let local = listener.local_addr()?;
+    let admin_listener = config.admin.listen().await?;
     let auth = ClusterAuth::open(&config.secret)?;
     let coord = CoordClient::with_auth(&config.coordinator, &auth)?;
 
@@ -118,6 +120,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     );
 
     let source = Arc::new(Source::new(peers.clone(), config.poll_interval_ms));
+    if let Some(listener) = admin_listener {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("tsn");
+        let observed =
+            metrics::Observed::new(own, source.clone(), positions.clone(), &mut registry);
+        tsn_cluster::admin::serve(listener, registry, Arc::new(observed), shutdown.clone());
+    }
     let feeds = tokio::spawn(start_feeds(
         config.poll_interval_ms,
         source,

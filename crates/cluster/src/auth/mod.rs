@@ -87,8 +87,17 @@ impl SecretArgs {
     }
 }
 
-/// The refusal every outsider gets.
+/// Internal calls refused for a missing or wrong secret, over the
+/// process's life (the operator's `/metrics` shows it).
+pub fn refused_calls() -> u64 {
+    REFUSED_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static REFUSED_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The refusal every outsider gets (and counts it).
 pub fn refusal() -> Status {
+    REFUSED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Status::unauthenticated(format!(
         "internal tsn service: the caller must present this deployment's cluster secret \
          (metadata {SECRET_METADATA_KEY}; see --cluster-secret-file)"

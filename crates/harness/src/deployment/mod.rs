@@ -77,6 +77,9 @@ pub struct Config {
     pub secret_grace_ms: Option<u64>,
     /// More flags given to every server (e.g. `--max-client-connections`).
     pub server_args: Vec<String>,
+    /// Every process gets an admin port (`--admin-port 0`: a free one);
+    /// [`Deployment::admin_addr`] says which.
+    pub admin_ports: bool,
 }
 
 impl Config {
@@ -104,6 +107,16 @@ impl Config {
             secret_file: None,
             secret_grace_ms: None,
             server_args: Vec::new(),
+            admin_ports: false,
+        }
+    }
+
+    /// `--admin-port 0` when every process gets an admin port.
+    fn admin_flags(&self) -> Vec<String> {
+        if self.admin_ports {
+            strings(&["--admin-port", "0"])
+        } else {
+            Vec::new()
         }
     }
 
@@ -224,6 +237,7 @@ impl Deployment {
             Err(e) => panic!("the cluster secret: {e:#}"),
         };
         let secret_flags = secret_flags(&secret_args);
+        let admin_flags = config.admin_flags();
         let coordinator = {
             let state_dir = root.join("coordinator");
             let clusters = config.clusters;
@@ -246,6 +260,7 @@ impl Deployment {
                         &failure_timeout_ms.to_string(),
                     ]);
                     args.extend(secret_flags.iter().cloned());
+                    args.extend(admin_flags.iter().cloned());
                     args
                 },
             )
@@ -300,7 +315,8 @@ impl Deployment {
         };
         let heartbeat = self.config.heartbeat_interval_ms;
         let secret_flags = self.secret_flags();
-        let extra = self.config.server_args.clone();
+        let mut extra = self.config.server_args.clone();
+        extra.extend(self.config.admin_flags());
         let name = format!("c{cluster}-server{server_id}");
         let started = Proc::start_on(
             &name,
@@ -347,6 +363,7 @@ impl Deployment {
         let datastore = path_arg(&self.datastore_root());
         let q_ms = self.config.q_ms;
         let secret_flags = self.secret_flags();
+        let admin_flags = self.config.admin_flags();
         let name = format!("c{cluster}-sync");
         let started = Proc::start_on(
             &name,
@@ -368,6 +385,7 @@ impl Deployment {
                     &datastore,
                 ]);
                 args.extend(secret_flags.iter().cloned());
+                args.extend(admin_flags.iter().cloned());
                 args
             },
         )
@@ -476,6 +494,16 @@ impl Deployment {
     }
 
     /// Every process, coordinator first.
+    /// The admin port's address of `member` since its last start, as it
+    /// printed it (see [`Config::admin_ports`]).
+    pub fn admin_addr(&mut self, member: Member) -> Option<String> {
+        let out = self.member(member).stdout_since_start();
+        out.lines().find_map(|l| {
+            l.strip_prefix(tsn_cluster::admin::ADMIN_READY_LINE)
+                .map(|a| a.trim().to_string())
+        })
+    }
+
     pub fn members(&self) -> Vec<Member> {
         let mut all = vec![Member::Coordinator];
         all.extend(self.servers.iter().map(|s| Member::Server {
