@@ -66,6 +66,8 @@ async fn run(args: Args) {
     config.failure_timeout_ms = args.failure_timeout_ms;
     config.base_port = Some(args.base_port);
     config.secret_file = args.cluster_secret_file.clone();
+    // Every process gets an operator's port (a free one), shown in the table.
+    config.admin_ports = true;
     // Every port must be free before anything starts: a clear error now is
     // better than a half-started deployment.
     let mut members = vec![Member::Coordinator];
@@ -98,7 +100,11 @@ async fn run(args: Args) {
     );
     let mut deployment = Deployment::start_with(config).await;
     let coord_addr = deployment.coord_addr();
-    print_table(&coord_addr, deployment.auth()).await;
+    let admin: Vec<(Member, String)> = members
+        .iter()
+        .filter_map(|&m| deployment.admin_addr(m).map(|a| (m, a)))
+        .collect();
+    print_table(&coord_addr, deployment.auth(), &admin).await;
     let client = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("tsn_client")))
@@ -137,8 +143,15 @@ fn describe(m: Member) -> String {
     }
 }
 
-/// The clusters as the coordinator sees them.
-async fn print_table(coord_addr: &str, auth: &ClusterAuth) {
+/// The clusters as the coordinator sees them, with each process's admin
+/// port (`/metrics`, `/admin/status`).
+async fn print_table(coord_addr: &str, auth: &ClusterAuth, admin: &[(Member, String)]) {
+    let admin_of = |m: Member| {
+        admin
+            .iter()
+            .find(|(member, _)| *member == m)
+            .map_or("-".to_string(), |(_, a)| a.clone())
+    };
     // The deployment is healthy: the coordinator has heard from everyone.
     let views = match CoordClient::with_auth(coord_addr, auth) {
         Ok(c) => c.clusters().await.unwrap_or_default(),
@@ -147,12 +160,19 @@ async fn print_table(coord_addr: &str, auth: &ClusterAuth) {
     let mp3 = mp3_listeners(coord_addr, auth).await;
     println!();
     println!(
-        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
-        "cluster", "role", "id", "address", "alive", "last_seq", "mp3_port"
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  {}",
+        "cluster", "role", "id", "address", "alive", "last_seq", "mp3_port", "admin"
     );
     println!(
-        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
-        "-", "coordinator", "-", coord_addr, "yes", "-", "-"
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  {}",
+        "-",
+        "coordinator",
+        "-",
+        coord_addr,
+        "yes",
+        "-",
+        "-",
+        admin_of(Member::Coordinator)
     );
     for c in &views {
         let mut procs = c.processes.clone();
@@ -173,15 +193,25 @@ async fn print_table(coord_addr: &str, auth: &ClusterAuth) {
                     .to_string(),
                 _ => "-".to_string(),
             };
+            let member = match ProcessKind::try_from(p.kind) {
+                Ok(ProcessKind::SyncService) => Member::Sync {
+                    cluster: c.cluster_id,
+                },
+                _ => Member::Server {
+                    cluster: c.cluster_id,
+                    server_id: p.server_id,
+                },
+            };
             println!(
-                "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
+                "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  {}",
                 c.cluster_id,
                 role,
                 p.server_id,
                 p.address,
                 if p.alive { "yes" } else { "no" },
                 p.last_seq,
-                mp3_port
+                mp3_port,
+                admin_of(member)
             );
         }
     }
