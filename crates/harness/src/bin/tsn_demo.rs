@@ -160,8 +160,8 @@ async fn print_table(coord_addr: &str, auth: &ClusterAuth, admin: &[(Member, Str
     let mp3 = mp3_listeners(coord_addr, auth).await;
     println!();
     println!(
-        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  {}",
-        "cluster", "role", "id", "address", "alive", "last_seq", "mp3_port", "admin"
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  admin",
+        "cluster", "role", "id", "address", "alive", "last_seq", "mp3_port"
     );
     println!(
         "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  {}",
