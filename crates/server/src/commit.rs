@@ -99,8 +99,12 @@ impl CommitTracker {
     /// The secondaries every commit waits for now (the in-sync set, and
     /// those being added), each with the last seq it acknowledged (0: none
     /// yet this term).
+    /// A secondary being added may already be in the set: each is named
+    /// once.
     pub fn waited_acks(&self) -> Vec<(u32, u64)> {
-        self.waited_for()
+        let peers: BTreeSet<u32> = self.waited_for().collect();
+        peers
+            .into_iter()
             .map(|peer| (peer, self.peers.get(&peer).map_or(0, |a| a.acked_seq)))
             .collect()
     }
@@ -404,6 +408,10 @@ mod tests {
         assert_eq!(c.offer_expand(2, 1_000, 512), ExpandStep::Wait, "asking");
         c.peer_acked(2, 1_005, t0);
         assert_eq!(c.commit_seq(), 1_005);
+        // The coordinator's set may name it before its answer arrives:
+        // still one secondary waited for.
+        c.heard_in_sync(&[2], t0);
+        assert_eq!(c.waited_acks(), vec![(2, 1_005)], "waited for once");
         // Added: the commit point is recomputed inside, with no caller
         // having to remember it.
         c.peer_acked(2, 1_010, t0);
