@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build release demo test test-unit lint fmt bench clean
+.PHONY: all build release demo test test-unit lint fmt bench chaos clean
 
 all: build
 
@@ -30,6 +30,13 @@ fmt:
 
 bench: release
 	./target/release/tsn_bench
+
+## A long randomised fault run (kill -9 and SIGSTOP of every kind of
+## process) with the record-by-record check at the end. CHAOS_S sets its
+## length in seconds; CHAOS_SEED replays a run's faults.
+CHAOS_S ?= 600
+chaos: release
+	./target/release/tsn_chaos --duration-s $(CHAOS_S) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),)
 
 clean:
 	$(CARGO) clean

@@ -29,6 +29,7 @@
 pub mod api;
 pub mod attack;
 pub mod bins;
+pub mod chaos;
 pub mod classic;
 pub mod cli;
 pub mod deployment;
