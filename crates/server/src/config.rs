@@ -65,6 +65,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
+
+    #[command(flatten)]
+    pub tls: tsn_cluster::tls::TlsArgs,
 }
 
 impl Config {

@@ -79,6 +79,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
+
+    #[command(flatten)]
+    pub tls: tsn_cluster::tls::TlsArgs,
 }
 
 impl Config {

@@ -167,6 +167,7 @@ impl PrimaryHandle {
             first_byte_timeout_ms: tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS,
             mp3_port: 0,
             secret: SecretArgs::file(secret_file()),
+            tls: Default::default(),
         };
         let (stop, shutdown) = Shutdown::new();
         let server = tsn_server::Server::start(&config, "", shutdown.clone())
@@ -269,6 +270,7 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
         bind: addr.ip(),
         failure_timeout_ms: FAILURE_TIMEOUT_MS,
         secret: SecretArgs::file(secret_file()),
+        tls: Default::default(),
         users_max: tsn_coordinator::config::ASSIGNED_USERS_MAX,
     };
     let (stop, shutdown) = Shutdown::new();
