@@ -453,3 +453,79 @@ mod tests {
         assert!(log.refused(t + Duration::from_millis(REFUSAL_LOG_PERIOD_MS)));
     }
 }
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use crate::tls::generate::Authority;
+    use crate::tls::{server_certificate, TlsFiles};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt;
+
+    const LIMIT: ConnLimit = ConnLimit {
+        max_connections: 8,
+        first_byte_timeout_ms: 2_000,
+    };
+
+    /// A TLS listener hands on only finished handshakes, says whether the
+    /// client presented a certificate, and closes a plaintext client.
+    #[tokio::test]
+    async fn only_tls_handshakes_are_handed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("test CA").unwrap();
+        let server = Tls::load(&ca.issue(dir.path(), "server").unwrap()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut incoming = incoming(listener, LIMIT, Some(server));
+
+        // Plaintext: closed, nothing handed on.
+        let mut plain = TcpStream::connect(&addr).await.unwrap();
+        plain
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match plain.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue, // the TLS alert
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a plaintext client was not closed");
+
+        // A client without a certificate, then one with.
+        let trusting = Tls::load(&ca.trust_only(dir.path()).unwrap()).unwrap();
+        server_certificate(&trusting, &addr).await.unwrap();
+        let conn = tokio::time::timeout(Duration::from_secs(10), incoming.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(conn.info.tls && !conn.info.client_certificate);
+        let client = Tls::load(&ca.issue(dir.path(), "client").unwrap()).unwrap();
+        server_certificate(&client, &addr).await.unwrap();
+        let conn = tokio::time::timeout(Duration::from_secs(10), incoming.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(conn.info.tls && conn.info.client_certificate);
+
+        // A client of another CA is refused at the handshake.
+        let other = Authority::new("other CA").unwrap();
+        let stranger = other.issue(&dir.path().join("other"), "client").unwrap();
+        let stranger = Tls::load(&TlsFiles {
+            ca: dir.path().join(crate::tls::generate::CA_FILE_NAME),
+            identity: stranger.identity,
+        })
+        .unwrap();
+        // TLS 1.3: the client may finish before the server refuses its
+        // certificate; either way no connection is handed on.
+        let _ = server_certificate(&stranger, &addr).await;
+        let next = tokio::time::timeout(Duration::from_millis(500), incoming.next()).await;
+        assert!(next.is_err(), "a stranger's connection was handed on");
+    }
+}

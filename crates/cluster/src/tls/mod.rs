@@ -289,3 +289,96 @@ pub fn process_tls() -> Option<Tls> {
         .unwrap_or_else(|p| p.into_inner())
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::generate::Authority;
+    use super::*;
+
+    fn args(cert: bool, key: bool, ca: bool) -> TlsArgs {
+        TlsArgs {
+            tls_cert: cert.then(|| "c.pem".into()),
+            tls_key: key.then(|| "k.pem".into()),
+            tls_ca: ca.then(|| "ca.pem".into()),
+        }
+    }
+
+    #[test]
+    fn a_server_needs_all_three_files_or_none() {
+        assert_eq!(args(false, false, false).server_files().unwrap(), None);
+        assert!(args(true, true, true).server_files().unwrap().is_some());
+        for (c, k, a) in [
+            (true, false, false),
+            (false, true, false),
+            (false, false, true),
+            (true, true, false),
+            (true, false, true),
+            (false, true, true),
+        ] {
+            let err = args(c, k, a).server_files().unwrap_err().to_string();
+            assert!(err.contains("all three"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_client_needs_the_ca_and_may_add_its_own_pair() {
+        assert_eq!(args(false, false, false).client_files().unwrap(), None);
+        let ca_only = args(false, false, true).client_files().unwrap().unwrap();
+        assert_eq!(ca_only.identity, None);
+        assert!(args(true, true, true)
+            .client_files()
+            .unwrap()
+            .unwrap()
+            .identity
+            .is_some());
+        assert!(args(true, true, false).client_files().is_err());
+        assert!(args(true, false, true).client_files().is_err());
+        let flags = args(true, true, true).to_flags();
+        assert_eq!(flags.len(), 6);
+        assert_eq!(
+            TlsArgs::of(args(true, true, true).server_files().unwrap().as_ref()),
+            args(true, true, true)
+        );
+    }
+
+    #[test]
+    fn a_broken_file_keeps_the_current_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("test CA").unwrap();
+        let files = ca.issue(dir.path(), "server").unwrap();
+        let tls = Tls::load(&files).unwrap();
+        let before = tls.server_config().unwrap();
+        let (cert, key) = files.identity.clone().unwrap();
+        std::fs::write(&cert, "not a certificate").unwrap();
+        let err = format!("{:#}", tls.reload().unwrap_err());
+        assert!(err.contains("server.crt"), "{err}");
+        assert!(Arc::ptr_eq(&before, &tls.server_config().unwrap()));
+        // A key that is not the certificate's is refused too.
+        ca.issue(dir.path(), "other").unwrap();
+        ca.issue(dir.path(), "server").unwrap();
+        std::fs::copy(dir.path().join("other.key"), &key).unwrap();
+        assert!(tls.reload().is_err());
+        assert!(Arc::ptr_eq(&before, &tls.server_config().unwrap()));
+        ca.issue(dir.path(), "server").unwrap();
+        tls.reload().unwrap();
+        assert!(!Arc::ptr_eq(&before, &tls.server_config().unwrap()));
+        // Missing files are a clear error at start.
+        let missing = TlsFiles::process(&dir.path().join("no.crt"), &key, &files.ca);
+        let err = format!("{:#}", Tls::load(&missing).unwrap_err());
+        assert!(err.contains("no.crt"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_are_written_for_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files = Authority::new("test CA")
+            .unwrap()
+            .issue(dir.path(), "p")
+            .unwrap();
+        let (_, key) = files.identity.unwrap();
+        let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, generate::KEY_FILE_MODE);
+    }
+}
