@@ -425,7 +425,12 @@ async fn probe_disk(args: &RunArgs) -> anyhow::Result<Option<Summary>> {
 /// `-c`) and learns how many clusters it has.
 async fn connect(args: &RunArgs) -> anyhow::Result<Target> {
     let (deployment, coord_addr) = match &args.coordinator {
-        Some(addr) => (None, addr.clone()),
+        Some(addr) => {
+            if let Some(tls) = args.tls.open_client()? {
+                tsn_cluster::tls::set_process_tls(Some(tls));
+            }
+            (None, addr.clone())
+        }
         None => {
             eprintln!(
                 "tsn_bench: starting a local deployment of {} clusters",

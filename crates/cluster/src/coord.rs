@@ -15,29 +15,51 @@ use tsn_proto::tsn::{
 
 use crate::auth::{Attach, AuthChannel, ClusterAuth};
 use crate::limits::{CONNECT_TIMEOUT_MS, COORDINATOR_CALL_TIMEOUT_MS, GRPC_MESSAGE_MAX_BYTES};
+use crate::tls::Tls;
 
 /// A lazily connected channel to `addr` (`host:port`) whose calls time out
-/// after `timeout_ms`.
+/// after `timeout_ms`; over TLS when the process has it
+/// ([`crate::tls::process_tls`]).
 pub fn channel(addr: &str, timeout_ms: u64) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| anyhow::anyhow!("bad address {addr:?}: {e}"))?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+    channel_with(addr, timeout_ms, crate::tls::process_tls().as_ref())
+}
+
+/// [`channel`] over `tls` (plaintext when `None`), whatever the process has.
+pub fn channel_with(addr: &str, timeout_ms: u64, tls: Option<&Tls>) -> anyhow::Result<Channel> {
+    let endpoint = endpoint(addr)?
         .timeout(Duration::from_millis(timeout_ms))
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    Ok(endpoint.connect_lazy())
+    Ok(connect_lazy(endpoint, tls))
 }
 
 /// A channel without a per-call time limit, for long-lived streams.
 pub fn stream_channel(addr: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| anyhow::anyhow!("bad address {addr:?}: {e}"))?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .tcp_nodelay(true)
+    stream_channel_with(addr, crate::tls::process_tls().as_ref())
+}
+
+/// [`stream_channel`] over `tls` (plaintext when `None`).
+pub fn stream_channel_with(addr: &str, tls: Option<&Tls>) -> anyhow::Result<Channel> {
+    let endpoint = endpoint(addr)?
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2));
-    Ok(endpoint.connect_lazy())
+    Ok(connect_lazy(endpoint, tls))
+}
+
+fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| anyhow::anyhow!("bad address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .tcp_nodelay(true))
+}
+
+/// Every channel of tsn is made here: with TLS, each new connection dials
+/// through [`crate::tls::Connector`] with the configuration current then.
+fn connect_lazy(endpoint: Endpoint, tls: Option<&Tls>) -> Channel {
+    match tls {
+        None => endpoint.connect_lazy(),
+        Some(tls) => endpoint.connect_with_connector_lazy(crate::tls::Connector::new(tls.clone())),
+    }
 }
 
 /// A client of the coordinator: the classic `GetServer` (open to anyone)

@@ -4,7 +4,10 @@
 //! * [`limits`]: timing defaults and limits, each with its unit in its name.
 //! * [`coord`]: a client of the coordinator with timeouts and reconnection.
 //! * [`heartbeat`]: the heartbeat loop of servers and sync services.
-//! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`).
+//! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`,
+//!   limits, the TLS handshake).
+//! * [`tls`]: TLS on every listener and channel, reloaded from its files.
+//! * [`watch`]: following files that change on disk.
 //! * [`shutdown`]: the one shared signal that stops a process gracefully.
 //! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
@@ -19,6 +22,8 @@ pub mod refusal;
 pub mod retry;
 pub mod shutdown;
 pub mod sync;
+pub mod tls;
+pub mod watch;
 
 /// The cluster that serves `user` among `clusters` clusters:
 /// `((user - 1) mod clusters) + 1`. Client ids start at 1.

@@ -82,6 +82,9 @@ pub struct Args {
     #[command(flatten)]
     pub admin: tsn_cluster::admin::AdminArgs,
 
+    #[command(flatten)]
+    pub tls: tsn_cluster::tls::TlsArgs,
+
     /// Most users the coordinator assigns a cluster to (each costs memory
     /// and a line on disk); past it, new users are refused.
     #[arg(long = "users-max", default_value_t = ASSIGNED_USERS_MAX)]

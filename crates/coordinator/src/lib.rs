@@ -65,6 +65,7 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
     let local = listener.local_addr()?;
     let admin_listener = args.admin.listen().await?;
     let auth = tsn_cluster::auth::ClusterAuth::open(&args.secret)?;
+    let tls = tsn_cluster::tls::open_for_process(&args.tls)?;
 
     let files = persist::Files::open(&args.state_dir, args.clear)?;
     let loaded = files.load()?;
@@ -109,7 +110,7 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
     let mp3 = mp3::Mp3Coordinator::new(state.clone());
     let service = CoordinatorService::new(state);
     let incoming =
-        tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
+        tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1), tls);
     let mut stop = shutdown.clone();
     let serve = async move {
         Server::builder()

@@ -76,7 +76,7 @@ impl SnsCoordinatorService for Mp3Coordinator {
         &self,
         request: Request<Mp3Request>,
     ) -> Result<Response<Assignment>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = tsn_cluster::net::remote_addr(&request).map(|a| a.ip());
         let username = request.into_inner().username;
         let Some(user) = parse_user_id(&username) else {
             return Ok(Response::new(not_found()));

@@ -92,7 +92,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<AssignRequest>,
     ) -> Result<Response<AssignReply>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = tsn_cluster::net::remote_addr(&request).map(|a| a.ip());
         let users = request.into_inner().users;
         let clusters = lock(&self.state)
             .assign_for(peer, &users, Instant::now())
@@ -104,7 +104,7 @@ impl Coordinator for CoordinatorService {
 #[tonic::async_trait]
 impl CoordService for CoordinatorService {
     async fn get_server(&self, request: Request<Id>) -> Result<Response<ServerInfo>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = tsn_cluster::net::remote_addr(&request).map(|a| a.ip());
         let id = request.into_inner().id;
         let mut state = lock(&self.state);
         let info = state

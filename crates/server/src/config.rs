@@ -68,6 +68,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub admin: tsn_cluster::admin::AdminArgs,
+
+    #[command(flatten)]
+    pub tls: tsn_cluster::tls::TlsArgs,
 }
 
 impl Config {

@@ -119,6 +119,8 @@ pub struct Server {
     node: Arc<Node>,
     replicators: Arc<Replicators>,
     conn_limit: tsn_cluster::net::ConnLimit,
+    /// TLS of both listeners, when on.
+    tls: Option<tsn_cluster::tls::Tls>,
 }
 
 impl Server {
@@ -145,6 +147,7 @@ impl Server {
             "datastore open"
         );
         let auth = ClusterAuth::open(&cfg.secret)?;
+        let tls = tsn_cluster::tls::open_for_process(&cfg.tls)?;
         let coord = CoordClient::with_auth(&cfg.coordinator, &auth)?;
         let (write_queue, write_rx) = write_queue::channel();
         let node = Arc::new(Node::new(
@@ -192,6 +195,7 @@ impl Server {
             node,
             replicators,
             conn_limit: cfg.conn_limit(),
+            tls,
         })
     }
 
@@ -262,7 +266,7 @@ impl Server {
             .add_service(posts)
             .add_service(self.node.auth.guard(replica))
             .serve_with_incoming_shutdown(
-                tsn_cluster::net::incoming(listeners.main, self.conn_limit),
+                tsn_cluster::net::incoming(listeners.main, self.conn_limit, self.tls.clone()),
                 async move { stop.wait().await },
             );
         let mut stop = shutdown.clone();
@@ -270,7 +274,7 @@ impl Server {
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
             .add_service(mp3_sns)
             .serve_with_incoming_shutdown(
-                tsn_cluster::net::incoming(listeners.mp3, self.conn_limit),
+                tsn_cluster::net::incoming(listeners.mp3, self.conn_limit, self.tls.clone()),
                 async move { stop.wait().await },
             );
         let mut stop = shutdown;

@@ -75,6 +75,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let local = listener.local_addr()?;
     let admin_listener = config.admin.listen().await?;
     let auth = ClusterAuth::open(&config.secret)?;
+    let tls = tsn_cluster::tls::open_for_process(&config.tls)?;
     let coord = CoordClient::with_auth(&config.coordinator, &auth)?;
 
     // Whoever started the process may have closed stdout; that is no
@@ -138,7 +139,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
 
     let mut stop = shutdown.clone();
     let incoming =
-        tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
+        tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1), tls);
     let served = Server::builder()
         .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)

@@ -168,6 +168,7 @@ impl PrimaryHandle {
             mp3_port: 0,
             secret: SecretArgs::file(secret_file()),
             admin: Default::default(),
+            tls: Default::default(),
         };
         let (stop, shutdown) = Shutdown::new();
         let server = tsn_server::Server::start(&config, "", shutdown.clone())
@@ -270,6 +271,7 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
         bind: addr.ip(),
         failure_timeout_ms: FAILURE_TIMEOUT_MS,
         secret: SecretArgs::file(secret_file()),
+        tls: Default::default(),
         users_max: tsn_coordinator::config::ASSIGNED_USERS_MAX,
         admin: Default::default(),
     };

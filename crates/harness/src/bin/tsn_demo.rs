@@ -42,6 +42,11 @@ struct Args {
     /// hand, or pass --cluster-secret-file to it).
     #[arg(long, value_name = "PATH")]
     cluster_secret_file: Option<PathBuf>,
+    /// TLS everywhere: makes a throwaway CA and one certificate per process
+    /// (names 127.0.0.1 and localhost) into the run's folder, mutual TLS
+    /// between the processes; clients connect with --tls-ca.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() {
@@ -68,6 +73,7 @@ async fn run(args: Args) {
     config.secret_file = args.cluster_secret_file.clone();
     // Every process gets an operator's port (a free one), shown in the table.
     config.admin_ports = true;
+    config.tls = args.tls;
     // Every port must be free before anything starts: a clear error now is
     // better than a half-started deployment.
     let mut members = vec![Member::Coordinator];
@@ -116,7 +122,19 @@ async fn run(args: Args) {
         "cluster secret: {} (--cluster-secret-file for processes started by hand)",
         deployment.secret_file().display()
     );
-    println!("client:         {client} -c {coord_addr} -i <client id>");
+    let tls = deployment
+        .client_tls_flags()
+        .iter()
+        .map(|f| format!(" {f}"))
+        .collect::<String>();
+    if let Some(files) = deployment.tls() {
+        println!(
+            "TLS:            on; CA {}, every process's certificate and key in {}",
+            files.ca.display(),
+            deployment.tls_dir().display()
+        );
+    }
+    println!("client:         {client}{tls} -c {coord_addr} -i <client id>");
     println!("                (scripts: add a command, e.g. `post hello`, `timeline --watch`; --help lists them)");
     println!("MP3 client:     its coordinator address is {coord_addr} (FetchAssignment names the mp3_port)");
     println!();

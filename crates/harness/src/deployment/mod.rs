@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tsn_cluster::auth::{create_secret_file, ClusterAuth, SecretArgs, SECRET_GRACE_MS};
+use tsn_cluster::tls::generate::Authority;
+use tsn_cluster::tls::{set_process_tls, Tls, TlsArgs, TlsFiles};
 use tsn_datastore::Layout;
 use tsn_proto::tsn::Role;
 
@@ -40,6 +42,14 @@ pub const SECRET_FILE_NAME: &str = "cluster.secret";
 pub const KEEP_ENV: &str = "TSN_E2E_KEEP";
 /// The environment variable that overrides [`DEPLOYMENTS_CONCURRENT_MAX`].
 pub const DEPLOYMENTS_MAX_ENV: &str = "TSN_E2E_DEPLOYMENTS_MAX";
+/// The environment variable that runs every deployment with TLS (`1`):
+/// certificates from one CA per test process, given to every process and
+/// client the harness starts.
+pub const TLS_ENV: &str = "TSN_TEST_TLS";
+/// The directory of a deployment's certificates, under its root.
+pub const TLS_DIR_NAME: &str = "tls";
+/// The name of the certificate the harness's own clients present.
+pub const HARNESS_CERT_NAME: &str = "harness";
 /// Most clusters a test deployment may have.
 pub const CLUSTERS_MAX: u32 = 16;
 /// Most secondaries per cluster a test deployment may have.
@@ -80,6 +90,9 @@ pub struct Config {
     /// Every process gets an admin port (`--admin-port 0`: a free one);
     /// [`Deployment::admin_addr`] says which.
     pub admin_ports: bool,
+    /// TLS on every listener and channel (certificates from
+    /// [`authority`]); by default as [`TLS_ENV`] says.
+    pub tls: bool,
 }
 
 impl Config {
@@ -107,6 +120,7 @@ impl Config {
             secret_file: None,
             secret_grace_ms: None,
             server_args: Vec::new(),
+            tls: tls_from_env(),
             admin_ports: false,
         }
     }
@@ -169,6 +183,8 @@ pub struct Deployment {
     /// The secret every process was given, as this deployment's own
     /// clients hold it.
     auth: ClusterAuth,
+    /// The files of the harness's own clients, when TLS is on.
+    tls: Option<TlsFiles>,
     /// Dropped after the processes (fields drop in order), so nothing
     /// writes into a removed directory.
     dir: Option<tempfile::TempDir>,
@@ -238,6 +254,17 @@ impl Deployment {
         };
         let secret_flags = secret_flags(&secret_args);
         let admin_flags = config.admin_flags();
+        let tls = config.tls.then(|| {
+            let files = issue(&root, HARNESS_CERT_NAME);
+            match Tls::open(&files) {
+                // What every channel of this process (the harness's
+                // clients) uses from now on.
+                Ok(t) => set_process_tls(Some(t)),
+                Err(e) => panic!("the harness's TLS files: {e:#}"),
+            }
+            files
+        });
+        let coord_tls = tls_flags(config.tls, &root, "coordinator");
         let coordinator = {
             let state_dir = root.join("coordinator");
             let clusters = config.clusters;
@@ -261,6 +288,7 @@ impl Deployment {
                     ]);
                     args.extend(secret_flags.iter().cloned());
                     args.extend(admin_flags.iter().cloned());
+                    args.extend(coord_tls.iter().cloned());
                     args
                 },
             )
@@ -285,6 +313,7 @@ impl Deployment {
             syncs: Vec::new(),
             api,
             auth,
+            tls,
             dir,
             _slot: slot,
         };
@@ -318,6 +347,7 @@ impl Deployment {
         let mut extra = self.config.server_args.clone();
         extra.extend(self.config.admin_flags());
         let name = format!("c{cluster}-server{server_id}");
+        let tls = tls_flags(self.config.tls, &self.root, &name);
         let started = Proc::start_on(
             &name,
             &bin_path(SERVER),
@@ -343,6 +373,7 @@ impl Deployment {
                     args.extend(strings(&["--heartbeat-interval-ms", &ms.to_string()]));
                 }
                 args.extend(secret_flags.iter().cloned());
+                args.extend(tls.iter().cloned());
                 args.extend(extra.iter().cloned());
                 args
             },
@@ -365,6 +396,7 @@ impl Deployment {
         let secret_flags = self.secret_flags();
         let admin_flags = self.config.admin_flags();
         let name = format!("c{cluster}-sync");
+        let tls = tls_flags(self.config.tls, &self.root, &name);
         let started = Proc::start_on(
             &name,
             &bin_path(SYNC_SERVICE),
@@ -386,6 +418,7 @@ impl Deployment {
                 ]);
                 args.extend(secret_flags.iter().cloned());
                 args.extend(admin_flags.iter().cloned());
+                args.extend(tls.iter().cloned());
                 args
             },
         )
@@ -405,6 +438,43 @@ impl Deployment {
     }
 
     // ------------------------------------------------------------ access
+
+    /// The TLS files of the harness's own clients (they present a
+    /// certificate of the deployment's CA), when TLS is on.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The flags a `tsn_client` run needs to reach this deployment
+    /// (`--tls-ca` when TLS is on; a plain client presents no certificate).
+    pub fn client_tls_flags(&self) -> Vec<String> {
+        match &self.tls {
+            Some(f) => strings(&["--tls-ca", &path_arg(&f.ca)]),
+            None => Vec::new(),
+        }
+    }
+
+    /// The directory of this deployment's certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join(TLS_DIR_NAME)
+    }
+
+    /// The certificate files of `member` (see [`Deployment::member_name`]).
+    pub fn member_tls(&self, member: Member) -> TlsFiles {
+        let dir = self.tls_dir();
+        let name = member_name(member);
+        TlsFiles::process(
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+            &dir.join(tsn_cluster::tls::generate::CA_FILE_NAME),
+        )
+    }
+
+    /// Replaces `member`'s certificate and key on disk with a new pair of
+    /// the same CA (the process follows its files); returns the files.
+    pub fn rotate_certificate(&self, member: Member) -> TlsFiles {
+        issue(&self.root, &member_name(member))
+    }
 
     /// The cluster secret of this deployment, as its processes hold it.
     pub fn auth(&self) -> &ClusterAuth {
@@ -641,6 +711,45 @@ impl Drop for Deployment {
             }
         }
     }
+}
+
+/// The name of `member`'s log and certificate files.
+pub fn member_name(member: Member) -> String {
+    match member {
+        Member::Coordinator => "coordinator".to_string(),
+        Member::Server { cluster, server_id } => format!("c{cluster}-server{server_id}"),
+        Member::Sync { cluster } => format!("c{cluster}-sync"),
+    }
+}
+
+fn tls_from_env() -> bool {
+    std::env::var(TLS_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The CA of every deployment of this process (one, so that the
+/// process's own clients trust each of them).
+pub fn authority() -> &'static Authority {
+    static CA: OnceLock<Authority> = OnceLock::new();
+    CA.get_or_init(|| match Authority::new("tsn test CA") {
+        Ok(a) => a,
+        Err(e) => panic!("cannot make a test CA: {e:#}"),
+    })
+}
+
+/// A new certificate named `name` under `root`'s TLS directory.
+fn issue(root: &Path, name: &str) -> TlsFiles {
+    match authority().issue(&root.join(TLS_DIR_NAME), name) {
+        Ok(f) => f,
+        Err(e) => panic!("cannot make the certificate of {name}: {e:#}"),
+    }
+}
+
+/// The TLS flags of the process `name`, with a new certificate, when `on`.
+fn tls_flags(on: bool, root: &Path, name: &str) -> Vec<String> {
+    if !on {
+        return Vec::new();
+    }
+    TlsArgs::of(Some(&issue(root, name))).to_flags()
 }
 
 /// `--cluster-secret-file` and `--secret-grace-ms` as `args` say.

@@ -95,6 +95,11 @@ struct Cli {
     )]
     retry_for_ms: u64,
 
+    /// TLS (`--tls-ca` verifies the servers; `--tls-cert` and
+    /// `--tls-key` present a certificate of your own, optional).
+    #[command(flatten)]
+    tls: tsn_cluster::tls::TlsArgs,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -293,6 +298,9 @@ fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
     let action = Action::from_command(cli.command)?;
     if let Some(port) = cli.port {
         tracing::debug!(port, "the classic client port is not used");
+    }
+    if let Some(tls) = cli.tls.open_client()? {
+        tsn_cluster::tls::set_process_tls(Some(tls));
     }
     let coord =
         CoordClient::new(&cli.coordinator).map_err(|e| anyhow!("bad coordinator address: {e}"))?;
