@@ -10,6 +10,7 @@
 //! * [`home_cluster`]: which cluster serves a client id.
 
 pub mod auth;
+pub mod clock;
 pub mod coord;
 pub mod heartbeat;
 pub mod limits;

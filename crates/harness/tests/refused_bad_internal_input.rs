@@ -188,6 +188,7 @@ async fn a_heartbeat_claiming_epoch_2_53_changes_nothing_and_failover_still_work
                         last_seq: 1,
                         last_epoch: EPOCH_2_53,
                         mp3_address: String::new(),
+                        clock_unbounded: false,
                     };
                     assert_refused(
                         &format!(

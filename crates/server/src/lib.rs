@@ -43,6 +43,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server as GrpcServer;
 use tonic::Status;
 use tsn_cluster::auth::ClusterAuth;
+use tsn_cluster::clock::SharedClock;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Identity};
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
@@ -143,6 +144,7 @@ impl Server {
         let auth = ClusterAuth::open(&cfg.secret)?;
         let coord = CoordClient::with_auth(&cfg.coordinator, &auth)?;
         let (write_queue, write_rx) = write_queue::channel();
+        let clock = SharedClock::new(cfg.max_clock_offset_ms);
         let node = Arc::new(Node::new(
             cfg.cluster_id,
             server_id,
@@ -151,6 +153,7 @@ impl Server {
             auth.clone(),
             cfg.mirror_timeout_ms,
             cfg.heartbeat_interval_ms,
+            clock.clone(),
             write_queue,
         ));
         writer::spawn(node.clone(), write_rx);
@@ -175,6 +178,7 @@ impl Server {
                 let (last_seq, last_epoch) = progress_node.position();
                 (progress_node.role().epoch, last_seq, last_epoch)
             }),
+            clock,
             shutdown.clone(),
         )?;
         let replicators = Arc::new(Replicators::default());

@@ -58,7 +58,9 @@ pub async fn follow(
                 let started = old.role != Role::Primary || old.epoch != reply.epoch;
                 if started {
                     // The new term's commit point starts from the
-                    // coordinator's in-sync set, before any write of it.
+                    // coordinator's in-sync set, before any write of it;
+                    // its timestamps after the journal's newest.
+                    node.start_clock_term();
                     node.with_commit(|c| c.start_term(&reply.in_sync));
                 } else {
                     node.with_commit(|c| c.heard_in_sync(&reply.in_sync, sent_at));
