@@ -40,6 +40,8 @@ pub const SECRET_FILE_NAME: &str = "cluster.secret";
 pub const KEEP_ENV: &str = "TSN_E2E_KEEP";
 /// The environment variable that overrides [`DEPLOYMENTS_CONCURRENT_MAX`].
 pub const DEPLOYMENTS_MAX_ENV: &str = "TSN_E2E_DEPLOYMENTS_MAX";
+/// Starts a process with more environment variables (`env K=V bin args`).
+const ENV_BIN: &str = "/usr/bin/env";
 /// Most clusters a test deployment may have.
 pub const CLUSTERS_MAX: u32 = 16;
 /// Most secondaries per cluster a test deployment may have.
@@ -77,6 +79,9 @@ pub struct Config {
     pub secret_grace_ms: Option<u64>,
     /// More flags given to every server (e.g. `--max-client-connections`).
     pub server_args: Vec<String>,
+    /// Environment variables given to one server or sync service, at every
+    /// start (e.g. libfaketime's, to set its clock apart).
+    pub env: Vec<(Member, String, String)>,
 }
 
 impl Config {
@@ -104,7 +109,26 @@ impl Config {
             secret_file: None,
             secret_grace_ms: None,
             server_args: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// The binary to start for `member` and the arguments before its own:
+    /// `bin` itself, or `env` (which execs it, keeping the pid) when the
+    /// member has environment variables of its own.
+    fn launcher(&self, member: Member, bin: PathBuf) -> (PathBuf, Vec<String>) {
+        let vars: Vec<String> = self
+            .env
+            .iter()
+            .filter(|(m, _, _)| *m == member)
+            .map(|(_, k, v)| format!("{k}={v}"))
+            .collect();
+        if vars.is_empty() {
+            return (bin, Vec::new());
+        }
+        let mut args = vars;
+        args.push(path_arg(&bin));
+        (PathBuf::from(ENV_BIN), args)
     }
 
     fn check(&self) {
@@ -302,14 +326,17 @@ impl Deployment {
         let secret_flags = self.secret_flags();
         let extra = self.config.server_args.clone();
         let name = format!("c{cluster}-server{server_id}");
+        let member = Member::Server { cluster, server_id };
+        let (bin, before) = self.config.launcher(member, bin_path(SERVER));
         let started = Proc::start_on(
             &name,
-            &bin_path(SERVER),
+            &bin,
             &self.logs_dir(),
             Ready::Listening,
-            self.config.port_of(Member::Server { cluster, server_id }),
+            self.config.port_of(member),
             |port| {
-                let mut args = strings(&[
+                let mut args = before.clone();
+                args.extend(strings(&[
                     "-c",
                     &coord,
                     "-p",
@@ -322,7 +349,7 @@ impl Deployment {
                     &datastore,
                     "--server-id",
                     &server_id.to_string(),
-                ]);
+                ]));
                 if let Some(ms) = heartbeat {
                     args.extend(strings(&["--heartbeat-interval-ms", &ms.to_string()]));
                 }
@@ -348,14 +375,17 @@ impl Deployment {
         let q_ms = self.config.q_ms;
         let secret_flags = self.secret_flags();
         let name = format!("c{cluster}-sync");
+        let member = Member::Sync { cluster };
+        let (bin, before) = self.config.launcher(member, bin_path(SYNC_SERVICE));
         let started = Proc::start_on(
             &name,
-            &bin_path(SYNC_SERVICE),
+            &bin,
             &self.logs_dir(),
             Ready::Listening,
-            self.config.port_of(Member::Sync { cluster }),
+            self.config.port_of(member),
             |port| {
-                let mut args = strings(&[
+                let mut args = before.clone();
+                args.extend(strings(&[
                     "-c",
                     &coord,
                     "-s",
@@ -366,7 +396,7 @@ impl Deployment {
                     &q_ms.to_string(),
                     "--datastore",
                     &datastore,
-                ]);
+                ]));
                 args.extend(secret_flags.iter().cloned());
                 args
             },
