@@ -15,7 +15,7 @@ mod health;
 mod users;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -29,6 +29,7 @@ use crate::limits::{
     DEPLOYMENTS_CONCURRENT_LIMIT, DEPLOYMENTS_CONCURRENT_MAX, FAILURE_TIMEOUT_DEFAULT_MS,
     HEALTHY_DEADLINE_MS,
 };
+use crate::netns::Network;
 use crate::proc::{Proc, Ready};
 use crate::wait::wait_for;
 
@@ -82,6 +83,11 @@ pub struct Config {
     /// Environment variables given to one server or sync service, at every
     /// start (e.g. libfaketime's, to set its clock apart).
     pub env: Vec<(Member, String, String)>,
+    /// A test network: every member runs in its host's namespace and
+    /// listens on its host's address ([`crate::netns`]). The deployment
+    /// must then be started and used from the client host
+    /// ([`crate::netns::Network::run_in`]).
+    pub network: Option<Arc<Network>>,
 }
 
 impl Config {
@@ -110,7 +116,30 @@ impl Config {
             secret_grace_ms: None,
             server_args: Vec::new(),
             env: Vec::new(),
+            network: None,
         }
+    }
+
+    /// The address `member` listens on.
+    fn host_of(&self, member: Member) -> String {
+        match &self.network {
+            Some(net) => net.host_of(member).ip.clone(),
+            None => "127.0.0.1".to_string(),
+        }
+    }
+
+    /// `--bind` and `--advertise-host` for `member` in a test network
+    /// (none otherwise: the binaries' defaults are loopback).
+    fn address_flags(&self, member: Member, advertise: bool) -> Vec<String> {
+        if self.network.is_none() {
+            return Vec::new();
+        }
+        let ip = self.host_of(member);
+        let mut flags = strings(&["--bind", &ip]);
+        if advertise {
+            flags.extend(strings(&["--advertise-host", &ip]));
+        }
+        flags
     }
 
     /// The binary to start for `member` and the arguments before its own:
@@ -123,12 +152,20 @@ impl Config {
             .filter(|(m, _, _)| *m == member)
             .map(|(_, k, v)| format!("{k}={v}"))
             .collect();
-        if vars.is_empty() {
+        let mut words = match &self.network {
+            Some(net) => net.exec_prefix(net.host_of(member)),
+            None => Vec::new(),
+        };
+        if !vars.is_empty() {
+            words.push(ENV_BIN.to_string());
+            words.extend(vars);
+        }
+        if words.is_empty() {
             return (bin, Vec::new());
         }
-        let mut args = vars;
-        args.push(path_arg(&bin));
-        (PathBuf::from(ENV_BIN), args)
+        words.push(path_arg(&bin));
+        let first = PathBuf::from(words.remove(0));
+        (first, words)
     }
 
     fn check(&self) {
@@ -252,14 +289,19 @@ impl Deployment {
             let state_dir = root.join("coordinator");
             let clusters = config.clusters;
             let failure_timeout_ms = config.failure_timeout_ms;
-            let started = Proc::start_on(
+            let member = Member::Coordinator;
+            let (bin, before) = config.launcher(member, bin_path(COORDINATOR));
+            let address_flags = config.address_flags(member, false);
+            let started = Proc::start_at(
                 "coordinator",
-                &bin_path(COORDINATOR),
+                &bin,
                 &root.join("logs"),
                 Ready::StdoutContains(COORDINATOR_READY_LINE.to_string()),
-                config.port_of(Member::Coordinator),
+                &config.host_of(member),
+                config.port_of(member),
                 |port| {
-                    let mut args = strings(&[
+                    let mut args = before.clone();
+                    args.extend(strings(&[
                         "-p",
                         &port.to_string(),
                         "--clusters",
@@ -268,7 +310,8 @@ impl Deployment {
                         &path_arg(&state_dir),
                         "--failure-timeout-ms",
                         &failure_timeout_ms.to_string(),
-                    ]);
+                    ]));
+                    args.extend(address_flags.iter().cloned());
                     args.extend(secret_flags.iter().cloned());
                     args
                 },
@@ -328,11 +371,13 @@ impl Deployment {
         let name = format!("c{cluster}-server{server_id}");
         let member = Member::Server { cluster, server_id };
         let (bin, before) = self.config.launcher(member, bin_path(SERVER));
-        let started = Proc::start_on(
+        let address_flags = self.config.address_flags(member, true);
+        let started = Proc::start_at(
             &name,
             &bin,
             &self.logs_dir(),
             Ready::Listening,
+            &self.config.host_of(member),
             self.config.port_of(member),
             |port| {
                 let mut args = before.clone();
@@ -353,6 +398,7 @@ impl Deployment {
                 if let Some(ms) = heartbeat {
                     args.extend(strings(&["--heartbeat-interval-ms", &ms.to_string()]));
                 }
+                args.extend(address_flags.iter().cloned());
                 args.extend(secret_flags.iter().cloned());
                 args.extend(extra.iter().cloned());
                 args
@@ -377,11 +423,13 @@ impl Deployment {
         let name = format!("c{cluster}-sync");
         let member = Member::Sync { cluster };
         let (bin, before) = self.config.launcher(member, bin_path(SYNC_SERVICE));
-        let started = Proc::start_on(
+        let address_flags = self.config.address_flags(member, true);
+        let started = Proc::start_at(
             &name,
             &bin,
             &self.logs_dir(),
             Ready::Listening,
+            &self.config.host_of(member),
             self.config.port_of(member),
             |port| {
                 let mut args = before.clone();
@@ -397,6 +445,7 @@ impl Deployment {
                     "--datastore",
                     &datastore,
                 ]));
+                args.extend(address_flags.iter().cloned());
                 args.extend(secret_flags.iter().cloned());
                 args
             },
