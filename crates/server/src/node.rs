@@ -14,8 +14,8 @@
 //! - the watchers of open timeline streams.
 //!
 //! Lock order (a thread holding one may take only those after it):
-//! `store` → `commit` → `watchers`. `lease`, `recent` and `reconciled`
-//! are taken alone.
+//! `store` → `commit` → `watchers`. `lease`, `coordinator_heard_at`,
+//! `recent` and `reconciled` are taken alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -71,6 +71,8 @@ pub struct Node {
     /// The open timeline streams' wake-up channels, by timeline owner.
     watchers: Mutex<HashMap<u32, watch::Sender<u64>>>,
     lease: Mutex<Lease>,
+    /// When the last heartbeat the coordinator answered was sent.
+    coordinator_heard_at: Mutex<Option<Instant>>,
     /// Cluster time: every post's `ts_ms` and follow's `since_ms`.
     pub clock: SharedClock,
     writer: WriteQueue,
@@ -123,6 +125,7 @@ impl Node {
             commit_seq: watch::channel(0).0,
             watchers: Mutex::new(HashMap::new()),
             lease: Mutex::new(Lease::default()),
+            coordinator_heard_at: Mutex::new(None),
             clock,
             writer,
             appended: watch::channel(last_seq).0,
@@ -152,6 +155,24 @@ impl Node {
 
     pub fn set_role(&self, view: RoleView) {
         self.role.send_replace(view);
+    }
+
+    /// The coordinator answered a heartbeat sent at `sent_at`.
+    pub fn heard_coordinator(&self, sent_at: Instant) {
+        let mut at = lock(&self.coordinator_heard_at);
+        *at = (*at).max(Some(sent_at));
+    }
+
+    /// Whether this server hears the coordinator now: then, as a
+    /// secondary, its acknowledgements do not renew the primary's lease
+    /// ([`crate::lease::hears_coordinator`]).
+    pub fn hears_coordinator(&self) -> bool {
+        let heard_at = *lock(&self.coordinator_heard_at);
+        crate::lease::hears_coordinator(
+            heard_at,
+            Instant::now(),
+            Duration::from_millis(self.heartbeat_interval_ms),
+        )
     }
 
     pub fn confirm_lease(&self, sent_at: Instant, failure_timeout_ms: u64) {

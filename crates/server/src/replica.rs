@@ -62,6 +62,7 @@ impl Replica for ReplicaService {
             ok: false,
             last_seq: node.last_seq(),
             epoch: node.role().epoch,
+            coordinator_heard: false,
         };
         let view = node.role();
         // Fencing: entries from an older epoch, or from anyone while this
@@ -85,6 +86,7 @@ impl Replica for ReplicaService {
                     ok: false,
                     last_seq: store.last_seq(),
                     epoch,
+                    coordinator_heard: false,
                 });
             }
             if let Err(e) = store.append_lines(&entries, &lines) {
@@ -108,6 +110,7 @@ impl Replica for ReplicaService {
                 ok: true,
                 last_seq: store.last_seq(),
                 epoch,
+                coordinator_heard: node.hears_coordinator(),
             })
         })
         .await

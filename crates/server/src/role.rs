@@ -40,6 +40,7 @@ pub async fn follow(
         let (Some(reply), Some(sent_at)) = (h.reply, h.confirmed_at) else {
             continue;
         };
+        node.heard_coordinator(sent_at);
         node.set_cluster_count(reply.cluster_count);
         let new_role = match WireRole::try_from(reply.role) {
             Ok(WireRole::Primary) => Role::Primary,
