@@ -42,6 +42,12 @@ const CLUSTER_2_STEPPED: &str = "-20s";
 const CLUSTER_1_SECONDARY_BEHIND: &str = "-30s";
 /// How often libfaketime re-reads cluster 2's offset file, in seconds.
 const FAKETIME_CACHE_S: &str = "1";
+/// How long the authors go on posting after the step, so that every
+/// faked process has re-read the offset file (its cache lasts 1 s).
+const AFTER_STEP_MS: u64 = 2_000;
+/// How far off the probe's clock may be from the offset asked for, in
+/// seconds (the probe and this test read the clock a moment apart).
+const PROBE_SLACK_S: i64 = 5;
 /// Posts every author makes between two steps of the scenario.
 const STEP_POSTS: u64 = 8;
 /// How long every author has to make them.
@@ -64,6 +70,34 @@ fn faked(config: &mut Config, member: Member, vars: &[(&str, &str)]) {
     for (k, v) in all {
         config.env.push((member, k.to_string(), v.to_string()));
     }
+}
+
+/// Whether libfaketime moves a program's clock on this machine: `date`
+/// run under it with `FAKETIME=+30s` must read 30 s ahead.
+fn faketime_works() -> Result<(), String> {
+    let out = std::process::Command::new("/usr/bin/env")
+        .args([
+            &format!("LD_PRELOAD={FAKETIME_LIB}"),
+            "FAKETIME=+30s",
+            "date",
+            "+%s",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run date under libfaketime: {e}"))?;
+    let faked: i64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("date under libfaketime printed no time: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs() as i64;
+    if (faked - now - 30).abs() > PROBE_SLACK_S {
+        return Err(format!(
+            "date under libfaketime read {faked}, now is {now}: no effect"
+        ));
+    }
+    Ok(())
 }
 
 fn set_offset(file: &Path, offset: &str) {
@@ -95,6 +129,10 @@ async fn follow_all(api: &Api, pairs: &[(u32, u32)]) -> Vec<FollowRecord> {
 async fn followers_get_exactly_the_posts_after_their_follow_whatever_the_clocks() {
     if !PathBuf::from(FAKETIME_LIB).exists() {
         eprintln!("skipped: no libfaketime at {FAKETIME_LIB} (apt-get install libfaketime)");
+        return;
+    }
+    if let Err(why) = faketime_works() {
+        eprintln!("skipped: {why}");
         return;
     }
     let clocks = tempfile::tempdir().expect("a temp dir");
@@ -161,7 +199,11 @@ async fn followers_get_exactly_the_posts_after_their_follow_whatever_the_clocks(
             .await;
         }
     }
-    load.wait_each_acked_more(STEP_POSTS, step).await;
+    // Every faked process has read the new offset by now.
+    let stepped_at = Instant::now();
+    while stepped_at.elapsed() < ms(AFTER_STEP_MS) {
+        load.wait_each_acked_more(1, step).await;
+    }
     follows.extend(follow_all(&api, &LATE_FOLLOWS).await);
     load.wait_each_acked_more(STEP_POSTS, step).await;
 
