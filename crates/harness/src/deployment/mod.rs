@@ -738,4 +738,26 @@ mod tests {
         assert_eq!(c.failure_timeout_ms, FAILURE_TIMEOUT_DEFAULT_MS);
         assert_eq!(c.heartbeat_interval_ms, None);
     }
+
+    #[test]
+    fn a_member_with_an_environment_of_its_own_starts_through_env() {
+        let mut c = Config::new(2, 0, 500);
+        let server = Member::Server {
+            cluster: 2,
+            server_id: 1,
+        };
+        c.env.push((server, "FAKETIME".into(), "+30s".into()));
+        let bin = PathBuf::from("/x/tsn_server");
+        assert_eq!(
+            c.launcher(server, bin.clone()),
+            (
+                PathBuf::from(ENV_BIN),
+                strings(&["FAKETIME=+30s", "/x/tsn_server"])
+            )
+        );
+        let other = Member::Sync { cluster: 2 };
+        assert_eq!(c.launcher(other, bin.clone()), (bin, Vec::new()));
+        assert_eq!(c.host_of(other), "127.0.0.1");
+        assert!(c.address_flags(other, true).is_empty(), "loopback defaults");
+    }
 }
