@@ -23,11 +23,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tsn_cluster::clock::MAX_CLOCK_OFFSET_MS;
+use tsn_cluster::clock::{CLOCK_SAMPLE_MAX_AGE_MS, MAX_CLOCK_OFFSET_MS};
+use tsn_harness::direct::{post_request, posts_client};
 use tsn_harness::fault_check::{Expectation, FollowRecord, Reader};
 use tsn_harness::load::Load;
 use tsn_harness::views::Failover;
-use tsn_harness::{Api, Config, Deployment, Member};
+use tsn_harness::{wait_for, Api, Config, Deployment, Member};
 
 use common::{
     await_failover, ms, ready_for_failover, CONVERGE_DEADLINE_MS, FAILURE_TIMEOUT_MS, Q_MS,
@@ -239,4 +240,75 @@ async fn followers_get_exactly_the_posts_after_their_follow_whatever_the_clocks(
         }
         Err(r) => panic!("the timelines did not converge:\n{r}\n{}", d.log_tails()),
     }
+}
+
+/// How long past [`CLOCK_SAMPLE_MAX_AGE_MS`] a primary may still take a
+/// write on a loaded machine before the test calls it a failure.
+const UNKNOWN_TIME_SLACK_MS: u64 = 20_000;
+/// How long before the kill the primary's last heartbeat reply may have
+/// arrived (its time becomes unknown that long before the full age).
+const LAST_REPLY_BEFORE_KILL_MS: u64 = 500;
+
+/// With the coordinator gone, a primary whose in-sync secondary still
+/// confirms its lease keeps acknowledging — until its cluster time is
+/// unknown (no heartbeat answered for [`CLOCK_SAMPLE_MAX_AGE_MS`]); then it
+/// refuses writes, saying why, and takes them again once the coordinator
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_cannot_tell_the_time_stops_acknowledging() {
+    let mut config = Config::new(1, 1, Q_MS);
+    config.failure_timeout_ms = FAILURE_TIMEOUT_MS;
+    let mut d = Deployment::start_with(config).await;
+    d.login_all(&[1]).await;
+    let (_, primary_addr, _) = ready_for_failover(&d, 1).await;
+    let mut posts = posts_client(&primary_addr);
+    let mut n = 0u32;
+    let mut post = move || {
+        n += 1;
+        post_request(1, &format!("1-t{n}"), &format!("t{n}"))
+    };
+    posts
+        .post(post())
+        .await
+        .expect("a post before the coordinator stops");
+
+    d.kill9(Member::Coordinator);
+    let killed_at = Instant::now();
+    let refused = wait_for(
+        ms(CLOCK_SAMPLE_MAX_AGE_MS + UNKNOWN_TIME_SLACK_MS),
+        "the primary to refuse a write for want of the cluster time",
+        || {
+            let mut posts = posts.clone();
+            let req = post();
+            async move {
+                match posts.post(req).await {
+                    Err(s) if s.message().contains("cluster time") => Ok(s),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let after = killed_at.elapsed();
+    eprintln!(
+        "refused {after:?} after the coordinator stopped: {}",
+        refused.message()
+    );
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        after >= ms(CLOCK_SAMPLE_MAX_AGE_MS - LAST_REPLY_BEFORE_KILL_MS),
+        "refused after {after:?}: the secondaries' confirmations should have kept it going"
+    );
+
+    d.restart(Member::Coordinator).await;
+    wait_for(
+        ms(CONVERGE_DEADLINE_MS),
+        "the primary to take writes again",
+        || {
+            let mut posts = posts.clone();
+            let req = post();
+            async move { posts.post(req).await.map(drop).map_err(|s| s.to_string()) }
+        },
+    )
+    .await;
 }
