@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod coord;
 pub mod heartbeat;
 pub mod limits;

@@ -61,11 +61,15 @@ impl Coordinator for CoordinatorService {
         // The time it arrived, not the time the lock was free.
         let arrived = Instant::now();
         let mut state = lock(&self.state);
-        let reply = state.heartbeat(&req, arrived).map_err(|e| {
+        let mut reply = state.heartbeat(&req, arrived).map_err(|e| {
             // Every beat repeats a refusal: the sender logs it, not us.
             tracing::debug!(cluster = req.cluster_id, server = req.server_id, error = %e, "heartbeat refused");
             status(e)
         })?;
+        drop(state);
+        // The reference of every cluster time, read as late as possible:
+        // the sender places it halfway through its round trip.
+        reply.coordinator_time_ms = tsn_datastore::record::now_ms();
         Ok(Response::new(reply))
     }
 

@@ -43,6 +43,10 @@ pub struct JournalFold {
     /// its timeline (`Op::Shown`).
     shown: HashMap<u32, u64>,
     last_seq: u64,
+    /// The newest timestamp this cluster gave (a post's `ts_ms`, a
+    /// follow's `since_ms`): a new primary's cluster time starts no
+    /// earlier (see `tsn_cluster::clock`).
+    last_ts_ms: i64,
 }
 
 fn post_key(id: &str) -> u64 {
@@ -140,6 +144,7 @@ impl JournalFold {
                 target,
                 since_ms,
             } => {
+                self.last_ts_ms = self.last_ts_ms.max(*since_ms);
                 if self.own_follower_edge(&entry.op).is_some() {
                     self.add_follower(*target, *user, *since_ms, entry.seq);
                 }
@@ -164,6 +169,7 @@ impl JournalFold {
                 }
             }
             Op::Post(p) => {
+                self.last_ts_ms = self.last_ts_ms.max(p.ts_ms);
                 for owner in self.post_timelines(p) {
                     self.add_post(owner, &p.id, entry.seq);
                 }
@@ -282,6 +288,12 @@ impl JournalFold {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
+
+    /// The newest timestamp this cluster's own entries carry (posts and
+    /// follows; a delivery's is another cluster's); 0 if none.
+    pub fn last_ts_ms(&self) -> i64 {
+        self.last_ts_ms
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +405,30 @@ mod tests {
             cluster: 1,
         };
         assert_eq!(s.remaining(&user), Some(user.clone()));
+    }
+
+    #[test]
+    fn the_newest_own_timestamp_counts_posts_and_follows_not_deliveries() {
+        assert_eq!(apply_all(&[]).last_ts_ms(), 0);
+        let s = apply_all(&[
+            Op::Follow {
+                user: 2,
+                target: 1,
+                since_ms: 40,
+            },
+            Op::Post(Post {
+                ts_ms: 30,
+                ..post("1-a", 1)
+            }),
+            Op::Deliver {
+                to: vec![2],
+                post: Post {
+                    ts_ms: 99,
+                    ..post("3-a", 3)
+                },
+            },
+        ]);
+        assert_eq!(s.last_ts_ms(), 40, "the latest, not the last");
     }
 
     #[test]

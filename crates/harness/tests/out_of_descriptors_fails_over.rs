@@ -119,6 +119,7 @@ async fn a_primary_out_of_descriptors_stops_heartbeating_and_is_replaced() {
         users: USERS.to_vec(),
         follows: Vec::new(),
         posts: report.posts(),
+        follow_time: None,
     };
     let reader = Reader::new(d.api().coord().clone(), &d.datastore_root());
     match reader

@@ -164,6 +164,7 @@ async fn a_fake_primary_heartbeat_is_refused() {
                     last_seq: 1_000_000_000,
                     last_epoch: 1_000,
                     mp3_address: String::new(),
+                    clock_unbounded: false,
                 };
                 assert_refused(
                     "Heartbeat",

@@ -167,6 +167,15 @@ impl CommitTracker {
         self.recompute();
     }
 
+    /// As [`CommitTracker::peer_acked`], but the acknowledgement does not
+    /// renew the lease: the secondary hears the coordinator, which alone
+    /// may confirm this primary then.
+    pub fn peer_acked_without_lease(&mut self, peer: u32, acked_seq: u64) {
+        let p = self.peers.entry(peer).or_default();
+        p.acked_seq = acked_seq;
+        self.recompute();
+    }
+
     /// Adds a caught-up secondary to the in-sync set, in two steps. Once it
     /// is within `slack_entries` of the durable end, every later commit
     /// waits for it; once it has everything that may have been committed
@@ -467,5 +476,20 @@ mod tests {
         assert!(!c.secondaries_confirm(t0 + Duration::from_millis(400), lease));
         let none = primary_with(&[]);
         assert!(none.secondaries_confirm(t0, lease), "no secondary to ask");
+    }
+
+    #[test]
+    fn an_ack_of_a_secondary_that_hears_the_coordinator_commits_but_does_not_renew() {
+        let t0 = Instant::now();
+        let lease = Duration::from_millis(400);
+        let mut c = primary_with(&[2]);
+        c.set_durable(3, 1);
+        c.peer_acked_without_lease(2, 3);
+        assert_eq!(c.commit_seq(), 3, "it counts for the commit point");
+        assert!(!c.secondaries_confirm(t0, lease), "but not for the lease");
+        c.peer_acked(2, 3, t0);
+        c.peer_acked_without_lease(2, 3);
+        assert!(c.secondaries_confirm(t0 + Duration::from_millis(399), lease));
+        assert!(!c.secondaries_confirm(t0 + Duration::from_millis(400), lease));
     }
 }

@@ -62,6 +62,12 @@ pub struct Config {
     /// closed, in milliseconds.
     #[arg(long, default_value_t = tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS)]
     pub first_byte_timeout_ms: u64,
+    /// How far this server's cluster time may be from the coordinator's
+    /// clock (half the best heartbeat round trip, plus drift) for it to
+    /// lead its cluster, in milliseconds. Beyond it, or with no heartbeat
+    /// answered for a while, it refuses writes and is not made primary.
+    #[arg(long, default_value_t = tsn_cluster::clock::MAX_CLOCK_OFFSET_MS)]
+    pub max_clock_offset_ms: u64,
 
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,

@@ -44,6 +44,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server as GrpcServer;
 use tonic::Status;
 use tsn_cluster::auth::ClusterAuth;
+use tsn_cluster::clock::SharedClock;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Identity};
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
@@ -150,6 +151,7 @@ impl Server {
         let tls = tsn_cluster::tls::open_for_process(&cfg.tls)?;
         let coord = CoordClient::with_auth(&cfg.coordinator, &auth)?;
         let (write_queue, write_rx) = write_queue::channel();
+        let clock = SharedClock::new(cfg.max_clock_offset_ms);
         let node = Arc::new(Node::new(
             cfg.cluster_id,
             server_id,
@@ -158,6 +160,7 @@ impl Server {
             auth.clone(),
             cfg.mirror_timeout_ms,
             cfg.heartbeat_interval_ms,
+            clock.clone(),
             write_queue,
         ));
         writer::spawn(node.clone(), write_rx);
@@ -182,6 +185,7 @@ impl Server {
                 let (last_seq, last_epoch) = progress_node.position();
                 (progress_node.role().epoch, last_seq, last_epoch)
             }),
+            clock,
             shutdown.clone(),
         )?;
         let replicators = Arc::new(Replicators::default());

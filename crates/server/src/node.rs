@@ -9,11 +9,13 @@
 //!   [`Node::with_commit`], which publishes the commit point and announces
 //!   the wake-ups the change released;
 //! - the [`Lease`] from the coordinator;
+//! - the cluster time ([`SharedClock`], sampled by the heartbeat loop),
+//!   the one source of every deciding timestamp;
 //! - the watchers of open timeline streams.
 //!
 //! Lock order (a thread holding one may take only those after it):
-//! `store` → `commit` → `watchers`. `lease`, `recent` and `reconciled`
-//! are taken alone.
+//! `store` → `commit` → `watchers`. `lease`, `coordinator_heard_at`,
+//! `recent` and `reconciled` are taken alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::Status;
 use tsn_cluster::auth::ClusterAuth;
+use tsn_cluster::clock::SharedClock;
 use tsn_cluster::coord::CoordClient;
 pub use tsn_cluster::sync::lock;
 use tsn_datastore::journal::{Line, RecentLines};
@@ -69,6 +72,10 @@ pub struct Node {
     /// The open timeline streams' wake-up channels, by timeline owner.
     watchers: Mutex<HashMap<u32, watch::Sender<u64>>>,
     lease: Mutex<Lease>,
+    /// When the last heartbeat the coordinator answered was sent.
+    coordinator_heard_at: Mutex<Option<Instant>>,
+    /// Cluster time: every post's `ts_ms` and follow's `since_ms`.
+    pub clock: SharedClock,
     writer: WriteQueue,
     /// The journal's last written seq, fsynced or not yet: what the mirror
     /// may send (see [`Node::note_written`]). The tracker holds the durable end.
@@ -93,9 +100,12 @@ impl Node {
         auth: ClusterAuth,
         mirror_timeout_ms: u64,
         heartbeat_interval_ms: u64,
+        clock: SharedClock,
         writer: WriteQueue,
     ) -> Node {
         let layout = store.layout().clone();
+        // No timestamp this server gives is older than its journal's.
+        clock.raise_floor(store.state().last_ts_ms());
         let recent = Mutex::new(store.recent_lines());
         let (last_seq, last_epoch) = (store.last_seq(), store.last_epoch());
         Node {
@@ -118,6 +128,8 @@ impl Node {
             commit_seq: watch::channel(0).0,
             watchers: Mutex::new(HashMap::new()),
             lease: Mutex::new(Lease::default()),
+            coordinator_heard_at: Mutex::new(None),
+            clock,
             writer,
             appended: watch::channel(last_seq).0,
             reconciled: Mutex::new(None),
@@ -149,6 +161,24 @@ impl Node {
         self.role.send_replace(view);
     }
 
+    /// The coordinator answered a heartbeat sent at `sent_at`.
+    pub fn heard_coordinator(&self, sent_at: Instant) {
+        let mut at = lock(&self.coordinator_heard_at);
+        *at = (*at).max(Some(sent_at));
+    }
+
+    /// Whether this server hears the coordinator now: then, as a
+    /// secondary, its acknowledgements do not renew the primary's lease
+    /// ([`crate::lease::hears_coordinator`]).
+    pub fn hears_coordinator(&self) -> bool {
+        let heard_at = *lock(&self.coordinator_heard_at);
+        crate::lease::hears_coordinator(
+            heard_at,
+            Instant::now(),
+            Duration::from_millis(self.heartbeat_interval_ms),
+        )
+    }
+
     pub fn confirm_lease(&self, sent_at: Instant, failure_timeout_ms: u64) {
         lock(&self.lease).confirm(sent_at, failure_timeout_ms);
     }
@@ -158,10 +188,18 @@ impl Node {
     /// in-sync secondary (only those could be promoted in its place, and a
     /// promoted one refuses this epoch). This is what keeps a primary that
     /// was frozen or cut off from taking writes after a failover.
+    ///
+    /// And its cluster time is known and within `--max-clock-offset-ms` of
+    /// the coordinator's clock: a primary that has heard no heartbeat
+    /// reply for [`tsn_cluster::clock::CLOCK_SAMPLE_MAX_AGE_MS`] stops
+    /// acknowledging even while its secondaries confirm it.
     pub fn may_write(&self) -> Result<u64, Status> {
         let view = self.role();
         if view.role != Role::Primary {
             return Err(not_primary(&view, self.cluster_id));
+        }
+        if !self.clock.within_bound() {
+            return Err(self.clock_unbounded());
         }
         let now = Instant::now();
         let lease = *lock(&self.lease);
@@ -173,6 +211,33 @@ impl Node {
                 self.server_id, self.cluster_id
             )))
         }
+    }
+
+    /// The cluster time now, for a timestamp that decides something (a
+    /// post's `ts_ms`, a follow's `since_ms`, how far ahead an arriving
+    /// post may be); unavailable while it is unknown.
+    pub fn cluster_now_ms(&self) -> Result<i64, Status> {
+        self.clock.now_ms().ok_or_else(|| self.clock_unbounded())
+    }
+
+    /// A new term starts: its timestamps start no earlier than the
+    /// journal's newest (the old primary's clock may have been ahead).
+    pub fn start_clock_term(&self) {
+        let last_ts_ms = lock(&self.store).state().last_ts_ms();
+        self.clock.raise_floor(last_ts_ms);
+    }
+
+    fn clock_unbounded(&self) -> Status {
+        Status::unavailable(format!(
+            "server {} of cluster {} does not know the cluster time within {} ms (error {}); ask the coordinator",
+            self.server_id,
+            self.cluster_id,
+            self.clock.max_offset_ms(),
+            match self.clock.error_ms() {
+                Some(ms) => format!("{ms} ms"),
+                None => "unknown".to_string(),
+            }
+        ))
     }
 
     // ------------------------------------------------------------ journal position

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Response, Status, Streaming};
 use tsn_cluster::parse_user_id;
-use tsn_datastore::record::{now_ms, TimelineLine};
+use tsn_datastore::record::TimelineLine;
 use tsn_datastore::store::{read_timeline, read_timeline_after};
 use tsn_datastore::{Op, Post};
 use tsn_proto::csce438::Message;
@@ -153,11 +153,18 @@ async fn take_posts(node: Arc<Node>, user: u32, mut inbound: Streaming<Message>)
                 continue;
             }
         };
+        let ts_ms = match node.cluster_now_ms() {
+            Ok(ms) => ms,
+            Err(e) => {
+                tracing::info!(user, error = %e.message(), "a post from a timeline stream was not stored");
+                continue;
+            }
+        };
         let op = Op::Post(Post {
             id,
             author: user,
             text: m.msg,
-            ts_ms: now_ms(),
+            ts_ms,
         });
         if let Err(e) = node.write(vec![op]).await {
             tracing::info!(user, error = %e.message(), "a post from a timeline stream was not stored");

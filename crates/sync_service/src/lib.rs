@@ -45,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tsn_cluster::auth::ClusterAuth;
+use tsn_cluster::clock::SharedClock;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Heard, Identity};
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
@@ -95,12 +96,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         requested_role: Role::Unspecified,
         mp3_address: String::new(),
     };
+    // A sync service leads nothing: the bound only shapes what its beats say.
+    let clock = SharedClock::new(tsn_cluster::clock::MAX_CLOCK_OFFSET_MS);
     let heard = heartbeat::spawn(
         &config.coordinator,
         &auth,
         me,
         config.heartbeat_interval_ms,
         Box::new(|| (0, 0, 0)),
+        clock.clone(),
         shutdown.clone(),
     )?;
     let positions = Arc::new(Positions::load(positions_path(&config.datastore, own)));
@@ -145,7 +149,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
         .add_service(
             auth.guard(
-                SyncServer::new(SyncService::new(peers))
+                SyncServer::new(SyncService::new(peers, clock))
                     .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
                     .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES),
             ),

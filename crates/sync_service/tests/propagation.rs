@@ -165,6 +165,7 @@ impl PrimaryHandle {
             mirror_timeout_ms: 1_000,
             max_client_connections: None,
             first_byte_timeout_ms: tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS,
+            max_clock_offset_ms: tsn_cluster::clock::MAX_CLOCK_OFFSET_MS,
             mp3_port: 0,
             secret: SecretArgs::file(secret_file()),
             admin: Default::default(),

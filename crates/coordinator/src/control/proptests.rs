@@ -84,6 +84,7 @@ fn heartbeat() -> impl Strategy<Value = HeartbeatRequest> {
                     last_seq,
                     last_epoch,
                     mp3_address: mp3,
+                    clock_unbounded: false,
                 }
             },
         )

@@ -98,10 +98,12 @@ async fn run(args: Args, seed: u64) {
     let mut follows = Vec::new();
     for &follower in &users {
         let followee = (follower % (2 * args.clusters)) + 1;
+        let sent_at = Instant::now();
         match api.follow(follower, &followee.to_string()).await {
             Ok(reply) if reply == "SUCCESS" => follows.push(FollowRecord {
                 follower,
                 followee,
+                sent_at,
                 acked_at: Instant::now(),
             }),
             other => panic!("user {follower} FOLLOW {followee}: {other:?}"),
@@ -156,6 +158,7 @@ async fn run(args: Args, seed: u64) {
         users: users.clone(),
         follows,
         posts: report.posts(),
+        follow_time: None,
     };
     let reader = Reader::new(api.coord().clone(), &d.datastore_root());
     match reader

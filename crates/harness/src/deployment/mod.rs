@@ -15,7 +15,7 @@ mod health;
 mod users;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -31,6 +31,7 @@ use crate::limits::{
     DEPLOYMENTS_CONCURRENT_LIMIT, DEPLOYMENTS_CONCURRENT_MAX, FAILURE_TIMEOUT_DEFAULT_MS,
     HEALTHY_DEADLINE_MS,
 };
+use crate::netns::Network;
 use crate::proc::{Proc, Ready};
 use crate::wait::wait_for;
 
@@ -50,6 +51,8 @@ pub const TLS_ENV: &str = "TSN_TEST_TLS";
 pub const TLS_DIR_NAME: &str = "tls";
 /// The name of the certificate the harness's own clients present.
 pub const HARNESS_CERT_NAME: &str = "harness";
+/// Starts a process with more environment variables (`env K=V bin args`).
+const ENV_BIN: &str = "/usr/bin/env";
 /// Most clusters a test deployment may have.
 pub const CLUSTERS_MAX: u32 = 16;
 /// Most secondaries per cluster a test deployment may have.
@@ -93,6 +96,14 @@ pub struct Config {
     /// TLS on every listener and channel (certificates from
     /// [`authority`]); by default as [`TLS_ENV`] says.
     pub tls: bool,
+    /// Environment variables given to one server or sync service, at every
+    /// start (e.g. libfaketime's, to set its clock apart).
+    pub env: Vec<(Member, String, String)>,
+    /// A test network: every member runs in its host's namespace and
+    /// listens on its host's address ([`crate::netns`]). The deployment
+    /// must then be started and used from the client host
+    /// ([`crate::netns::Network::run_in`]).
+    pub network: Option<Arc<Network>>,
 }
 
 impl Config {
@@ -122,6 +133,8 @@ impl Config {
             server_args: Vec::new(),
             tls: tls_from_env(),
             admin_ports: false,
+            env: Vec::new(),
+            network: None,
         }
     }
 
@@ -132,6 +145,54 @@ impl Config {
         } else {
             Vec::new()
         }
+    }
+
+    /// The address `member` listens on.
+    fn host_of(&self, member: Member) -> String {
+        match &self.network {
+            Some(net) => net.host_of(member).ip.clone(),
+            None => "127.0.0.1".to_string(),
+        }
+    }
+
+    /// `--bind` and `--advertise-host` for `member` in a test network
+    /// (none otherwise: the binaries' defaults are loopback).
+    fn address_flags(&self, member: Member, advertise: bool) -> Vec<String> {
+        if self.network.is_none() {
+            return Vec::new();
+        }
+        let ip = self.host_of(member);
+        let mut flags = strings(&["--bind", &ip]);
+        if advertise {
+            flags.extend(strings(&["--advertise-host", &ip]));
+        }
+        flags
+    }
+
+    /// The binary to start for `member` and the arguments before its own:
+    /// `bin` itself, or `env` (which execs it, keeping the pid) when the
+    /// member has environment variables of its own.
+    fn launcher(&self, member: Member, bin: PathBuf) -> (PathBuf, Vec<String>) {
+        let vars: Vec<String> = self
+            .env
+            .iter()
+            .filter(|(m, _, _)| *m == member)
+            .map(|(_, k, v)| format!("{k}={v}"))
+            .collect();
+        let mut words = match &self.network {
+            Some(net) => net.exec_prefix(net.host_of(member)),
+            None => Vec::new(),
+        };
+        if !vars.is_empty() {
+            words.push(ENV_BIN.to_string());
+            words.extend(vars);
+        }
+        if words.is_empty() {
+            return (bin, Vec::new());
+        }
+        words.push(path_arg(&bin));
+        let first = PathBuf::from(words.remove(0));
+        (first, words)
     }
 
     fn check(&self) {
@@ -269,14 +330,19 @@ impl Deployment {
             let state_dir = root.join("coordinator");
             let clusters = config.clusters;
             let failure_timeout_ms = config.failure_timeout_ms;
-            let started = Proc::start_on(
+            let member = Member::Coordinator;
+            let (bin, before) = config.launcher(member, bin_path(COORDINATOR));
+            let address_flags = config.address_flags(member, false);
+            let started = Proc::start_at(
                 "coordinator",
-                &bin_path(COORDINATOR),
+                &bin,
                 &root.join("logs"),
                 Ready::StdoutContains(COORDINATOR_READY_LINE.to_string()),
-                config.port_of(Member::Coordinator),
+                &config.host_of(member),
+                config.port_of(member),
                 |port| {
-                    let mut args = strings(&[
+                    let mut args = before.clone();
+                    args.extend(strings(&[
                         "-p",
                         &port.to_string(),
                         "--clusters",
@@ -285,7 +351,8 @@ impl Deployment {
                         &path_arg(&state_dir),
                         "--failure-timeout-ms",
                         &failure_timeout_ms.to_string(),
-                    ]);
+                    ]));
+                    args.extend(address_flags.iter().cloned());
                     args.extend(secret_flags.iter().cloned());
                     args.extend(admin_flags.iter().cloned());
                     args.extend(coord_tls.iter().cloned());
@@ -348,14 +415,19 @@ impl Deployment {
         extra.extend(self.config.admin_flags());
         let name = format!("c{cluster}-server{server_id}");
         let tls = tls_flags(self.config.tls, &self.root, &name);
-        let started = Proc::start_on(
+        let member = Member::Server { cluster, server_id };
+        let (bin, before) = self.config.launcher(member, bin_path(SERVER));
+        let address_flags = self.config.address_flags(member, true);
+        let started = Proc::start_at(
             &name,
-            &bin_path(SERVER),
+            &bin,
             &self.logs_dir(),
             Ready::Listening,
-            self.config.port_of(Member::Server { cluster, server_id }),
+            &self.config.host_of(member),
+            self.config.port_of(member),
             |port| {
-                let mut args = strings(&[
+                let mut args = before.clone();
+                args.extend(strings(&[
                     "-c",
                     &coord,
                     "-p",
@@ -368,10 +440,11 @@ impl Deployment {
                     &datastore,
                     "--server-id",
                     &server_id.to_string(),
-                ]);
+                ]));
                 if let Some(ms) = heartbeat {
                     args.extend(strings(&["--heartbeat-interval-ms", &ms.to_string()]));
                 }
+                args.extend(address_flags.iter().cloned());
                 args.extend(secret_flags.iter().cloned());
                 args.extend(tls.iter().cloned());
                 args.extend(extra.iter().cloned());
@@ -397,14 +470,19 @@ impl Deployment {
         let admin_flags = self.config.admin_flags();
         let name = format!("c{cluster}-sync");
         let tls = tls_flags(self.config.tls, &self.root, &name);
-        let started = Proc::start_on(
+        let member = Member::Sync { cluster };
+        let (bin, before) = self.config.launcher(member, bin_path(SYNC_SERVICE));
+        let address_flags = self.config.address_flags(member, true);
+        let started = Proc::start_at(
             &name,
-            &bin_path(SYNC_SERVICE),
+            &bin,
             &self.logs_dir(),
             Ready::Listening,
-            self.config.port_of(Member::Sync { cluster }),
+            &self.config.host_of(member),
+            self.config.port_of(member),
             |port| {
-                let mut args = strings(&[
+                let mut args = before.clone();
+                args.extend(strings(&[
                     "-c",
                     &coord,
                     "-s",
@@ -415,7 +493,8 @@ impl Deployment {
                     &q_ms.to_string(),
                     "--datastore",
                     &datastore,
-                ]);
+                ]));
+                args.extend(address_flags.iter().cloned());
                 args.extend(secret_flags.iter().cloned());
                 args.extend(admin_flags.iter().cloned());
                 args.extend(tls.iter().cloned());
@@ -795,5 +874,27 @@ mod tests {
         c.check();
         assert_eq!(c.failure_timeout_ms, FAILURE_TIMEOUT_DEFAULT_MS);
         assert_eq!(c.heartbeat_interval_ms, None);
+    }
+
+    #[test]
+    fn a_member_with_an_environment_of_its_own_starts_through_env() {
+        let mut c = Config::new(2, 0, 500);
+        let server = Member::Server {
+            cluster: 2,
+            server_id: 1,
+        };
+        c.env.push((server, "FAKETIME".into(), "+30s".into()));
+        let bin = PathBuf::from("/x/tsn_server");
+        assert_eq!(
+            c.launcher(server, bin.clone()),
+            (
+                PathBuf::from(ENV_BIN),
+                strings(&["FAKETIME=+30s", "/x/tsn_server"])
+            )
+        );
+        let other = Member::Sync { cluster: 2 };
+        assert_eq!(c.launcher(other, bin.clone()), (bin, Vec::new()));
+        assert_eq!(c.host_of(other), "127.0.0.1");
+        assert!(c.address_flags(other, true).is_empty(), "loopback defaults");
     }
 }
