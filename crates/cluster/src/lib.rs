@@ -1,5 +1,6 @@
 //! What every tsn process shares about the cluster.
 //!
+//! * [`address`]: `host:port` and lists of them on the command line.
 //! * [`auth`]: the deployment secret every internal RPC carries and checks.
 //! * [`limits`]: timing defaults and limits, each with its unit in its name.
 //! * [`coord`]: a client of the coordinator with timeouts and reconnection.
@@ -9,6 +10,7 @@
 //! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
 
+pub mod address;
 pub mod auth;
 pub mod coord;
 pub mod heartbeat;
@@ -17,6 +19,8 @@ pub mod net;
 pub mod retry;
 pub mod shutdown;
 pub mod sync;
+
+pub use address::{parse_address_list, parse_host_port};
 
 /// The cluster that serves `user` among `clusters` clusters:
 /// `((user - 1) mod clusters) + 1`. Client ids start at 1.

@@ -23,18 +23,17 @@
 
 pub mod config;
 mod control;
+mod leadership;
 mod liveness;
+mod migrate;
 mod mp3;
 mod persist;
-// Wired into `run` as the coordinator group.
-#[allow(dead_code, unused_imports)]
 mod raft;
 mod replicated;
 mod service;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -46,6 +45,7 @@ use tsn_proto::csce438::coord_service_server::CoordServiceServer;
 use tsn_proto::mp3::sns_coordinator_service_server::SnsCoordinatorServiceServer;
 use tsn_proto::tsn::coordinator_server::CoordinatorServer;
 use tsn_proto::tsn::mp3_directory_server::Mp3DirectoryServer;
+use tsn_proto::tsn::raft_server::RaftServer;
 
 pub use crate::config::Args;
 use crate::service::CoordinatorService;
@@ -60,26 +60,56 @@ pub async fn listen(args: &Args) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} (port {})", args.port))
 }
 
-/// Loads (or clears) the stored state under `args.state_dir`, says on
-/// stdout that it listens, then serves on `listener` next to the failure
-/// detector until `shutdown` fires.
+/// Starts this member of the coordinator group on `args.state_dir`
+/// (cleared first with `-c`), says on stdout that it listens, then serves
+/// on `listener` next to the failure detector until `shutdown` fires. A
+/// group of one (no `--peers`) says so only once it leads, so that it
+/// answers from the first call on, as a lone coordinator always did.
 pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let auth = tsn_cluster::auth::ClusterAuth::open(&args.secret)?;
+    let members = args.members(local)?;
+    let alone = members.len() == 1;
 
-    let files = persist::Files::open(&args.state_dir, args.clear)?;
-    let loaded = files.load()?;
-    let state = control::ControlPlane::open(
-        loaded,
-        Box::new(files),
-        args.clusters,
-        args.failure_timeout(),
-        Instant::now(),
-    )?;
-    let mut state = state;
-    state.set_users_max(args.users_max);
-    let cluster_count = state.cluster_count();
-    let state = Arc::new(Mutex::new(state));
+    if args.clear {
+        persist::Files::open(&args.state_dir, true)?;
+        raft::group::clear(&args.state_dir)?;
+    }
+    let group = raft::group::Group::start(args.id, members, &args.state_dir, auth.clone()).await?;
+    let member = service::Member::new();
+    let leadership = {
+        let (args, dir) = (args.clone(), args.state_dir.clone());
+        tokio::spawn(leadership::run(
+            group.clone(),
+            member.clone(),
+            move |loaded, mut persistence| {
+                let loaded = migrate::from_state_files(&dir, loaded, persistence.as_mut())?;
+                let mut state = control::ControlPlane::open(
+                    loaded,
+                    persistence,
+                    args.clusters,
+                    args.failure_timeout(),
+                    Instant::now(),
+                )?;
+                state.set_users_max(args.users_max);
+                Ok(state)
+            },
+            shutdown.clone(),
+        ))
+    };
+    if alone {
+        let mut stop = shutdown.clone();
+        loop {
+            if member.control().await.is_some() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(leadership::LEADERSHIP_RETRY_MS)) => {}
+                _ = stop.wait() => break,
+            }
+        }
+    }
+    let cluster_count = args.clusters;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
@@ -90,6 +120,7 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
     }
     tracing::info!(
         address = %local,
+        member = args.id,
         clusters = cluster_count,
         failure_timeout_ms = args.failure_timeout_ms,
         state_dir = %args.state_dir.display(),
@@ -97,13 +128,14 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
     );
 
     let detector = tokio::spawn(liveness::run(
-        state.clone(),
+        member.clone(),
         args.liveness_tick(),
         shutdown.clone(),
     ));
 
-    let mp3 = mp3::Mp3Coordinator::new(state.clone());
-    let service = CoordinatorService::new(state);
+    let mp3 = mp3::Mp3Coordinator::new(member.clone());
+    let service = CoordinatorService::new(member);
+    let raft_service = raft::network::RaftService::new(group.raft.clone());
     let incoming =
         tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
     let mut stop = shutdown.clone();
@@ -118,6 +150,13 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
                 ),
             )
             .add_service(
+                auth.guard(
+                    RaftServer::new(raft_service)
+                        .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
+                        .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+                ),
+            )
+            .add_service(
                 CoordServiceServer::new(service).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
             )
             .add_service(
@@ -129,7 +168,12 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
             .await
             .context("serving gRPC")
     };
-    liveness::serve_while_deciding(serve, detector, &shutdown).await?;
+    let served = liveness::serve_while_deciding(serve, detector, &shutdown).await;
+    leadership.abort();
+    if let Err(e) = group.raft.shutdown().await {
+        tracing::warn!(error = %e, "stopping Raft");
+    }
+    served?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

@@ -19,7 +19,7 @@ use tsn_proto::tsn::mp3_directory_server::Mp3Directory;
 use tsn_proto::tsn::{Mp3Listener, Mp3ListenersReply, Mp3ListenersRequest};
 
 use crate::control::split_address;
-use crate::service::{lock, Shared};
+use crate::service::Shared;
 
 /// What every field of an [`Assignment`] says when no server can be named.
 pub const NOT_FOUND: &str = "404";
@@ -81,7 +81,10 @@ impl SnsCoordinatorService for Mp3Coordinator {
         let Some(user) = parse_user_id(&username) else {
             return Ok(Response::new(not_found()));
         };
-        let found = lock(&self.state).mp3_primary(peer, user, Instant::now());
+        let found = self
+            .state
+            .decide(|c| c.mp3_primary(peer, user, Instant::now()))
+            .await?;
         Ok(Response::new(match found {
             Ok((cluster, address)) => assignment(cluster, address.as_deref()),
             Err(e) => {
@@ -148,8 +151,10 @@ impl Mp3Directory for Mp3Coordinator {
         &self,
         _: Request<Mp3ListenersRequest>,
     ) -> Result<Response<Mp3ListenersReply>, Status> {
-        let listeners = lock(&self.state)
-            .mp3_listeners(Instant::now())
+        let listeners = self
+            .state
+            .decide(|c| c.mp3_listeners(Instant::now()))
+            .await?
             .into_iter()
             .map(|(cluster_id, server_id, address, alive)| Mp3Listener {
                 cluster_id,

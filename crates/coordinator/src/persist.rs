@@ -40,6 +40,10 @@ pub enum Error {
         "{path} is corrupt ({reason}); repair it, or start with -c to forget the stored state"
     )]
     Corrupt { path: String, reason: String },
+    /// The coordinator group did not commit the decision (this member
+    /// does not lead, or no majority answered); nothing was decided.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
     /// A state that must not be written (or a count that cannot be served);
     /// nothing was written.
     #[error("refused to store an invalid state: {0}")]

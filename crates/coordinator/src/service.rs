@@ -17,14 +17,68 @@ use tsn_proto::tsn::{
 };
 
 use crate::control::{ControlPlane, Error};
+use tsn_cluster::sync::lock;
 
 /// The shared state, as the service and the failure detector hold it.
-pub type Shared = Arc<Mutex<ControlPlane>>;
+/// What this member decides with: the control plane while it leads the
+/// coordinator group, nothing otherwise.
+pub struct Member {
+    /// An async lock: a decision holds it while the group commits, and
+    /// whoever waits for it must not hold a worker thread meanwhile.
+    control: tokio::sync::Mutex<Option<ControlPlane>>,
+    /// host:port of the leader, when this member knows it and is not it.
+    leader: Mutex<Option<String>>,
+}
 
-// The state lock is `tsn_cluster::sync::lock`: a panic while it was held
-// cannot have left a half-made change behind (changes are adopted in memory
-// only after they are stored, in one assignment).
-pub use tsn_cluster::sync::lock;
+pub type Shared = Arc<Member>;
+
+/// The gRPC metadata key under which a member that does not lead names the
+/// leader's address; the coordinator client follows it.
+pub const LEADER_METADATA_KEY: &str = "tsn-coordinator-leader";
+
+impl Member {
+    pub fn new() -> Shared {
+        Arc::new(Member {
+            control: tokio::sync::Mutex::new(None),
+            leader: Mutex::new(None),
+        })
+    }
+
+    /// Runs `f` on the control plane if this member leads; otherwise the
+    /// refusal that names the leader, if known.
+    pub async fn decide<T>(&self, f: impl FnOnce(&mut ControlPlane) -> T) -> Result<T, Status> {
+        let mut control = self.control.lock().await;
+        match control.as_mut() {
+            Some(c) => Ok(f(c)),
+            None => Err(self.not_leader()),
+        }
+    }
+
+    /// The control plane, if this member leads (for the failure detector).
+    pub async fn control(&self) -> tokio::sync::MutexGuard<'_, Option<ControlPlane>> {
+        self.control.lock().await
+    }
+
+    pub fn set_leader(&self, addr: Option<String>) {
+        *lock(&self.leader) = addr;
+    }
+
+    fn not_leader(&self) -> Status {
+        let leader = lock(&self.leader).clone();
+        let mut status = Status::unavailable(match &leader {
+            Some(addr) => {
+                format!("this coordinator does not lead the group; the leader is at {addr}")
+            }
+            None => {
+                "this coordinator does not lead the group, and no leader is known yet".to_string()
+            }
+        });
+        if let Some(value) = leader.and_then(|a| a.parse().ok()) {
+            status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+        }
+        status
+    }
+}
 
 #[derive(Clone)]
 pub struct CoordinatorService {
@@ -60,8 +114,7 @@ impl Coordinator for CoordinatorService {
         let req = request.into_inner();
         // The time it arrived, not the time the lock was free.
         let arrived = Instant::now();
-        let mut state = lock(&self.state);
-        let reply = state.heartbeat(&req, arrived).map_err(|e| {
+        let reply = self.state.decide(|c| c.heartbeat(&req, arrived)).await?.map_err(|e| {
             // Every beat repeats a refusal: the sender logs it, not us.
             tracing::debug!(cluster = req.cluster_id, server = req.server_id, error = %e, "heartbeat refused");
             status(e)
@@ -74,8 +127,10 @@ impl Coordinator for CoordinatorService {
         request: Request<InSyncChange>,
     ) -> Result<Response<InSyncReply>, Status> {
         let change = request.into_inner();
-        let reply = lock(&self.state)
-            .change_in_sync(&change, Instant::now())
+        let reply = self
+            .state
+            .decide(|c| c.change_in_sync(&change, Instant::now()))
+            .await?
             .map_err(status)?;
         Ok(Response::new(reply))
     }
@@ -84,7 +139,7 @@ impl Coordinator for CoordinatorService {
         &self,
         _request: Request<ClustersRequest>,
     ) -> Result<Response<ClustersReply>, Status> {
-        let clusters = lock(&self.state).clusters(Instant::now());
+        let clusters = self.state.decide(|c| c.clusters(Instant::now())).await?;
         Ok(Response::new(ClustersReply { clusters }))
     }
 
@@ -94,8 +149,10 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<AssignReply>, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
         let users = request.into_inner().users;
-        let clusters = lock(&self.state)
-            .assign_for(peer, &users, Instant::now())
+        let clusters = self
+            .state
+            .decide(|c| c.assign_for(peer, &users, Instant::now()))
+            .await?
             .map_err(status)?;
         Ok(Response::new(AssignReply { clusters }))
     }
@@ -106,9 +163,10 @@ impl CoordService for CoordinatorService {
     async fn get_server(&self, request: Request<Id>) -> Result<Response<ServerInfo>, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
         let id = request.into_inner().id;
-        let mut state = lock(&self.state);
-        let info = state
-            .get_server_for(peer, id, Instant::now())
+        let info = self
+            .state
+            .decide(|c| c.get_server_for(peer, id, Instant::now()))
+            .await?
             .map_err(status)?;
         Ok(Response::new(info))
     }

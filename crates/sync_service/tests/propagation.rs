@@ -270,6 +270,8 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
         failure_timeout_ms: FAILURE_TIMEOUT_MS,
         secret: SecretArgs::file(secret_file()),
         users_max: tsn_coordinator::config::ASSIGNED_USERS_MAX,
+        id: 1,
+        peers: Default::default(),
     };
     let (stop, shutdown) = Shutdown::new();
     tokio::spawn(tsn_coordinator::run(args, l, shutdown));

@@ -171,10 +171,6 @@ impl ControlPlane {
         self.users_max = users_max;
     }
 
-    pub fn cluster_count(&self) -> u32 {
-        self.cluster_count
-    }
-
     pub(super) fn check_cluster(&self, c: u32) -> Result<()> {
         if (1..=self.cluster_count).contains(&c) {
             Ok(())

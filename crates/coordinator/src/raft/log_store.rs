@@ -141,11 +141,6 @@ impl LogStore {
     fn files(&self) -> std::sync::MutexGuard<'_, LogFiles> {
         tsn_cluster::sync::lock(&self.inner)
     }
-
-    /// The last vote stored (for logs and tests).
-    pub fn vote(&self) -> Option<Vote<NodeId>> {
-        self.files().meta.vote
-    }
 }
 
 fn read_meta(path: &Path) -> StorageResult<Meta> {

@@ -6,13 +6,18 @@
 //!   they are acknowledged).
 //! * `state_machine`: the [`crate::replicated::Replicated`] state the
 //!   committed commands build, and its snapshot.
+//! * `network`: `tsn.Raft`, the messages between members over tonic.
+//! * `group`: this member (openraft on those files) and the `Committer`
+//!   through which the control plane's decisions are committed.
 
 // The storage traits return openraft's own error type, large as it is.
 #![allow(clippy::result_large_err)]
 
 use std::io::Cursor;
 
+pub mod group;
 pub mod log_store;
+pub mod network;
 pub mod state_machine;
 #[cfg(test)]
 mod tests;

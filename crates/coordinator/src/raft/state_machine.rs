@@ -18,7 +18,6 @@ use openraft::{
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use super::{NodeId, TypeConfig};
 use crate::replicated::{Command, CommandReply, Replicated};
@@ -48,8 +47,6 @@ struct StoredSnapshot {
 #[derive(Clone)]
 pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
-    /// The index of the last applied entry, for whoever waits for it.
-    applied_tx: Arc<watch::Sender<u64>>,
 }
 
 struct Inner {
@@ -94,7 +91,6 @@ impl StateMachine {
             Some(s) => decode(&s.data)?,
             None => Applied::default(),
         };
-        let index = applied.last_applied.map_or(0, |l| l.index);
         Ok(StateMachine {
             inner: Arc::new(Mutex::new(Inner {
                 applied,
@@ -102,7 +98,6 @@ impl StateMachine {
                 snapshot_path,
                 built: 0,
             })),
-            applied_tx: Arc::new(watch::channel(index).0),
         })
     }
 
@@ -111,6 +106,7 @@ impl StateMachine {
     }
 
     /// A copy of what this member has applied.
+    #[cfg(test)]
     pub fn applied(&self) -> Applied {
         self.inner().applied.clone()
     }
@@ -118,11 +114,6 @@ impl StateMachine {
     /// Reads the applied state without copying it.
     pub fn read<T>(&self, f: impl FnOnce(&Replicated) -> T) -> T {
         f(&self.inner().applied.state)
-    }
-
-    /// The index of the last applied entry, as it changes.
-    pub fn applied_index(&self) -> watch::Receiver<u64> {
-        self.applied_tx.subscribe()
     }
 }
 
@@ -185,12 +176,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
-        let mut last = None;
         {
             let mut inner = self.inner();
             for entry in entries {
                 inner.applied.last_applied = Some(entry.log_id);
-                last = Some(entry.log_id.index);
                 let reply = match &entry.payload {
                     EntryPayload::Blank => CommandReply::default(),
                     EntryPayload::Membership(m) => {
@@ -204,9 +193,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 };
                 replies.push(reply);
             }
-        }
-        if let Some(index) = last {
-            self.applied_tx.send_replace(index);
         }
         Ok(replies)
     }
@@ -235,7 +221,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 ),
             ));
         }
-        let index = applied.last_applied.map_or(0, |l| l.index);
         {
             let mut inner = self.inner();
             inner.store_snapshot(StoredSnapshot {
@@ -244,7 +229,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })?;
             inner.applied = applied;
         }
-        self.applied_tx.send_replace(index);
         Ok(())
     }
 
