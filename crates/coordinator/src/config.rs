@@ -37,12 +37,16 @@ pub const SERVER_ID_MAX: u32 = i32::MAX as u32;
 /// Most members of a coordinator group (`--peers`).
 pub const GROUP_MEMBERS_MAX: usize = 7;
 /// How often the leader of the group tells the others it is alive.
-pub const RAFT_HEARTBEAT_INTERVAL_MS: u64 = 100;
+pub const RAFT_HEARTBEAT_INTERVAL_MS: u64 = 50;
 /// A member that hears no leader for a random time between these two
 /// stands for election: a dead leader is replaced within about the upper
 /// bound and one round of votes.
-pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 400;
-pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 250;
+pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 500;
+/// How long the leader waits before it tries again a member it could not
+/// reach: short, so that a restarted member hears the leader before its
+/// own election timeout and does not stand for election needlessly.
+pub const RAFT_UNREACHABLE_RETRY_MS: u64 = 50;
 /// Longest a decision waits to be committed by a majority; past it the
 /// decision is not taken (and the member rebuilds its view from what the
 /// group committed).

@@ -1,8 +1,9 @@
 //! Which member decides: the one that leads the coordinator group.
 //!
 //! The loop follows openraft's view of the group. When this member becomes
-//! the leader, it first confirms its leadership with a majority and
-//! applies everything committed before (`ensure_linearizable`), then opens
+//! the leader, it waits until the first entry of its own term is
+//! committed and applied (a majority acknowledged it, and everything
+//! committed before is applied here), then opens
 //! a fresh [`ControlPlane`] from the applied state: the registry is learnt
 //! again from the next heartbeats, and nobody is judged dead for a failure
 //! timeout, exactly as after a restart of a lone coordinator. When it
@@ -20,8 +21,8 @@ use crate::persist::{self, Loaded, Persistence};
 use crate::raft::group::Group;
 use crate::service::Shared;
 
-/// How long a member that became leader waits between attempts to
-/// confirm its leadership, and how often the loop looks at a stale view.
+/// How often the loop looks again when nothing changed (a stale view, a
+/// control plane that could not be opened yet).
 pub const LEADERSHIP_RETRY_MS: u64 = 50;
 
 /// Follows the group until `shutdown`, keeping `member`'s control plane
@@ -34,15 +35,21 @@ where
     let mut metrics = group.raft.metrics();
     let retry = Duration::from_millis(LEADERSHIP_RETRY_MS);
     loop {
-        let (leading, leader_addr) = {
+        let (leading, ready, leader_addr) = {
             let m = metrics.borrow_and_update();
             let leading = m.current_leader == Some(group.id) && m.state.is_leader();
+            // A new leader's first entry is of its own term: once it is
+            // applied, a majority acknowledged this leader and everything
+            // committed before is applied here.
+            let ready = m
+                .last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term);
             let addr = m
                 .current_leader
                 .filter(|&l| l != group.id)
                 .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
                 .map(|n| n.addr);
-            (leading, addr)
+            (leading, ready, addr)
         };
         member.set_leader(leader_addr);
         let stale = group.stale.swap(false, Ordering::SeqCst);
@@ -60,36 +67,16 @@ where
                 );
             }
         }
-        if leading && member.control().await.is_none() {
-            match tokio::time::timeout(
-                Duration::from_millis(crate::config::RAFT_COMMIT_TIMEOUT_MS),
-                group.raft.ensure_linearizable(),
-            )
-            .await
-            {
-                Ok(Ok(_)) => {
-                    let loaded = group.sm.read(|s| s.loaded());
-                    match open(loaded, Box::new(group.committer())) {
-                        Ok(control) => {
-                            *member.control().await = Some(control);
-                            tracing::info!(member = group.id, "leads the coordinator group");
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot decide as the leader yet")
-                        }
-                    }
+        if leading && ready && member.control().await.is_none() {
+            let loaded = group.sm.read(|s| s.loaded());
+            match open(loaded, Box::new(group.committer())) {
+                Ok(control) => {
+                    *member.control().await = Some(control);
+                    tracing::info!(member = group.id, "leads the coordinator group");
                 }
-                Ok(Err(e)) => tracing::info!(error = %e, "leadership not confirmed"),
-                Err(_) => tracing::info!("leadership not confirmed in time"),
+                Err(e) => tracing::error!(error = %e, "cannot decide as the leader yet"),
             }
             group.stale.store(false, Ordering::SeqCst);
-            if member.control().await.is_none() {
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => {}
-                    _ = shutdown.wait() => return,
-                }
-                continue;
-            }
         }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },

@@ -17,6 +17,7 @@ use tsn_proto::tsn::{
 };
 
 use crate::control::{ControlPlane, Error};
+use tsn_cluster::coord::{LEADER_METADATA_KEY, NOT_LEADER_METADATA_KEY};
 use tsn_cluster::sync::lock;
 
 /// The shared state, as the service and the failure detector hold it.
@@ -31,10 +32,6 @@ pub struct Member {
 }
 
 pub type Shared = Arc<Member>;
-
-/// The gRPC metadata key under which a member that does not lead names the
-/// leader's address; the coordinator client follows it.
-pub const LEADER_METADATA_KEY: &str = "tsn-coordinator-leader";
 
 impl Member {
     pub fn new() -> Shared {
@@ -73,8 +70,14 @@ impl Member {
                 "this coordinator does not lead the group, and no leader is known yet".to_string()
             }
         });
+        // The coordinator client (`tsn_cluster::coord`) follows these.
+        let meta = status.metadata_mut();
+        meta.insert(
+            NOT_LEADER_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
         if let Some(value) = leader.and_then(|a| a.parse().ok()) {
-            status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+            meta.insert(LEADER_METADATA_KEY, value);
         }
         status
     }

@@ -8,7 +8,7 @@
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -26,6 +26,7 @@ use tsn_proto::tsn::raft_server;
 use tsn_proto::tsn::RaftMessage;
 
 use super::{NodeId, TypeConfig};
+use crate::config::RAFT_UNREACHABLE_RETRY_MS;
 
 /// The longest any one message between members may take, whatever
 /// openraft asks for.
@@ -147,6 +148,12 @@ enum Method {
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(std::time::Duration::from_millis(
+            RAFT_UNREACHABLE_RETRY_MS,
+        )))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
