@@ -4,9 +4,10 @@
 //! its flags and calls it; tests mount it in-process on a temporary state
 //! directory.
 //!
-//! Startup: parse the flags, bind the port, read the cluster secret, load
-//! (or clear) the stored
-//! state, say on stdout that it listens, then serve `tsn.Coordinator`, the
+//! Startup: parse the flags, bind the port, read the cluster secret, start
+//! this member of the coordinator group on its state directory (cleared
+//! with `-c`), say on stdout that it listens, then serve `tsn.Coordinator`,
+//! `tsn.Raft`, the
 //! classic `csce438.CoordService` and the MP3 variant's
 //! `csce438.SNSCoordinatorService` on that one port next to the failure
 //! detector loop, until the shutdown signal (Ctrl-C or SIGTERM for the
@@ -16,7 +17,14 @@
 //! * [`config`]: flags and limits.
 //! * `control`: every decision (registry, roles and epochs, failure
 //!   detection, in-sync sets, assignment), pure, persistence injected.
-//! * `persist`: the state files.
+//! * `replicated`: the commands the decisions are, and the state they
+//!   build on every member of the group (pure).
+//! * `raft`: the coordinator group: log store, state machine, `tsn.Raft`,
+//!   this member's openraft and the committer of decisions.
+//! * `leadership`: the control plane held while, and only while, this
+//!   member leads.
+//! * `persist`, `migrate`: the state files of a coordinator from before the
+//!   group, taken over once.
 //! * `service`: the gRPC handlers.
 //! * `liveness`: the failure detector loop.
 //! * `mp3`: the MP3 variant's `FetchAssignment` and the MP3 listener directory.
