@@ -9,7 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
+use tsn_cluster::limits::COORDINATOR_CALL_TIMEOUT_MS;
+use tsn_proto::csce438::coord_service_client::CoordServiceClient;
 use tsn_proto::csce438::{coord_service_server::CoordService, Id, ServerInfo};
 use tsn_proto::tsn::{
     coordinator_server::Coordinator, AssignReply, AssignRequest, ClustersReply, ClustersRequest,
@@ -58,6 +61,16 @@ impl Member {
 
     pub fn set_leader(&self, addr: Option<String>) {
         *lock(&self.leader) = addr;
+    }
+
+    /// The leader's address, if this member knows it and is not it.
+    pub fn leader(&self) -> Option<String> {
+        lock(&self.leader).clone()
+    }
+
+    /// Whether `status` is this member's refusal because it does not lead.
+    pub fn is_not_leader(status: &Status) -> bool {
+        status.metadata().get(NOT_LEADER_METADATA_KEY).is_some()
     }
 
     fn not_leader(&self) -> Status {
@@ -163,14 +176,39 @@ impl Coordinator for CoordinatorService {
 
 #[tonic::async_trait]
 impl CoordService for CoordinatorService {
+    /// Answered by the leader; a member that does not lead passes the
+    /// lookup on to the leader once, so that a classic client given any
+    /// one member's address is answered.
     async fn get_server(&self, request: Request<Id>) -> Result<Response<ServerInfo>, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
+        let forwarded = request.metadata().get(FORWARDED_METADATA_KEY).is_some();
         let id = request.into_inner().id;
-        let info = self
+        let decided = self
             .state
             .decide(|c| c.get_server_for(peer, id, Instant::now()))
-            .await?
-            .map_err(status)?;
+            .await;
+        let info = match decided {
+            Ok(answer) => answer.map_err(status)?,
+            Err(refused) if !forwarded && Member::is_not_leader(&refused) => {
+                let Some(leader) = self.state.leader() else {
+                    return Err(refused);
+                };
+                let channel = tsn_cluster::coord::channel(&leader, COORDINATOR_CALL_TIMEOUT_MS)
+                    .map_err(|_| refused.clone())?;
+                let mut call = Request::new(Id { id });
+                call.metadata_mut()
+                    .insert(FORWARDED_METADATA_KEY, MetadataValue::from_static("1"));
+                CoordServiceClient::new(channel)
+                    .get_server(call)
+                    .await?
+                    .into_inner()
+            }
+            Err(refused) => return Err(refused),
+        };
         Ok(Response::new(info))
     }
 }
+
+/// Marks a lookup a member passed on to the leader: it is not passed on
+/// again, so two members with stale views cannot bounce it.
+pub const FORWARDED_METADATA_KEY: &str = "tsn-coordinator-forwarded";

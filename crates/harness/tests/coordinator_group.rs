@@ -3,7 +3,8 @@
 //! about a second (measured); a primary killed together with the leader is
 //! still replaced, once; a failover is neither lost nor done twice, and
 //! every acknowledged post is present once. A member cut off from the
-//! others (they are frozen) decides nothing.
+//! others (they are frozen) decides nothing. `GetServer` and the MP3
+//! `FetchAssignment` are answered on any member.
 
 mod common;
 
@@ -14,6 +15,7 @@ use tsn_harness::attack::under_load;
 use tsn_harness::views::Failover;
 use tsn_harness::wait::wait_for;
 use tsn_harness::{Config, Deployment, Member};
+use tsn_proto::mp3::sns_coordinator_service_client::SnsCoordinatorServiceClient;
 
 use common::{
     await_failover, epochs, ms, ready_for_failover, wait_all_in_sync, CONVERGE_DEADLINE_MS, Q_MS,
@@ -159,6 +161,32 @@ async fn a_member_cut_off_from_the_others_decides_nothing() {
     let (primary, _, epoch) = ready_for_failover(&d, 1).await;
     let lead = leader(&d, None).await;
     let others: Vec<u32> = (1..=MEMBERS).filter(|&m| m != lead).collect();
+
+    // The open lookups work on any member: a follower passes them on.
+    let follower = addresses(&d)[others[0] as usize - 1].clone();
+    let open = match CoordClient::new(&follower) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    match open.get_server(1).await {
+        Ok(info) => assert_eq!(info.server_id, primary as i32, "{info:?}"),
+        Err(e) => panic!("GetServer on a follower: {e}"),
+    }
+    let channel = match tsn_cluster::coord::channel(&follower, 2_000) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mp3 = SnsCoordinatorServiceClient::new(channel)
+        .fetch_assignment(tsn_proto::mp3::Request {
+            username: "1".into(),
+            arguments: Vec::new(),
+        })
+        .await;
+    match mp3 {
+        Ok(a) => assert_eq!(a.into_inner().sid, "1"),
+        Err(e) => panic!("FetchAssignment on a follower: {e}"),
+    }
+
     for &m in &others {
         d.member(member(m)).pause();
     }
