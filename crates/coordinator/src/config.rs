@@ -51,6 +51,9 @@ pub const RAFT_UNREACHABLE_RETRY_MS: u64 = 50;
 /// decision is not taken (and the member rebuilds its view from what the
 /// group committed).
 pub const RAFT_COMMIT_TIMEOUT_MS: u64 = 2_000;
+/// Longest a new member may take to catch up with the log before a
+/// membership change gives up (nothing changed then).
+pub const MEMBER_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
 /// A snapshot is taken after this many log entries since the last one,
 /// and the log before it is purged.
 pub const RAFT_SNAPSHOT_LOGS: u64 = 5_000;
@@ -115,6 +118,11 @@ pub struct Args {
     /// afterwards the membership is what the group committed.
     #[arg(long = "peers", default_value = "", value_parser = parse_peers)]
     pub peers: Peers,
+
+    /// Start as a new member of a running group: form no group, wait to be
+    /// added (`tsn.Raft/ChangeMembers` on the leader).
+    #[arg(long = "join")]
+    pub join: bool,
 }
 
 /// The members named by `--peers`: id -> host:port.

@@ -77,7 +77,8 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
     let local = listener.local_addr()?;
     let auth = tsn_cluster::auth::ClusterAuth::open(&args.secret)?;
     let members = args.members(local)?;
-    let alone = members.len() == 1;
+    let alone = members.len() == 1 && !args.join;
+    let members = (!args.join).then_some(members);
 
     if args.clear {
         persist::Files::open(&args.state_dir, true)?;
@@ -143,7 +144,7 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
 
     let mp3 = mp3::Mp3Coordinator::new(member.clone());
     let service = CoordinatorService::new(member);
-    let raft_service = raft::network::RaftService::new(group.raft.clone());
+    let raft_service = raft::network::RaftService::new(group.id, group.raft.clone());
     let incoming =
         tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
     let mut stop = shutdown.clone();

@@ -4,18 +4,24 @@
 //! still replaced, once; a failover is neither lost nor done twice, and
 //! every acknowledged post is present once. A member cut off from the
 //! others (they are frozen) decides nothing. `GetServer` and the MP3
-//! `FetchAssignment` are answered on any member.
+//! `FetchAssignment` are answered on any member. A member is added and
+//! another removed while the group runs.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tsn_cluster::coord::CoordClient;
 use tsn_harness::attack::under_load;
+use tsn_harness::bins::{bin_path, COORDINATOR};
+use tsn_harness::deployment::COORDINATOR_READY_LINE;
 use tsn_harness::views::Failover;
 use tsn_harness::wait::wait_for;
-use tsn_harness::{Config, Deployment, Member};
+use tsn_harness::{Config, Deployment, Member, Proc, Ready};
 use tsn_proto::mp3::sns_coordinator_service_client::SnsCoordinatorServiceClient;
+use tsn_proto::tsn::raft_client::RaftClient;
+use tsn_proto::tsn::RaftMessage;
 
 use common::{
     await_failover, epochs, ms, ready_for_failover, wait_all_in_sync, CONVERGE_DEADLINE_MS, Q_MS,
@@ -58,7 +64,11 @@ fn addresses(d: &Deployment) -> Vec<String> {
 /// The member that answers `Clusters` itself (the others refuse, naming
 /// it), other than `not`.
 async fn leader(d: &Deployment, not: Option<u32>) -> u32 {
-    let addrs = addresses(d);
+    leader_among(d, addresses(d), not).await
+}
+
+/// [`leader`] among the members at `addrs` (member i + 1 at `addrs[i]`).
+async fn leader_among(d: &Deployment, addrs: Vec<String>, not: Option<u32>) -> u32 {
     let auth = d.auth().clone();
     wait_for(
         ms(NEW_LEADER_DEADLINE_MS),
@@ -220,4 +230,90 @@ async fn a_member_cut_off_from_the_others_decides_nothing() {
         Failover::Promoted(s) => assert_ne!(s, primary),
         Failover::NoCandidate => panic!("the in-sync secondary was not promoted"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_added_and_one_removed_while_the_group_runs() {
+    let mut d = start_group(1).await;
+    // Member 4 starts empty and waits to be added.
+    let secret = d.secret_file().display().to_string();
+    let dir = d.root().join("coordinator4").display().to_string();
+    let fourth = match Proc::start_on(
+        "coordinator4",
+        &bin_path(COORDINATOR),
+        &d.logs_dir(),
+        Ready::StdoutContains(COORDINATOR_READY_LINE.to_string()),
+        None,
+        |port| {
+            [
+                "-p",
+                &port.to_string(),
+                "--clusters",
+                "1",
+                "--state-dir",
+                &dir,
+                "--id",
+                "4",
+                "--join",
+                "--cluster-secret-file",
+                &secret,
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+        },
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => panic!("member 4 did not start: {e:#}"),
+    };
+    let mut addrs = addresses(&d);
+    addrs.push(fourth.addr());
+    // Members 2, 3 and 4: member 1 leaves, member 4 joins.
+    let wanted: BTreeMap<u64, String> = (2..=4)
+        .map(|id| (id, addrs[id as usize - 1].clone()))
+        .collect();
+    let json = match serde_json::to_vec(&wanted) {
+        Ok(j) => j,
+        Err(e) => panic!("{e}"),
+    };
+    let mut changed = None;
+    for addr in addrs.iter().take(3) {
+        let channel = match tsn_cluster::coord::channel(addr, 60_000) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let mut client = RaftClient::with_interceptor(channel, d.auth().attach());
+        match client
+            .change_members(RaftMessage { json: json.clone() })
+            .await
+        {
+            Ok(_) => {
+                changed = Some(addr.clone());
+                break;
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable => continue,
+            Err(s) => panic!("ChangeMembers on {addr}: {s}"),
+        }
+    }
+    assert!(changed.is_some(), "no member accepted the change");
+
+    // With members 1 and 2 dead, 3 and 4 are a majority of the new group
+    // (they would not be of the old four).
+    d.kill9(Member::Coordinator);
+    d.kill9(member(2));
+    let lead = leader_among(&d, addrs.clone(), Some(1)).await;
+    assert!([3, 4].contains(&lead), "member {lead} leads");
+    // It leads: it committed an entry of its term with a majority of the
+    // new members, and answers with the cluster as the group stored it.
+    let one = match CoordClient::with_auth(&addrs[lead as usize - 1], d.auth()) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    match one.clusters().await {
+        Ok(views) => assert!(views[0].epoch >= 1 && views[0].primary_id != 0, "{views:?}"),
+        Err(e) => panic!("the new leader does not answer: {e}"),
+    }
+    drop(fourth);
 }

@@ -272,6 +272,7 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
         users_max: tsn_coordinator::config::ASSIGNED_USERS_MAX,
         id: 1,
         peers: Default::default(),
+        join: false,
     };
     let (stop, shutdown) = Shutdown::new();
     tokio::spawn(tsn_coordinator::run(args, l, shutdown));

@@ -54,11 +54,12 @@ pub fn clear(dir: &Path) -> anyhow::Result<()> {
 impl Group {
     /// Starts this member on the files under `dir`. A member whose log is
     /// empty forms the group with `members` (every member started with the
-    /// same `--peers` proposes the same group); afterwards the membership
-    /// is what the group committed.
+    /// same `--peers` proposes the same group), or, without them, waits to
+    /// be added to a running group; afterwards the membership is what the
+    /// group committed.
     pub async fn start(
         id: NodeId,
-        members: BTreeMap<NodeId, String>,
+        members: Option<BTreeMap<NodeId, String>>,
         dir: &Path,
         auth: ClusterAuth,
     ) -> anyhow::Result<Group> {
@@ -78,11 +79,11 @@ impl Group {
         let raft = Raft::new(id, Arc::new(config), Network::new(auth), log, sm.clone())
             .await
             .context("starting Raft")?;
-        if !raft
+        let fresh = !raft
             .is_initialized()
             .await
-            .context("reading the Raft state")?
-        {
+            .context("reading the Raft state")?;
+        if let (true, Some(members)) = (fresh, members) {
             let nodes: BTreeMap<NodeId, BasicNode> = members
                 .into_iter()
                 .map(|(id, addr)| (id, BasicNode::new(addr)))

@@ -5,6 +5,8 @@
 //! `RaftMessage`; a reply holds openraft's `Result`, so a remote error
 //! comes back as what it was.
 
+use std::collections::BTreeMap;
+
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -26,7 +28,7 @@ use tsn_proto::tsn::raft_server;
 use tsn_proto::tsn::RaftMessage;
 
 use super::{NodeId, TypeConfig};
-use crate::config::RAFT_UNREACHABLE_RETRY_MS;
+use crate::config::{GROUP_MEMBERS_MAX, MEMBER_CATCH_UP_TIMEOUT_MS, RAFT_UNREACHABLE_RETRY_MS};
 
 /// The longest any one message between members may take, whatever
 /// openraft asks for.
@@ -185,13 +187,55 @@ impl RaftNetwork<TypeConfig> for Peer {
 /// `tsn.Raft`: hands each message to this member's openraft.
 #[derive(Clone)]
 pub struct RaftService {
+    id: NodeId,
     raft: Raft<TypeConfig>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft<TypeConfig>) -> RaftService {
-        RaftService { raft }
+    pub fn new(id: NodeId, raft: Raft<TypeConfig>) -> RaftService {
+        RaftService { id, raft }
     }
+
+    /// The refusal of a member that does not lead, naming the leader.
+    fn not_leader(&self) -> Status {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics
+            .current_leader
+            .and_then(|l| metrics.membership_config.membership().get_node(&l).cloned())
+            .map(|n| n.addr);
+        let mut status = Status::unavailable(match &leader {
+            Some(addr) => {
+                format!("this coordinator does not lead the group; the leader is at {addr}")
+            }
+            None => "this coordinator does not lead the group, and no leader is known yet".into(),
+        });
+        let meta = status.metadata_mut();
+        meta.insert(
+            tsn_cluster::coord::NOT_LEADER_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        if let Some(value) = leader.and_then(|a| a.parse().ok()) {
+            meta.insert(tsn_cluster::coord::LEADER_METADATA_KEY, value);
+        }
+        status
+    }
+}
+
+/// Checks the members an operator asks for.
+pub fn check_members(members: &BTreeMap<NodeId, String>) -> Result<(), String> {
+    if members.is_empty() || members.len() > GROUP_MEMBERS_MAX {
+        return Err(format!(
+            "a group has 1..={GROUP_MEMBERS_MAX} members, not {}",
+            members.len()
+        ));
+    }
+    for (id, addr) in members {
+        if *id == 0 {
+            return Err("member ids are positive".into());
+        }
+        tsn_cluster::parse_host_port(addr).map_err(|e| format!("member {id}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Decodes a request; a message that does not parse is refused and
@@ -228,5 +272,55 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let req: InstallSnapshotRequest<TypeConfig> = decode(request.into_inner())?;
         encode(&self.raft.install_snapshot(req).await)
+    }
+
+    /// Makes the members exactly those asked: each new one is added as a
+    /// learner and waited for until it caught up, then the voters are
+    /// changed (openraft's joint consensus), so a majority of the old and
+    /// of the new members agree at every step.
+    async fn change_members(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let wanted: BTreeMap<NodeId, String> = decode(request.into_inner())?;
+        check_members(&wanted).map_err(Status::invalid_argument)?;
+        if self.raft.current_leader().await != Some(self.id) {
+            return Err(self.not_leader());
+        }
+        let current: BTreeMap<NodeId, BasicNode> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        let refused = |e: String| Status::failed_precondition(format!("membership change: {e}"));
+        for (id, addr) in &wanted {
+            if current.get(id).is_some_and(|n| &n.addr == addr) {
+                continue;
+            }
+            let added = tokio::time::timeout(
+                std::time::Duration::from_millis(MEMBER_CATCH_UP_TIMEOUT_MS),
+                self.raft
+                    .add_learner(*id, BasicNode::new(addr.clone()), true),
+            )
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "member {id} at {addr} did not catch up within {MEMBER_CATCH_UP_TIMEOUT_MS} ms"
+                ))
+            })?;
+            added.map_err(|e| refused(e.to_string()))?;
+            tracing::info!(member = id, %addr, "added a learner to the coordinator group");
+        }
+        let voters: std::collections::BTreeSet<NodeId> = wanted.keys().copied().collect();
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        tracing::info!(members = ?wanted, "the coordinator group's members changed");
+        encode(&wanted)
     }
 }
