@@ -784,7 +784,7 @@ async fn tracked_processes(deployment: &mut Option<Deployment>, api: &Api) -> Ve
     let views = api.clusters().await.unwrap_or_default();
     for m in d.members() {
         let kind = match m {
-            Member::Coordinator => "coordinator",
+            Member::Coordinator | Member::GroupMember { .. } => "coordinator",
             Member::Server { cluster, server_id } => {
                 match views.iter().find(|v| v.cluster_id == cluster) {
                     Some(v) if v.primary_id == server_id => "primary",

@@ -4,6 +4,8 @@
 //! coordinator or server is reached again without any special handling;
 //! every call has a time limit.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -62,11 +64,32 @@ fn connect_lazy(endpoint: Endpoint, tls: Option<&Tls>) -> Channel {
     }
 }
 
+/// The gRPC metadata key under which a coordinator that does not lead its
+/// group names the leader's address (`host:port`).
+pub const LEADER_METADATA_KEY: &str = "tsn-coordinator-leader";
+/// The gRPC metadata key that marks a coordinator's refusal because it
+/// does not lead its group (the client then asks another member).
+pub const NOT_LEADER_METADATA_KEY: &str = "tsn-coordinator-not-leader";
+
 /// A client of the coordinator: the classic `GetServer` (open to anyone)
 /// and the internal `tsn.Coordinator` calls, which carry the cluster secret
 /// when the client has one.
+///
+/// It is given one address or the list of the coordinator group's members
+/// (`h1:p1,h2:p2,h3:p3`). With a list, each call goes to the member that
+/// answered last; a member that cannot be reached, or that does not lead
+/// (it says which one does), passes the call on to the leader it names or
+/// to the next member, each member tried at most once or twice per call.
 #[derive(Clone)]
 pub struct CoordClient {
+    addr: String,
+    members: Arc<Vec<Member>>,
+    /// The member the next call goes to first.
+    current: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct Member {
     addr: String,
     control: CoordinatorClient<AuthChannel>,
     classic: CoordServiceClient<Channel>,
@@ -85,43 +108,106 @@ impl CoordClient {
     }
 
     fn with_attach(addr: &str, attach: Attach) -> anyhow::Result<CoordClient> {
-        let ch = channel(addr, COORDINATOR_CALL_TIMEOUT_MS)?;
+        let addrs = crate::address::parse_address_list(addr)
+            .map_err(|e| anyhow::anyhow!("bad coordinator address {addr:?}: {e}"))?;
+        let mut members = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            let ch = channel(&a, COORDINATOR_CALL_TIMEOUT_MS)?;
+            members.push(Member {
+                control: CoordinatorClient::with_interceptor(ch.clone(), attach.clone())
+                    .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+                classic: CoordServiceClient::new(ch),
+                addr: a,
+            });
+        }
         Ok(CoordClient {
             addr: addr.to_string(),
-            control: CoordinatorClient::with_interceptor(ch.clone(), attach)
-                .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-            classic: CoordServiceClient::new(ch),
+            members: Arc::new(members),
+            current: Arc::new(AtomicUsize::new(0)),
         })
     }
 
+    /// The address (or list) this client was given.
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
+    /// Runs `call` on the member that leads, as far as this client can
+    /// tell: see [`CoordClient`].
+    async fn on_leader<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(Member) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let n = self.members.len();
+        let mut i = self.current.load(Ordering::Relaxed) % n;
+        if n == 1 {
+            return call(self.members[0].clone()).await;
+        }
+        let mut last = None;
+        for _ in 0..=n {
+            // Moved on before the call: if the caller gives up on a member
+            // that does not answer, its next call tries the next one.
+            self.current.store((i + 1) % n, Ordering::Relaxed);
+            match call(self.members[i].clone()).await {
+                Ok(v) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(s) if passes_on(&s) => {
+                    let named = s
+                        .metadata()
+                        .get(LEADER_METADATA_KEY)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|a| self.members.iter().position(|m| m.addr == a));
+                    i = match named {
+                        Some(leader) if leader != i => leader,
+                        _ => (i + 1) % n,
+                    };
+                    last = Some(s);
+                }
+                Err(s) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Err(s);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no coordinator answered")))
+    }
+
     pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatReply, tonic::Status> {
-        Ok(self.control.clone().heartbeat(req).await?.into_inner())
+        self.on_leader(|m| {
+            let req = req.clone();
+            async move { Ok(m.control.clone().heartbeat(req).await?.into_inner()) }
+        })
+        .await
     }
 
     /// The current primary of `user`'s cluster (the classic lookup).
     pub async fn get_server(&self, user: u32) -> Result<ServerInfo, tonic::Status> {
-        Ok(self
-            .classic
-            .clone()
-            .get_server(Id { id: user as i32 })
-            .await?
-            .into_inner())
+        self.on_leader(|m| async move {
+            Ok(m.classic
+                .clone()
+                .get_server(Id { id: user as i32 })
+                .await?
+                .into_inner())
+        })
+        .await
     }
 
     /// The cluster serving each user, in the order asked.
     pub async fn assign(&self, users: &[u32]) -> Result<Vec<u32>, tonic::Status> {
         let reply = self
-            .control
-            .clone()
-            .assign(AssignRequest {
-                users: users.to_vec(),
+            .on_leader(|m| async move {
+                Ok(m.control
+                    .clone()
+                    .assign(AssignRequest {
+                        users: users.to_vec(),
+                    })
+                    .await?
+                    .into_inner())
             })
-            .await?
-            .into_inner();
+            .await?;
         if reply.clusters.len() != users.len() {
             return Err(tonic::Status::internal("assign reply has the wrong length"));
         }
@@ -129,23 +215,33 @@ impl CoordClient {
     }
 
     pub async fn clusters(&self) -> Result<Vec<ClusterView>, tonic::Status> {
-        Ok(self
-            .control
-            .clone()
-            .clusters(ClustersRequest {})
-            .await?
-            .into_inner()
-            .clusters)
+        self.on_leader(|m| async move {
+            Ok(m.control
+                .clone()
+                .clusters(ClustersRequest {})
+                .await?
+                .into_inner()
+                .clusters)
+        })
+        .await
     }
 
     pub async fn change_in_sync(&self, change: InSyncChange) -> Result<InSyncReply, tonic::Status> {
-        Ok(self
-            .control
-            .clone()
-            .change_in_sync(change)
-            .await?
-            .into_inner())
+        self.on_leader(|m| async move {
+            Ok(m.control.clone().change_in_sync(change).await?.into_inner())
+        })
+        .await
     }
+}
+
+/// Whether another member may answer what `status` refused: a member that
+/// does not lead, or one that could not be reached in time.
+fn passes_on(status: &tonic::Status) -> bool {
+    status.metadata().get(NOT_LEADER_METADATA_KEY).is_some()
+        || matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ) && status.metadata().is_empty()
 }
 
 /// `host:port` of the primary named by a classic `ServerInfo`.

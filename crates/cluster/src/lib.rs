@@ -1,5 +1,6 @@
 //! What every tsn process shares about the cluster.
 //!
+//! * [`address`]: `host:port` and lists of them on the command line.
 //! * [`auth`]: the deployment secret every internal RPC carries and checks.
 //! * [`limits`]: timing defaults and limits, each with its unit in its name.
 //! * [`coord`]: a client of the coordinator with timeouts and reconnection.
@@ -13,6 +14,7 @@
 //! * [`home_cluster`]: which cluster serves a client id.
 
 pub mod admin;
+pub mod address;
 pub mod auth;
 pub mod clock;
 pub mod coord;
@@ -25,6 +27,8 @@ pub mod shutdown;
 pub mod sync;
 pub mod tls;
 pub mod watch;
+
+pub use address::{parse_address_list, parse_host_port};
 
 /// The cluster that serves `user` among `clusters` clusters:
 /// `((user - 1) mod clusters) + 1`. Client ids start at 1.

@@ -1,7 +1,9 @@
-//! What the coordinator tells its operator at its admin port
+//! What a coordinator member tells its operator at its admin port
 //! ([`tsn_cluster::admin`]): every cluster's epoch, primary, in-sync set
 //! and live processes, read from the control state right before each
-//! scrape, and the failovers counted from the epochs' growth.
+//! scrape, and the failovers counted from the epochs' growth. Only the
+//! leader holds that state: another member says it does not lead and who
+//! does.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +17,7 @@ use prometheus_client::registry::Registry;
 use tsn_cluster::admin::{CountMirror, ReasonLabel};
 use tsn_proto::tsn::{ClusterView, ProcessKind};
 
-use crate::service::{lock, Shared};
+use crate::service::Shared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterLabel {
@@ -30,6 +32,7 @@ pub struct Observed {
     in_sync_secondaries: Family<ClusterLabel, Gauge>,
     alive_servers: Family<ClusterLabel, Gauge>,
     failovers: Family<ClusterLabel, Counter>,
+    leader: Gauge,
     refused: Family<ReasonLabel, Counter>,
     refused_connections: CountMirror,
     refused_internal_calls: CountMirror,
@@ -47,6 +50,7 @@ impl Observed {
             in_sync_secondaries: Family::default(),
             alive_servers: Family::default(),
             failovers: Family::default(),
+            leader: Gauge::default(),
             refused: Family::default(),
             refused_connections: CountMirror::default(),
             refused_internal_calls: CountMirror::default(),
@@ -54,7 +58,12 @@ impl Observed {
         };
         // Failovers are counted from now on: the epochs reached before
         // (loaded from the state files) are the baseline.
-        let baseline = o.views().iter().map(|v| (v.cluster_id, v.epoch)).collect();
+        let baseline = o
+            .views()
+            .unwrap_or_default()
+            .iter()
+            .map(|v| (v.cluster_id, v.epoch))
+            .collect();
         o.epochs_seen = Mutex::new(baseline);
         registry.register("cluster_epoch", "Each cluster's epoch", o.epoch.clone());
         registry.register(
@@ -78,6 +87,11 @@ impl Observed {
             o.failovers.clone(),
         );
         registry.register(
+            "coordinator_leader",
+            "1 while this member leads the coordinator group (and decides)",
+            o.leader.clone(),
+        );
+        registry.register(
             "refused",
             "Connections and internal calls refused, by reason",
             o.refused.clone(),
@@ -85,8 +99,10 @@ impl Observed {
         o
     }
 
-    fn views(&self) -> Vec<ClusterView> {
-        lock(&self.state).clusters(Instant::now())
+    /// Every cluster's view when this member leads (and no decision holds
+    /// the control plane this instant); `None` on a member that does not.
+    fn views(&self) -> Option<Vec<ClusterView>> {
+        self.state.try_read(|c| c.clusters(Instant::now()))
     }
 }
 
@@ -104,7 +120,10 @@ impl tsn_cluster::admin::Observed for Observed {
                 .get_or_create(&ReasonLabel::new("unauthenticated")),
             tsn_cluster::auth::refused_calls(),
         );
-        let views = self.views();
+        self.leader.set(i64::from(self.state.try_read(|_| ()).is_some()));
+        let Some(views) = self.views() else {
+            return;
+        };
         let mut seen = self.epochs_seen.lock().unwrap_or_else(|e| e.into_inner());
         for v in &views {
             let label = ClusterLabel {
@@ -133,8 +152,14 @@ impl tsn_cluster::admin::Observed for Observed {
     }
 
     fn status(&self) -> serde_json::Value {
-        let clusters: Vec<serde_json::Value> = self
-            .views()
+        let Some(views) = self.views() else {
+            return serde_json::json!({
+                "process": "coordinator",
+                "leader": false,
+                "leader_address": self.state.leader(),
+            });
+        };
+        let clusters: Vec<serde_json::Value> = views
             .iter()
             .map(|v| {
                 let processes: Vec<serde_json::Value> = v
@@ -161,6 +186,6 @@ impl tsn_cluster::admin::Observed for Observed {
                 })
             })
             .collect();
-        serde_json::json!({ "process": "coordinator", "clusters": clusters })
+        serde_json::json!({ "process": "coordinator", "leader": true, "clusters": clusters })
     }
 }

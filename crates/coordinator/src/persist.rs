@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tsn_datastore::jsonl;
 
 use crate::config::{CLUSTERS_MAX, EPOCH_MAX, SERVERS_PER_CLUSTER_MAX};
+use crate::replicated::Command;
 
 pub const CLUSTERS_FILE: &str = "clusters.json";
 pub const ASSIGNMENTS_FILE: &str = "assignments.data";
@@ -39,6 +40,10 @@ pub enum Error {
         "{path} is corrupt ({reason}); repair it, or start with -c to forget the stored state"
     )]
     Corrupt { path: String, reason: String },
+    /// The coordinator group did not commit the decision (this member
+    /// does not lead, or no majority answered); nothing was decided.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
     /// A state that must not be written (or a count that cannot be served);
     /// nothing was written.
     #[error("refused to store an invalid state: {0}")]
@@ -82,7 +87,7 @@ pub struct StoredClusters {
 
 impl StoredClusters {
     /// Checks what a hand edit or a foreign file could break.
-    fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         if !(1..=CLUSTERS_MAX).contains(&self.cluster_count) {
             return Err(format!(
                 "cluster_count {} is not in 1..={CLUSTERS_MAX}",
@@ -137,21 +142,21 @@ pub struct Loaded {
 }
 
 /// Where the coordinator's decisions are made durable. The decisions take
-/// it as a trait object, so that they hold no file of their own.
+/// it as a trait object, so that they hold no file of their own: each
+/// change is a [`Command`], which the state files store, and which a
+/// coordinator group commits through Raft.
 pub trait Persistence: Send {
-    /// Replaces the stored clusters; returns once they are durable.
-    fn save_clusters(&mut self, stored: &StoredClusters) -> Result<()>;
-    /// Adds assignments; returns once they are durable.
-    fn append_assignments(&mut self, new: &[Assignment]) -> Result<()>;
+    /// Makes `cmd` durable; returns once it is, and only then may the
+    /// caller adopt it.
+    fn commit(&mut self, cmd: &Command) -> Result<()>;
 }
 
 impl Persistence for Files {
-    fn save_clusters(&mut self, stored: &StoredClusters) -> Result<()> {
-        Files::save_clusters(self, stored)
-    }
-
-    fn append_assignments(&mut self, new: &[Assignment]) -> Result<()> {
-        Files::append_assignments(self, new)
+    fn commit(&mut self, cmd: &Command) -> Result<()> {
+        match cmd {
+            Command::Clusters(stored) => self.save_clusters(stored),
+            Command::Assign(new) => self.append_assignments(new),
+        }
     }
 }
 
@@ -314,7 +319,7 @@ impl Files {
     }
 }
 
-fn valid_assignment(a: Assignment) -> bool {
+pub(crate) fn valid_assignment(a: Assignment) -> bool {
     (1..=tsn_datastore::limits::USER_ID_MAX).contains(&a.user)
         && (1..=CLUSTERS_MAX).contains(&a.cluster)
 }

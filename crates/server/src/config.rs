@@ -16,8 +16,13 @@ pub enum RoleArg {
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tsn_server", version)]
 pub struct Config {
-    /// Address of the coordinator, host:port.
-    #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
+    /// Address of the coordinator, host:port, or of every member of the
+    /// coordinator group, host:port,host:port,...
+    #[arg(
+        short = 'c',
+        long = "coordinator",
+        value_name = "HOST:PORT[,HOST:PORT...]"
+    )]
     pub coordinator: String,
     /// Port to listen on.
     #[arg(short = 'p', long = "port")]

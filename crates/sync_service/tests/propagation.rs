@@ -275,6 +275,9 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
         tls: Default::default(),
         users_max: tsn_coordinator::config::ASSIGNED_USERS_MAX,
         admin: Default::default(),
+        id: 1,
+        peers: Default::default(),
+        join: false,
     };
     let (stop, shutdown) = Shutdown::new();
     tokio::spawn(tsn_coordinator::run(args, l, shutdown));

@@ -55,8 +55,9 @@ pub const SECRET_GRACE_MIN_MS: u64 = 2 * SECRET_POLL_INTERVAL_MS;
 pub const SECRET_POLL_INTERVAL_MS: u64 = crate::watch::WATCH_POLL_INTERVAL_MS;
 /// The services whose every method requires the secret. The test
 /// `refused_without_secret` holds every method of each to it.
-pub const INTERNAL_SERVICES: [&str; 4] = [
+pub const INTERNAL_SERVICES: [&str; 5] = [
     "tsn.Coordinator",
+    "tsn.Raft",
     "tsn.Replica",
     "tsn.Sync",
     "tsn.Mp3Directory",

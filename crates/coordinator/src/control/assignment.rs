@@ -14,6 +14,7 @@ use super::registry::{split_address, Process};
 use super::{ControlPlane, Error, Result};
 use crate::config::ASSIGN_USERS_PER_CALL_MAX;
 use crate::persist::Assignment;
+use crate::replicated::Command;
 
 impl ControlPlane {
     /// The cluster of each user: the remembered one, else its home cluster
@@ -77,7 +78,9 @@ impl ControlPlane {
                 )));
             }
         }
-        self.persistence.append_assignments(&new)?;
+        if !new.is_empty() {
+            self.persistence.commit(&Command::Assign(new))?;
+        }
         self.assignments.extend(fresh);
         Ok(clusters)
     }

@@ -640,11 +640,7 @@ fn servers_per_cluster_are_limited() {
 struct Refusing;
 
 impl Persistence for Refusing {
-    fn save_clusters(&mut self, _: &StoredClusters) -> persist::Result<()> {
-        Err(refused())
-    }
-
-    fn append_assignments(&mut self, _: &[crate::persist::Assignment]) -> persist::Result<()> {
+    fn commit(&mut self, _: &Command) -> persist::Result<()> {
         Err(refused())
     }
 }

@@ -47,6 +47,10 @@ struct Args {
     /// between the processes; clients connect with --tls-ca.
     #[arg(long)]
     tls: bool,
+    /// Members of the coordinator group (a Raft group; 3 or 5 survive the
+    /// loss of 1 or 2); member i listens on base + i - 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=7))]
+    coordinators: u32,
 }
 
 fn main() {
@@ -74,9 +78,11 @@ async fn run(args: Args) {
     // Every process gets an operator's port (a free one), shown in the table.
     config.admin_ports = true;
     config.tls = args.tls;
+    config.coordinators = args.coordinators;
     // Every port must be free before anything starts: a clear error now is
     // better than a half-started deployment.
     let mut members = vec![Member::Coordinator];
+    members.extend((2..=args.coordinators).map(|id| Member::GroupMember { id }));
     for c in 1..=args.clusters {
         for i in 1..=1 + args.secondaries {
             members.push(Member::Server {
@@ -101,8 +107,8 @@ async fn run(args: Args) {
     let root = args.run_dir.join(stamp.to_string());
     config.root = Some(root.clone());
     println!(
-        "starting tsn: coordinator and {} cluster(s) ...",
-        args.clusters
+        "starting tsn: {} coordinator(s) and {} cluster(s) ...",
+        args.coordinators, args.clusters
     );
     let mut deployment = Deployment::start_with(config).await;
     let coord_addr = deployment.coord_addr();
@@ -156,6 +162,7 @@ async fn run(args: Args) {
 fn describe(m: Member) -> String {
     match m {
         Member::Coordinator => "coordinator".into(),
+        Member::GroupMember { id } => format!("coordinator {id}"),
         Member::Server { cluster, server_id } => format!("server {server_id} of cluster {cluster}"),
         Member::Sync { cluster } => format!("sync service of cluster {cluster}"),
     }
@@ -235,14 +242,19 @@ async fn print_table(coord_addr: &str, auth: &ClusterAuth, admin: &[(Member, Str
     }
 }
 
-/// Every server's listener for the MP3 variant of the client protocol.
+/// Every server's listener for the MP3 variant of the client protocol, as
+/// the leading member of the coordinator group knows them.
 async fn mp3_listeners(coord_addr: &str, auth: &ClusterAuth) -> Vec<Mp3Listener> {
-    let Ok(channel) = auth.channel(coord_addr, COORDINATOR_CALL_TIMEOUT_MS) else {
-        return Vec::new();
-    };
-    Mp3DirectoryClient::new(channel)
-        .listeners(Mp3ListenersRequest {})
-        .await
-        .map(|r| r.into_inner().listeners)
-        .unwrap_or_default()
+    for addr in coord_addr.split(',') {
+        let Ok(channel) = auth.channel(addr, COORDINATOR_CALL_TIMEOUT_MS) else {
+            continue;
+        };
+        if let Ok(reply) = Mp3DirectoryClient::new(channel)
+            .listeners(Mp3ListenersRequest {})
+            .await
+        {
+            return reply.into_inner().listeners;
+        }
+    }
+    Vec::new()
 }

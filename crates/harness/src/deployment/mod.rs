@@ -55,6 +55,8 @@ pub const HARNESS_CERT_NAME: &str = "harness";
 const ENV_BIN: &str = "/usr/bin/env";
 /// Most clusters a test deployment may have.
 pub const CLUSTERS_MAX: u32 = 16;
+/// Most members of a test deployment's coordinator group.
+pub const COORDINATORS_MAX: u32 = 7;
 /// Most secondaries per cluster a test deployment may have.
 pub const SECONDARIES_PER_CLUSTER_MAX: u32 = 4;
 /// Largest sync poll interval a test may ask for.
@@ -104,6 +106,9 @@ pub struct Config {
     /// must then be started and used from the client host
     /// ([`crate::netns::Network::run_in`]).
     pub network: Option<Arc<Network>>,
+    /// Members of the coordinator group (`--id 1..=n`, `--peers`); every
+    /// process is given all of their addresses.
+    pub coordinators: u32,
 }
 
 impl Config {
@@ -112,6 +117,8 @@ impl Config {
         let base = self.base_port?;
         Some(match member {
             Member::Coordinator => base,
+            // Below the clusters' ports (base + 100 c + i, c >= 1).
+            Member::GroupMember { id } => base + id as u16 - 1,
             Member::Server { cluster, server_id } => base + 100 * cluster as u16 + server_id as u16,
             Member::Sync { cluster } => base + 100 * cluster as u16 + 50,
         })
@@ -135,6 +142,7 @@ impl Config {
             admin_ports: false,
             env: Vec::new(),
             network: None,
+            coordinators: 1,
         }
     }
 
@@ -209,6 +217,10 @@ impl Config {
             "q_ms must be 1..={Q_MAX_MS}"
         );
         assert!(
+            (1..=COORDINATORS_MAX).contains(&self.coordinators),
+            "coordinators must be 1..={COORDINATORS_MAX}"
+        );
+        assert!(
             self.failure_timeout_ms > 0,
             "failure timeout must be positive"
         );
@@ -218,9 +230,19 @@ impl Config {
 /// Names one process of a deployment, to kill or restart it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Member {
+    /// The coordinator, member 1 of the coordinator group.
     Coordinator,
-    Server { cluster: u32, server_id: u32 },
-    Sync { cluster: u32 },
+    /// Member `id` (2 and up) of the coordinator group.
+    GroupMember {
+        id: u32,
+    },
+    Server {
+        cluster: u32,
+        server_id: u32,
+    },
+    Sync {
+        cluster: u32,
+    },
 }
 
 struct ServerProc {
@@ -238,6 +260,8 @@ pub struct Deployment {
     config: Config,
     root: PathBuf,
     coordinator: Proc,
+    /// Members 2..=n of the coordinator group.
+    group: Vec<Proc>,
     servers: Vec<ServerProc>,
     syncs: Vec<SyncProc>,
     api: Api,
@@ -325,21 +349,62 @@ impl Deployment {
             }
             files
         });
-        let coord_tls = tls_flags(config.tls, &root, "coordinator");
-        let coordinator = {
-            let state_dir = root.join("coordinator");
+        let n = config.coordinators;
+        // A group's members must know each other's addresses before they
+        // start: their ports are picked first.
+        let group_ports: Vec<u16> = (1..=n)
+            .map(|id| {
+                let member = if id == 1 {
+                    Member::Coordinator
+                } else {
+                    Member::GroupMember { id }
+                };
+                config
+                    .port_of(member)
+                    .unwrap_or_else(crate::port::free_port)
+            })
+            .collect();
+        let peers = group_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut coordinators = Vec::new();
+        for id in 1..=n {
+            let state_dir = if id == 1 {
+                root.join("coordinator")
+            } else {
+                root.join(format!("coordinator{id}"))
+            };
+            let name = if id == 1 {
+                "coordinator".to_string()
+            } else {
+                format!("coordinator{id}")
+            };
             let clusters = config.clusters;
             let failure_timeout_ms = config.failure_timeout_ms;
-            let member = Member::Coordinator;
+            let fixed = if n == 1 {
+                config.port_of(Member::Coordinator)
+            } else {
+                Some(group_ports[id as usize - 1])
+            };
+            let peers = peers.clone();
+            let member = if id == 1 {
+                Member::Coordinator
+            } else {
+                Member::GroupMember { id }
+            };
+            let coord_tls = tls_flags(config.tls, &root, &name);
             let (bin, before) = config.launcher(member, bin_path(COORDINATOR));
             let address_flags = config.address_flags(member, false);
             let started = Proc::start_at(
-                "coordinator",
+                &name,
                 &bin,
                 &root.join("logs"),
                 Ready::StdoutContains(COORDINATOR_READY_LINE.to_string()),
                 &config.host_of(member),
-                config.port_of(member),
+                fixed,
                 |port| {
                     let mut args = before.clone();
                     args.extend(strings(&[
@@ -353,6 +418,9 @@ impl Deployment {
                         &failure_timeout_ms.to_string(),
                     ]));
                     args.extend(address_flags.iter().cloned());
+                    if n > 1 {
+                        args.extend(strings(&["--id", &id.to_string(), "--peers", &peers]));
+                    }
                     args.extend(secret_flags.iter().cloned());
                     args.extend(admin_flags.iter().cloned());
                     args.extend(coord_tls.iter().cloned());
@@ -361,21 +429,31 @@ impl Deployment {
             )
             .await;
             match started {
-                Ok(p) => p,
+                Ok(p) => coordinators.push(p),
                 Err(e) => {
                     let kept = dir.map_or(root, |d| d.keep());
                     panic!(
-                        "the coordinator did not start: {e:#}\n(logs kept in {})",
+                        "{name} did not start: {e:#}\n(logs kept in {})",
                         kept.display()
                     );
                 }
             }
+        }
+        let group = coordinators.split_off(1);
+        let Some(coordinator) = coordinators.pop() else {
+            panic!("a deployment has at least one coordinator");
         };
-        let api = Api::new(&coordinator.addr(), &auth);
+        let coord_addr = std::iter::once(&coordinator)
+            .chain(group.iter())
+            .map(Proc::addr)
+            .collect::<Vec<_>>()
+            .join(",");
+        let api = Api::new(&coord_addr, &auth);
         let mut d = Deployment {
             config,
             root,
             coordinator,
+            group,
             servers: Vec::new(),
             syncs: Vec::new(),
             api,
@@ -594,8 +672,14 @@ impl Deployment {
         Layout::new(&self.datastore_root(), cluster, server_id)
     }
 
+    /// The coordinator's address, or the list of the coordinator group's
+    /// members (`h:p,h:p,...`), as every process is given it.
     pub fn coord_addr(&self) -> String {
-        self.coordinator.addr()
+        std::iter::once(&self.coordinator)
+            .chain(self.group.iter())
+            .map(Proc::addr)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// A gRPC client of this deployment.
@@ -637,12 +721,15 @@ impl Deployment {
     pub fn member(&mut self, member: Member) -> &mut Proc {
         match member {
             Member::Coordinator => self.coordinator(),
+            Member::GroupMember { id } => match self.group.get_mut((id as usize).wrapping_sub(2)) {
+                Some(p) => p,
+                None => panic!("no member {id} in the coordinator group"),
+            },
             Member::Server { cluster, server_id } => self.server(cluster, server_id),
             Member::Sync { cluster } => self.sync(cluster),
         }
     }
 
-    /// Every process, coordinator first.
     /// The admin port's address of `member` since its last start, as it
     /// printed it (see [`Config::admin_ports`]).
     pub fn admin_addr(&mut self, member: Member) -> Option<String> {
@@ -653,8 +740,10 @@ impl Deployment {
         })
     }
 
+    /// Every process, coordinator first (the group's members after it).
     pub fn members(&self) -> Vec<Member> {
         let mut all = vec![Member::Coordinator];
+        all.extend((0..self.group.len()).map(|i| Member::GroupMember { id: i as u32 + 2 }));
         all.extend(self.servers.iter().map(|s| Member::Server {
             cluster: s.cluster,
             server_id: s.server_id,
@@ -724,6 +813,9 @@ impl Deployment {
         for s in &mut self.servers {
             s.proc.kill9();
         }
+        for c in &mut self.group {
+            c.kill9();
+        }
         self.coordinator.kill9();
     }
 
@@ -732,8 +824,9 @@ impl Deployment {
     /// one's exit code (`None`: killed by a signal).
     pub async fn stop_all(&mut self) -> Vec<(Member, Option<i32>)> {
         let mut members = self.members();
-        // Coordinator last: the others may talk to it while they stop.
-        members.rotate_left(1);
+        // The coordinator group last: the others may talk to it while they
+        // stop.
+        members.rotate_left(1 + self.group.len());
         let mut codes = Vec::with_capacity(members.len());
         for member in members {
             let code = self.member(member).stop().await;
@@ -759,6 +852,9 @@ impl Deployment {
     /// The log tails of every process.
     pub fn log_tails(&self) -> String {
         let mut out = self.coordinator.log_tails();
+        for c in &self.group {
+            out.push_str(&c.log_tails());
+        }
         for s in &self.servers {
             out.push('\n');
             out.push_str(&s.proc.log_tails());
@@ -796,6 +892,7 @@ impl Drop for Deployment {
 pub fn member_name(member: Member) -> String {
     match member {
         Member::Coordinator => "coordinator".to_string(),
+        Member::GroupMember { id } => format!("coordinator{id}"),
         Member::Server { cluster, server_id } => format!("c{cluster}-server{server_id}"),
         Member::Sync { cluster } => format!("c{cluster}-sync"),
     }

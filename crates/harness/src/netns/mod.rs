@@ -82,13 +82,9 @@ pub struct Network {
     cuts: Mutex<BTreeSet<(String, String)>>,
 }
 
-/// The host name of a deployment's member.
+/// The host name of a deployment's member: the name of its files.
 pub fn member_host(member: Member) -> String {
-    match member {
-        Member::Coordinator => "coordinator".to_string(),
-        Member::Server { cluster, server_id } => format!("c{cluster}-server{server_id}"),
-        Member::Sync { cluster } => format!("c{cluster}-sync"),
-    }
+    crate::deployment::member_name(member)
 }
 
 impl Network {

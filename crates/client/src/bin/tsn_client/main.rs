@@ -54,8 +54,13 @@ const RUNTIME_WORKER_THREADS: usize = 2;
              Finds the primary of your cluster through the coordinator and fails over by itself."
 )]
 struct Cli {
-    /// Address of the coordinator, as host:port.
-    #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
+    /// Address of the coordinator, as host:port, or of every member of the
+    /// coordinator group, host:port,host:port,...
+    #[arg(
+        short = 'c',
+        long = "coordinator",
+        value_name = "HOST:PORT[,HOST:PORT...]"
+    )]
     coordinator: String,
 
     /// Your client id: a positive integer.
