@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build release demo test test-unit lint fmt bench clean
+.PHONY: all build release demo test test-unit lint fmt bench redis-server clean
 
 all: build
 
@@ -28,7 +28,12 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: release
+## The benchmark's Redis baseline needs redis-server (Debian's package).
+redis-server:
+	command -v redis-server >/dev/null 2>&1 || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
+
+bench: release redis-server
 	./target/release/tsn_bench
 
 clean:
