@@ -29,6 +29,7 @@ use tsn_datastore::journal::{Line, RecentLines};
 use tsn_datastore::{validate, Layout, Op, Store};
 
 use crate::commit::CommitTracker;
+use crate::feed::{Feed, Feeds};
 use crate::lease::Lease;
 use crate::write_queue::{WriteOutcome, WriteQueue, Written};
 
@@ -67,6 +68,8 @@ pub struct Node {
     commit_seq: watch::Sender<u64>,
     /// The open timeline streams' wake-up channels, by timeline owner.
     watchers: Mutex<HashMap<u32, watch::Sender<u64>>>,
+    /// The open timeline streams' new lines, handed over by the writer.
+    pub feeds: Feeds,
     lease: Mutex<Lease>,
     writer: WriteQueue,
     /// The journal's last written seq, fsynced or not yet: what the mirror
@@ -114,6 +117,7 @@ impl Node {
             commit: Mutex::new(CommitTracker::new(last_seq, last_epoch)),
             commit_seq: watch::channel(0).0,
             watchers: Mutex::new(HashMap::new()),
+            feeds: Feeds::default(),
             lease: Mutex::new(Lease::default()),
             writer,
             appended: watch::channel(last_seq).0,
@@ -357,6 +361,13 @@ impl Node {
                 c.note_line(seq, owner);
             }
         });
+    }
+
+    /// A feed of `user`'s new lines for one stream, complete after the
+    /// journal's end now.
+    pub fn register_feed(&self, user: u32) -> Arc<Feed> {
+        let durable = lock(&self.store).last_seq();
+        self.feeds.register(user, durable)
     }
 
     /// A receiver that changes whenever `user`'s timeline gets a committed line.
