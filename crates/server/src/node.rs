@@ -9,11 +9,11 @@
 //!   [`Node::with_commit`], which publishes the commit point and announces
 //!   the wake-ups the change released;
 //! - the [`Lease`] from the coordinator;
-//! - the watchers of open timeline streams.
+//! - the watchers of open timeline streams, and their [`Feeds`].
 //!
 //! Lock order (a thread holding one may take only those after it):
-//! `store` → `commit` → `watchers`. `lease`, `recent` and `reconciled`
-//! are taken alone.
+//! `store` → `commit` → `watchers`, and `store` → `feeds` (then one
+//! feed's own lock). `lease`, `recent` and `reconciled` are taken alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
