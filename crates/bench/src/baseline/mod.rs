@@ -224,3 +224,71 @@ fn durability(wait: ReplicaWait) -> String {
          {TIMELINE_KEEP_LINES} lines; each post then {wait}"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Load;
+    use crate::cpu::CpuFigures;
+    use crate::delivery::Class;
+    use crate::figures::phase_figures;
+    use crate::stats::Summary;
+
+    fn phase(throughput_per_s: f64, ack_p99_ms: f64, delivery_p99_ms: Option<f64>) -> PhaseReport {
+        let span = Span {
+            from_us: 0,
+            to_us: 1_000_000,
+        };
+        let mut figures = phase_figures("x", Load::Closed { clients: 1 }, &[], &[], 0, span, None);
+        figures.throughput_per_s = throughput_per_s;
+        figures.ack_latency = Summary {
+            p50_ms: ack_p99_ms / 2.0,
+            p99_ms: ack_p99_ms,
+            ..Summary::default()
+        };
+        let delivery = delivery_p99_ms.map(|p| DeliveryFigures {
+            same_cluster: Class {
+                arrived: 1,
+                latency: Summary {
+                    p50_ms: p,
+                    p99_ms: p,
+                    ..Summary::default()
+                },
+                ..Class::default()
+            },
+            ..DeliveryFigures::default()
+        });
+        PhaseReport {
+            figures,
+            delivery,
+            delivery_windows: None,
+            cpu: CpuFigures::default(),
+        }
+    }
+
+    #[test]
+    fn ratios_are_tsn_over_redis() {
+        let v = VsRedis::of(
+            &phase(2_000.0, 40.0, Some(4.0)),
+            &phase(1_000.0, 20.0, Some(2.0)),
+        );
+        assert_eq!(v.posts_per_s, Some(2.0));
+        assert_eq!((v.ack_p50, v.ack_p99), (Some(2.0), Some(2.0)));
+        assert_eq!((v.delivery_p50, v.delivery_p99), (Some(2.0), Some(2.0)));
+    }
+
+    #[test]
+    fn a_ratio_without_a_divisor_or_a_delivery_is_not_made() {
+        let v = VsRedis::of(
+            &phase(2_000.0, 40.0, Some(4.0)),
+            &phase(0.0, 0.0, Some(0.0)),
+        );
+        assert_eq!(v, VsRedis::default());
+        let v = VsRedis::of(
+            &phase(2_000.0, 40.0, None),
+            &phase(1_000.0, 20.0, Some(2.0)),
+        );
+        assert_eq!((v.delivery_p50, v.delivery_p99), (None, None));
+        assert_eq!(v.posts_per_s, Some(2.0));
+    }
+}
