@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build release demo test test-tls test-unit lint fmt bench chaos clean
+.PHONY: all build release demo test test-tls test-unit lint fmt bench redis-server chaos clean
 
 all: build
 
@@ -43,7 +43,12 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: release
+## The benchmark's Redis baseline needs redis-server (Debian's package).
+redis-server:
+	command -v redis-server >/dev/null 2>&1 || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
+
+bench: release redis-server
 	./target/release/tsn_bench
 
 ## A long randomised fault run (kill -9 and SIGSTOP of every kind of

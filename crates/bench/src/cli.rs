@@ -133,6 +133,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_echo: bool,
 
+    /// Skip the Redis baseline (a Redis primary and replica started in a
+    /// temp dir, the same closed loop, follow graph and watched
+    /// followers); it is skipped too, with the reason, when redis-server
+    /// is not on PATH.
+    #[arg(long)]
+    pub no_redis: bool,
+
     /// Skip the open-loop phase at half the measured maximum throughput.
     #[arg(long)]
     pub no_half_load: bool,

@@ -13,8 +13,8 @@
 //! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
 
-pub mod admin;
 pub mod address;
+pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod coord;

@@ -43,8 +43,8 @@ mod replicated;
 mod service;
 
 use std::io::Write;
-use std::sync::Arc;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;

@@ -120,7 +120,8 @@ impl tsn_cluster::admin::Observed for Observed {
                 .get_or_create(&ReasonLabel::new("unauthenticated")),
             tsn_cluster::auth::refused_calls(),
         );
-        self.leader.set(i64::from(self.state.try_read(|_| ()).is_some()));
+        self.leader
+            .set(i64::from(self.state.try_read(|_| ()).is_some()));
         let Some(views) = self.views() else {
             return;
         };

@@ -21,6 +21,7 @@
 mod commit;
 pub mod config;
 mod directory;
+mod feed;
 mod lease;
 mod metrics;
 mod mp3;

@@ -11,11 +11,12 @@
 //! - the [`Lease`] from the coordinator;
 //! - the cluster time ([`SharedClock`], sampled by the heartbeat loop),
 //!   the one source of every deciding timestamp;
-//! - the watchers of open timeline streams.
+//! - the watchers of open timeline streams, and their [`Feeds`].
 //!
 //! Lock order (a thread holding one may take only those after it):
-//! `store` → `commit` → `watchers`. `lease`, `coordinator_heard_at`,
-//! `recent` and `reconciled` are taken alone.
+//! `store` → `commit` → `watchers`, and `store` → `feeds` (then one
+//! feed's own lock). `lease`, `coordinator_heard_at`, `recent` and
+//! `reconciled` are taken alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,6 +33,7 @@ use tsn_datastore::journal::{Line, RecentLines};
 use tsn_datastore::{validate, Layout, Op, Store};
 
 use crate::commit::CommitTracker;
+use crate::feed::{Feed, Feeds};
 use crate::lease::Lease;
 use crate::metrics::ServerMetrics;
 use crate::write_queue::{WriteOutcome, WriteQueue, Written};
@@ -71,6 +73,8 @@ pub struct Node {
     commit_seq: watch::Sender<u64>,
     /// The open timeline streams' wake-up channels, by timeline owner.
     watchers: Mutex<HashMap<u32, watch::Sender<u64>>>,
+    /// The open timeline streams' new lines, handed over by the writer.
+    pub feeds: Feeds,
     lease: Mutex<Lease>,
     /// When the last heartbeat the coordinator answered was sent.
     coordinator_heard_at: Mutex<Option<Instant>>,
@@ -127,6 +131,7 @@ impl Node {
             commit: Mutex::new(CommitTracker::new(last_seq, last_epoch)),
             commit_seq: watch::channel(0).0,
             watchers: Mutex::new(HashMap::new()),
+            feeds: Feeds::default(),
             lease: Mutex::new(Lease::default()),
             coordinator_heard_at: Mutex::new(None),
             clock,
@@ -441,6 +446,13 @@ impl Node {
             .values()
             .map(|w| w.receiver_count())
             .sum()
+    }
+
+    /// A feed of `user`'s new lines for one stream, complete after the
+    /// journal's end now.
+    pub fn register_feed(&self, user: u32) -> Arc<Feed> {
+        let durable = lock(&self.store).last_seq();
+        self.feeds.register(user, durable)
     }
 
     /// A receiver that changes whenever `user`'s timeline gets a committed line.

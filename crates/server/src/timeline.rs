@@ -75,6 +75,7 @@ async fn send_posts(
 ) {
     // Subscribe before reading, so that no line committed in between is missed.
     let mut changed = node.watch_timeline(user);
+    let feed = node.register_feed(user);
     let mut role = node.subscribe_role();
     let epoch = role.borrow_and_update().epoch;
     let layout = node.layout.clone();
@@ -122,13 +123,23 @@ async fn send_posts(
         if upto <= last {
             continue;
         }
-        let l = layout.clone();
-        let after = last;
-        let lines = tokio::task::spawn_blocking(move || {
-            read_timeline_after(&l, user, after, upto, RESUME_MAX_POSTS)
-        })
-        .await
-        .unwrap_or_default();
+        // The writer's feed has the lines once this stream caught up with
+        // it; before that (or after it overflowed), the file.
+        let lines: Vec<Arc<TimelineLine>> = match feed.take(last, upto) {
+            Some(lines) => lines,
+            None => {
+                let l = layout.clone();
+                let after = last;
+                tokio::task::spawn_blocking(move || {
+                    read_timeline_after(&l, user, after, upto, RESUME_MAX_POSTS)
+                })
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+            }
+        };
         last = upto;
         for line in lines.iter().filter(|l| l.post.author != user) {
             if tx.send(Ok(message(line))).await.is_err() {
