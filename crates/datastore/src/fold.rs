@@ -35,6 +35,10 @@ pub struct JournalFold {
     local_followers: HashMap<u32, BTreeMap<u32, i64>>,
     /// (user, follower) -> version of the last change of that edge.
     edge_versions: HashMap<(u32, u32), u64>,
+    /// (user, follower) -> seq of the entry of this journal that added the
+    /// edge now in `followers`. A post committed before it is not the
+    /// follower's to get live: the edge's backfill brings it, in order.
+    edge_added_at: HashMap<(u32, u32), u64>,
     /// Timeline owner -> hashes of the post ids it holds.
     timeline_posts: HashMap<u32, HashSet<u64>>,
     /// Timeline owner -> seq of its newest line.
@@ -146,7 +150,7 @@ impl JournalFold {
             } => {
                 self.last_ts_ms = self.last_ts_ms.max(*since_ms);
                 if self.own_follower_edge(&entry.op).is_some() {
-                    self.add_follower(*target, *user, *since_ms, entry.seq);
+                    self.add_follower(*target, *user, *since_ms, entry.seq, entry.seq);
                 }
                 self.following
                     .entry(*user)
@@ -184,7 +188,7 @@ impl JournalFold {
                 follower,
                 since_ms,
                 version,
-            } => self.add_follower(*user, *follower, *since_ms, *version),
+            } => self.add_follower(*user, *follower, *since_ms, *version, entry.seq),
             Op::RemoveFollower {
                 user,
                 follower,
@@ -197,8 +201,9 @@ impl JournalFold {
         }
     }
 
-    fn add_follower(&mut self, user: u32, follower: u32, since_ms: i64, version: u64) {
+    fn add_follower(&mut self, user: u32, follower: u32, since_ms: i64, version: u64, seq: u64) {
         self.edge_versions.insert((user, follower), version);
+        self.edge_added_at.insert((user, follower), seq);
         self.followers
             .entry(user)
             .or_default()
@@ -207,6 +212,7 @@ impl JournalFold {
 
     fn remove_follower(&mut self, user: u32, follower: u32, version: u64) {
         self.edge_versions.insert((user, follower), version);
+        self.edge_added_at.remove(&(user, follower));
         if let Some(f) = self.followers.get_mut(&user) {
             f.remove(&follower);
         }
@@ -278,6 +284,22 @@ impl JournalFold {
         self.followers
             .get(&user)
             .map(|f| f.iter().map(|(u, s)| (*u, *s)).collect())
+            .unwrap_or_default()
+    }
+
+    /// `user`'s followers as [`JournalFold::followers`], each with the seq
+    /// of the entry of this journal that added its edge.
+    pub fn followers_added_at(&self, user: u32) -> Vec<(u32, i64, u64)> {
+        self.followers
+            .get(&user)
+            .map(|f| {
+                f.iter()
+                    .map(|(u, s)| {
+                        let at = self.edge_added_at.get(&(user, *u)).copied();
+                        (*u, *s, at.unwrap_or(0))
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -483,6 +505,11 @@ mod tests {
         // unfollow (v5), follow again (v7), any order: a follower.
         let s = apply_all(&[add(7), remove(5), add(7)]);
         assert_eq!(s.followers(1), vec![(2, 10)]);
+        // The edge is known with the entry that added it (seq 1 here)...
+        assert_eq!(s.followers_added_at(1), vec![(2, 10, 1)]);
+        // ...and a follow again after an unfollow with its own entry.
+        let s = apply_all(&[add(5), remove(6), add(7)]);
+        assert_eq!(s.followers_added_at(1), vec![(2, 10, 3)]);
     }
 
     #[test]

@@ -231,9 +231,13 @@ impl Replica for ReplicaService {
                 user: u,
                 followers: store
                     .state()
-                    .followers(u)
+                    .followers_added_at(u)
                     .into_iter()
-                    .map(|(user, since_ms)| Follower { user, since_ms })
+                    .map(|(user, since_ms, added_seq)| Follower {
+                        user,
+                        since_ms,
+                        added_seq,
+                    })
                     .collect(),
             })
             .collect();

@@ -29,7 +29,9 @@
 //!   views of where a user lives agreeing.
 //! * `Post(p)`, `d != own`: one `Deliver{[f..], p}` naming every follower
 //!   `f` of the author with `home(f) == d` that followed at or before the
-//!   post. (Followers on `own` got the post in its own journal entry: the
+//!   post and whose edge was added to this journal before the post's entry
+//!   (an edge added later brings the post with its backfill, so that the
+//!   author's posts reach `f` in order). (Followers on `own` got the post in its own journal entry: the
 //!   primary writes it into their timelines when it commits the post.)
 //! * `AddFollower{b, a}`, `home(a) == d != own`, `a` still follows `b`:
 //!   `Deliver{[a], p}` for each post of `b` since the follow (a backfill: the
@@ -65,6 +67,9 @@ pub struct Lookups {
     /// Author of a post of the batch -> its followers, looked up after the
     /// batch was committed.
     pub followers: HashMap<u32, FollowerList>,
+    /// (author, follower) -> the seq of the entry of this journal that
+    /// added the edge (absent: 0, an edge older than any entry here).
+    pub added_at: HashMap<(u32, u32), u64>,
     /// User -> the cluster that serves it.
     pub homes: HashMap<u32, u32>,
 }
@@ -237,6 +242,14 @@ pub fn derive(
                     .ok_or(DeriveError::Followers(post.author))?;
                 let mut to = Vec::new();
                 for (follower, since_ms) in followers {
+                    // An edge added after this post (the lookup was made
+                    // later) brings the post with its backfill, in its
+                    // author's order; sent live now, it would arrive
+                    // before the older posts that backfill brings.
+                    let added_at = lookups.added_at.get(&(post.author, *follower));
+                    if added_at.is_some_and(|&at| at > entry.seq) {
+                        continue;
+                    }
                     if *since_ms <= post.ts_ms && home(lookups, *follower)? == dest {
                         to.push(*follower);
                     }
@@ -613,6 +626,45 @@ mod tests {
                     post: post(1, "1-b", 2_000)
                 },
             ]
+        );
+    }
+
+    /// The race: posts 1-a and 1-b are committed before 2's edge (seq 9),
+    /// but the batch of 1-b is looked up after the edge was added. 1-b
+    /// must not go live ahead of the backfill, or 2 would get 1-b before
+    /// 1-a; the edge's backfill brings both, in order.
+    #[test]
+    fn a_post_committed_before_its_follower_s_edge_comes_with_the_backfill() {
+        let entries = [
+            entry(5, Op::Post(post(1, "1-b", 2_000))),
+            add_follower(9, 1, 2, 1_000),
+            entry(10, Op::Post(post(1, "1-c", 3_000))),
+        ];
+        let mut l = lookups(&[(1, &[(2, 1_000)])]);
+        l.added_at.insert((1, 2), 9);
+        let mut b = current(&[(1, &[(2, 1_000)])]);
+        b.posts.insert(
+            (1, 1_000),
+            vec![post(1, "1-a", 1_500), post(1, "1-b", 2_000)],
+        );
+        let deliver = |id: &str, ts| Op::Deliver {
+            to: vec![2],
+            post: post(1, id, ts),
+        };
+        assert_eq!(
+            derive(OWN, 2, &entries, &l, &b).unwrap(),
+            vec![
+                deliver("1-a", 1_500),
+                deliver("1-b", 2_000),
+                deliver("1-c", 3_000)
+            ],
+            "in the author's order, 1-b once"
+        );
+        // Without the edge's seq (an older primary), the post goes live.
+        l.added_at.clear();
+        assert_eq!(
+            derive(OWN, 2, &entries[..1], &l, &b).unwrap(),
+            vec![deliver("1-b", 2_000)]
         );
     }
 

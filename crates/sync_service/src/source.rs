@@ -320,7 +320,7 @@ impl Source {
         let mut lookups = Lookups::default();
         let authors = followers_needed(entries);
         if !authors.is_empty() {
-            lookups.followers = self.followers(&authors).await?;
+            (lookups.followers, lookups.added_at) = self.followers_added_at(&authors).await?;
         }
         let users = homes_needed(entries, &lookups);
         if !users.is_empty() {
@@ -335,6 +335,16 @@ impl Source {
         &self,
         users: &BTreeSet<u32>,
     ) -> anyhow::Result<HashMap<u32, FollowerList>> {
+        Ok(self.followers_added_at(users).await?.0)
+    }
+
+    /// [`Source::followers`], and the seq of the entry that added each edge
+    /// ((user, follower) -> seq).
+    pub async fn followers_added_at(
+        &self,
+        users: &BTreeSet<u32>,
+    ) -> anyhow::Result<(HashMap<u32, FollowerList>, HashMap<(u32, u32), u64>)> {
+        let mut added_at = HashMap::new();
         let mut found: HashMap<u32, FollowerList> =
             users.iter().map(|u| (*u, BTreeMap::new())).collect();
         let users: Vec<u32> = users.iter().copied().collect();
@@ -357,6 +367,7 @@ impl Source {
                 for follower in list.followers {
                     if (1..=USER_ID_MAX).contains(&follower.user) {
                         followers.insert(follower.user, follower.since_ms);
+                        added_at.insert((list.user, follower.user), follower.added_seq);
                     } else {
                         tracing::warn!(
                             user = list.user,
@@ -368,7 +379,7 @@ impl Source {
                 }
             }
         }
-        Ok(found)
+        Ok((found, added_at))
     }
 }
 

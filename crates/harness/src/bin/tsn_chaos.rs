@@ -109,18 +109,6 @@ async fn run(args: Args, seed: u64) {
             other => panic!("user {follower} FOLLOW {followee}: {other:?}"),
         }
     }
-    // Every follower list is whole before the writers start: a post made
-    // while a cross-cluster follow is still on its way may reach the
-    // follower after later posts of its author (see the README's known
-    // limits); this run is about faults, not about that race.
-    for &followee in &users {
-        let want: std::collections::BTreeSet<String> = follows
-            .iter()
-            .filter(|f| f.followee == followee)
-            .map(|f| f.follower.to_string())
-            .collect();
-        d.wait_followers(followee, want).await;
-    }
     let load = Load::start(&d.coord_addr(), &users);
     let mut nemesis = Nemesis::new(seed, args.clusters, args.secondaries);
     let started = Instant::now();
