@@ -9,8 +9,9 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tsn_proto::csce438::{coord_service_client::CoordServiceClient, Id, ServerInfo};
 use tsn_proto::tsn::{
-    coordinator_client::CoordinatorClient, AssignRequest, ClusterView, ClustersRequest,
-    HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
+    accounts_client::AccountsClient, coordinator_client::CoordinatorClient, AssignRequest,
+    ClusterView, ClustersRequest, HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
+    ResolveReply, ResolveRequest, SignUpReply, SignUpRequest,
 };
 
 use crate::auth::{Attach, AuthChannel, ClusterAuth};
@@ -40,14 +41,15 @@ pub fn stream_channel(addr: &str) -> anyhow::Result<Channel> {
     Ok(endpoint.connect_lazy())
 }
 
-/// A client of the coordinator: the classic `GetServer` (open to anyone)
-/// and the internal `tsn.Coordinator` calls, which carry the cluster secret
+/// A client of the coordinator: the classic `GetServer` and `tsn.Accounts`
+/// (open to anyone) and the internal `tsn.Coordinator` calls, which carry the cluster secret
 /// when the client has one.
 #[derive(Clone)]
 pub struct CoordClient {
     addr: String,
     control: CoordinatorClient<AuthChannel>,
     classic: CoordServiceClient<Channel>,
+    accounts: AccountsClient<Channel>,
 }
 
 impl CoordClient {
@@ -68,7 +70,8 @@ impl CoordClient {
             addr: addr.to_string(),
             control: CoordinatorClient::with_interceptor(ch.clone(), attach)
                 .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-            classic: CoordServiceClient::new(ch),
+            classic: CoordServiceClient::new(ch.clone()),
+            accounts: AccountsClient::new(ch),
         })
     }
 
@@ -86,6 +89,36 @@ impl CoordClient {
             .classic
             .clone()
             .get_server(Id { id: user as i32 })
+            .await?
+            .into_inner())
+    }
+
+    /// Signs up `handle` with `password` (open): the new account's id and
+    /// cluster. `ALREADY_EXISTS` when the handle is taken.
+    pub async fn sign_up(
+        &self,
+        handle: &str,
+        password: &str,
+    ) -> Result<SignUpReply, tonic::Status> {
+        Ok(self
+            .accounts
+            .clone()
+            .sign_up(SignUpRequest {
+                handle: handle.to_string(),
+                password: password.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The account of `handle` (open). `NOT_FOUND` when there is none.
+    pub async fn resolve(&self, handle: &str) -> Result<ResolveReply, tonic::Status> {
+        Ok(self
+            .accounts
+            .clone()
+            .resolve(ResolveRequest {
+                handle: handle.to_string(),
+            })
             .await?
             .into_inner())
     }

@@ -5,6 +5,7 @@
 //! * [`coord`]: a client of the coordinator with timeouts and reconnection.
 //! * [`heartbeat`]: the heartbeat loop of servers and sync services.
 //! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`).
+//! * [`password`]: account passwords, kept only as Argon2id hashes.
 //! * [`shutdown`]: the one shared signal that stops a process gracefully.
 //! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
@@ -14,6 +15,7 @@ pub mod coord;
 pub mod heartbeat;
 pub mod limits;
 pub mod net;
+pub mod password;
 pub mod retry;
 pub mod shutdown;
 pub mod sync;

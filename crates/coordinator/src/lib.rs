@@ -7,7 +7,7 @@
 //! Startup: parse the flags, bind the port, read the cluster secret, load
 //! (or clear) the stored
 //! state, say on stdout that it listens, then serve `tsn.Coordinator`, the
-//! classic `csce438.CoordService` and the MP3 variant's
+//! classic `csce438.CoordService`, `tsn.Accounts` and the MP3 variant's
 //! `csce438.SNSCoordinatorService` on that one port next to the failure
 //! detector loop, until the shutdown signal (Ctrl-C or SIGTERM for the
 //! binary). `tsn.Coordinator` and `tsn.Mp3Directory` are internal: they
@@ -20,7 +20,9 @@
 //! * `service`: the gRPC handlers.
 //! * `liveness`: the failure detector loop.
 //! * `mp3`: the MP3 variant's `FetchAssignment` and the MP3 listener directory.
+//! * `accounts`: `tsn.Accounts`, sign-ups and handle lookups (open).
 
+mod accounts;
 pub mod config;
 mod control;
 mod liveness;
@@ -40,6 +42,7 @@ use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
 use tsn_cluster::shutdown::Shutdown;
 use tsn_proto::csce438::coord_service_server::CoordServiceServer;
 use tsn_proto::mp3::sns_coordinator_service_server::SnsCoordinatorServiceServer;
+use tsn_proto::tsn::accounts_server::AccountsServer;
 use tsn_proto::tsn::coordinator_server::CoordinatorServer;
 use tsn_proto::tsn::mp3_directory_server::Mp3DirectoryServer;
 
@@ -99,6 +102,7 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
     ));
 
     let mp3 = mp3::Mp3Coordinator::new(state.clone());
+    let accounts = accounts::AccountsService::new(state.clone());
     let service = CoordinatorService::new(state);
     let incoming =
         tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
@@ -121,6 +125,9 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
                     .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
             )
             .add_service(auth.guard(Mp3DirectoryServer::new(mp3)))
+            .add_service(
+                AccountsServer::new(accounts).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+            )
             .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
             .await
             .context("serving gRPC")

@@ -37,10 +37,11 @@ impl CoordinatorService {
     }
 }
 
-fn status(e: Error) -> Status {
+pub(crate) fn status(e: Error) -> Status {
     match e {
         Error::InvalidArgument(m) => Status::invalid_argument(m),
         Error::AlreadyExists(m) => Status::already_exists(m),
+        Error::NotFound(m) => Status::not_found(m),
         Error::ResourceExhausted(m) => Status::resource_exhausted(m),
         Error::Unavailable(m) => Status::unavailable(m),
         // Callers retry; the disk may come back.

@@ -78,6 +78,9 @@ impl ControlPlane {
             }
         }
         self.persistence.append_assignments(&new)?;
+        if let Some(highest) = new.iter().map(|a| a.user).max() {
+            self.next_user = self.next_user.max(highest.saturating_add(1));
+        }
         self.assignments.extend(fresh);
         Ok(clusters)
     }

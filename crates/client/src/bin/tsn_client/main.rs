@@ -1,8 +1,10 @@
 //! `tsn_client`: the tsn client.
 //!
 //! Without a command it is an interactive session like the classic Tiny SNS
-//! client; with one (`follow`, `unfollow`, `list`, `post`, `timeline`) it
-//! runs it and exits, for scripts. Either way it finds the primary of the
+//! client; with one (`follow`, `unfollow`, `list`, `post`, `timeline`,
+//! `signup`) it runs it and exits, for scripts. The user is a client id
+//! (`-i 4`) or an account's handle (`-u alice`), which the coordinator
+//! resolves to its id. Either way it finds the primary of the
 //! user's cluster through the coordinator and fails over by itself, and it
 //! first re-sends any post an earlier run left unacknowledged.
 //!
@@ -19,7 +21,9 @@ mod line_editor;
 mod line_reader;
 mod list;
 mod output;
+mod password;
 mod post;
+mod signup;
 mod timeline;
 
 use std::path::PathBuf;
@@ -35,6 +39,7 @@ use tsn_client::pending::PendingStore;
 use tsn_client::{post_text, reply, user_policy, user_router};
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::shutdown::Shutdown;
+use tsn_datastore::handle::Handle;
 
 use crate::follow::Relation;
 use crate::output::Output;
@@ -58,14 +63,19 @@ struct Cli {
     #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
     coordinator: String,
 
-    /// Your client id: a positive integer.
+    /// Your client id: a positive integer (or give your handle with -u).
     #[arg(
         short = 'i',
         long = "id",
         value_name = "ID",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        conflicts_with = "handle"
     )]
-    id: String,
+    id: Option<String>,
+
+    /// Your account's handle (instead of -i).
+    #[arg(short = 'u', long = "user", value_name = "HANDLE")]
+    handle: Option<String>,
 
     /// The classic client's own port: accepted so that the classic command
     /// lines (`tsn_client -c <coordIP>:<coordPort> -p <clientPort> -i
@@ -160,6 +170,16 @@ enum Command {
         )]
         duration_ms: Option<u64>,
     },
+    /// Create an account: a handle unique across tsn and a new client id.
+    /// Asks for the password at the terminal, without echo.
+    Signup {
+        /// 1-30 letters a-z, digits and '_' (not digits only), in any case.
+        #[arg(value_name = "HANDLE")]
+        handle: String,
+        /// Read the password from the first line of stdin instead.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 /// What to do, with every argument checked: nothing invalid gets this far.
@@ -175,6 +195,7 @@ enum Action {
         max_posts: Option<u64>,
         duration: Option<Duration>,
     },
+    SignUp(Handle, password::Source),
 }
 
 impl Action {
@@ -209,7 +230,23 @@ impl Action {
                 max_posts,
                 duration: duration_ms.map(Duration::from_millis),
             },
+            Some(Command::Signup {
+                handle,
+                password_stdin,
+            }) => Action::SignUp(
+                Handle::parse(&handle).map_err(anyhow::Error::msg)?,
+                if password_stdin {
+                    password::Source::Stdin
+                } else {
+                    password::Source::Terminal
+                },
+            ),
         })
+    }
+
+    /// Whether it acts as a user (and needs -i or -u).
+    fn needs_user(&self) -> bool {
+        !matches!(self, Action::SignUp(..))
     }
 
     /// Whether a signal is the normal way to end it (exit 0), rather than
@@ -279,18 +316,34 @@ async fn run(cli: Cli) -> i32 {
     }
 }
 
+/// Who the client acts as.
+enum Who {
+    /// No one (`signup`).
+    Nobody,
+    Id(u32),
+    /// An account's handle, resolved at the coordinator.
+    Handle(Handle),
+}
+
 /// Everything checked before anything is sent or stored.
 struct Prepared {
     coord: CoordClient,
-    user: u32,
+    who: Who,
     state_dir: PathBuf,
     out: Output,
     retry_for: Duration,
 }
 
 fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
-    let user = ids::parse_id(&cli.id, "client id").map_err(anyhow::Error::msg)?;
     let action = Action::from_command(cli.command)?;
+    let who = match (cli.id, cli.handle) {
+        (Some(id), _) => Who::Id(ids::parse_id(&id, "client id").map_err(anyhow::Error::msg)?),
+        (None, Some(handle)) => Who::Handle(Handle::parse(&handle).map_err(anyhow::Error::msg)?),
+        (None, None) if action.needs_user() => {
+            bail!("say who you are: -i <client id> or -u <handle>")
+        }
+        (None, None) => Who::Nobody,
+    };
     if let Some(port) = cli.port {
         tracing::debug!(port, "the classic client port is not used");
     }
@@ -298,7 +351,7 @@ fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
         CoordClient::new(&cli.coordinator).map_err(|e| anyhow!("bad coordinator address: {e}"))?;
     let prepared = Prepared {
         coord,
-        user,
+        who,
         state_dir: cli.state_dir.unwrap_or_else(default_state_dir),
         out: Output::new(cli.json),
         retry_for: Duration::from_millis(cli.retry_for_ms),
@@ -307,9 +360,19 @@ fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
 }
 
 async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
-    let store = PendingStore::open(&p.state_dir, p.user)?;
+    if let Action::SignUp(handle, source) = &action {
+        let password = password::read(*source, true)?;
+        let reply = signup::run(&p.coord, handle, &password).await?;
+        signup::print(&p.out, &reply)?;
+        return Ok(());
+    }
+    let user = match &p.who {
+        Who::Id(id) => *id,
+        Who::Handle(handle) => resolve(&p.coord, handle).await?,
+        Who::Nobody => bail!("say who you are: -i <client id> or -u <handle>"),
+    };
+    let store = PendingStore::open(&p.state_dir, user)?;
     let router = user_router(p.coord);
-    let user = p.user;
     let policy = user_policy(Some(p.retry_for));
     let resent = tsn_client::post::resend_pending(&router, user, &store, &policy).await?;
     for (post_id, error) in &resent.dropped {
@@ -353,6 +416,7 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
             timeline::print(&out, &posts)?;
             Ok(())
         }
+        Action::SignUp(..) => Ok(()),
         Action::Watch {
             max_posts,
             duration,
@@ -365,6 +429,17 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
                     .unwrap_or(Ok(())),
             }
         }
+    }
+}
+
+/// The client id of the account `handle`.
+async fn resolve(coord: &CoordClient, handle: &Handle) -> anyhow::Result<u32> {
+    match coord.resolve(handle.as_str()).await {
+        Ok(account) => Ok(account.user),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            bail!("no account {handle}")
+        }
+        Err(status) => bail!("cannot look up {handle}: {}", status.message()),
     }
 }
 
@@ -445,6 +520,31 @@ mod tests {
         assert_eq!(err.to_string(), "post is longer than 1024 bytes");
         let cli = parse(&["-c", "h:1", "-i", "x"]).unwrap();
         assert!(prepare(cli).is_err());
+        let cli = parse(&["-c", "h:1", "-u", "no-dash", "list"]).unwrap();
+        assert!(prepare(cli).is_err());
+        let cli = parse(&["-c", "h:1", "list"]).unwrap();
+        let err = prepare(cli).err().unwrap().to_string();
+        assert!(err.contains("-u <handle>"), "{err}");
+        assert!(parse(&["-c", "h:1", "-i", "3", "-u", "alice", "list"]).is_err());
+    }
+
+    /// A runtime: `prepare` makes the coordinator's lazy channel.
+    #[tokio::test]
+    async fn signup_needs_no_user_and_a_valid_handle() {
+        let cli = parse(&["-c", "h:1", "signup", "Alice", "--password-stdin"]).unwrap();
+        let (action, prepared) = prepare(cli).unwrap();
+        let Action::SignUp(handle, password::Source::Stdin) = action else {
+            panic!("not a sign-up from stdin");
+        };
+        assert_eq!(handle.as_str(), "alice");
+        assert!(matches!(prepared.who, Who::Nobody));
+        let cli = parse(&["-c", "h:1", "signup", "12"]).unwrap();
+        assert!(prepare(cli).is_err());
+        let cli = parse(&["-c", "h:1", "signup", "bob"]).unwrap();
+        assert!(matches!(
+            prepare(cli).unwrap().0,
+            Action::SignUp(_, password::Source::Terminal)
+        ));
     }
 
     #[test]

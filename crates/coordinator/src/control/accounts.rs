@@ -1,0 +1,114 @@
+//! The handle registry: sign-ups and handle lookups.
+//!
+//! A handle is unique across tsn because this one place decides it, under
+//! the coordinator's state lock, whatever the clusters can see of each
+//! other. A sign-up takes a fresh client id (the one after the highest id
+//! ever assigned, so no classic client has used it) and assigns it to its cluster by the
+//! classic rule, then stores the account; both are durable before the
+//! reply. The password arrives already hashed: hashing is slow, and the
+//! handler does it outside the lock, between [`ControlPlane::admit_signup`]
+//! and [`ControlPlane::sign_up`].
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use tsn_datastore::handle::Handle;
+use tsn_datastore::limits::USER_ID_MAX;
+
+use super::rate::SIGNUPS_PER_PEER_PER_S;
+use super::{ControlPlane, Error, Result};
+use crate::persist::{AccountRecord, Assignment};
+
+impl ControlPlane {
+    /// Whether the caller at `peer` may sign up `handle` now: one token of
+    /// its sign-up bucket, and the handle still free. Checked before the
+    /// password is hashed, so a refused sign-up costs no hash.
+    pub fn admit_signup(
+        &mut self,
+        peer: Option<IpAddr>,
+        handle: &Handle,
+        now: Instant,
+    ) -> Result<()> {
+        self.check_handle_free(handle)?;
+        if let Some(peer) = peer {
+            if !self.signups.take(peer, 1, now) {
+                return Err(Error::ResourceExhausted(format!(
+                    "{peer} asked for more than {SIGNUPS_PER_PEER_PER_S} sign-ups per second; try again later"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the account `handle` with `password_hash` (Argon2id, PHC
+    /// string) at `now_ms` (wall clock, ms since the Unix epoch): a fresh
+    /// client id, assigned to its home cluster, both stored durably before
+    /// they are adopted.
+    pub fn sign_up(
+        &mut self,
+        handle: &Handle,
+        password_hash: String,
+        now_ms: i64,
+    ) -> Result<AccountRecord> {
+        self.check_handle_free(handle)?;
+        if self.assignments.len() >= self.users_max {
+            return Err(Error::ResourceExhausted(format!(
+                "the coordinator already serves {} users (--users-max)",
+                self.users_max
+            )));
+        }
+        let user = self.fresh_user()?;
+        let cluster = tsn_cluster::home_cluster(user, self.cluster_count);
+        let account = AccountRecord {
+            handle: handle.as_str().to_string(),
+            user,
+            cluster,
+            password_hash,
+            created_ms: now_ms,
+        };
+        // The id first: a crash between the two leaves an id assigned to
+        // nobody, never an account without its cluster.
+        self.persistence
+            .append_assignments(&[Assignment { user, cluster }])?;
+        self.assignments.insert(user, cluster);
+        self.next_user = user.saturating_add(1);
+        self.persistence.append_account(&account)?;
+        self.accounts
+            .insert(account.handle.clone(), account.clone());
+        tracing::info!(handle = %account.handle, user, cluster, "signed up");
+        Ok(account)
+    }
+
+    /// The account of `handle`.
+    pub fn resolve(&self, handle: &Handle) -> Result<&AccountRecord> {
+        self.accounts
+            .get(handle.as_str())
+            .ok_or_else(|| Error::NotFound(format!("no account {handle}")))
+    }
+
+    fn check_handle_free(&self, handle: &Handle) -> Result<()> {
+        if self.accounts.contains_key(handle.as_str()) {
+            return Err(Error::AlreadyExists(format!(
+                "the handle {handle} is taken"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The lowest id at or after `next_user` that nobody was ever assigned.
+    fn fresh_user(&self) -> Result<u32> {
+        let mut user = self.next_user.max(1);
+        while self.assignments.contains_key(&user) {
+            user = user.saturating_add(1);
+            if user > USER_ID_MAX {
+                break;
+            }
+        }
+        if user > USER_ID_MAX {
+            return Err(Error::ResourceExhausted(
+                "no client id is left for a new account".into(),
+            ));
+        }
+        Ok(user)
+    }
+}
