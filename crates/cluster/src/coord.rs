@@ -9,9 +9,9 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tsn_proto::csce438::{coord_service_client::CoordServiceClient, Id, ServerInfo};
 use tsn_proto::tsn::{
-    accounts_client::AccountsClient, coordinator_client::CoordinatorClient, AssignRequest,
-    ClusterView, ClustersRequest, HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
-    ResolveReply, ResolveRequest, SignUpReply, SignUpRequest,
+    accounts_client::AccountsClient, coordinator_client::CoordinatorClient, AccountReply,
+    AccountRequest, AssignRequest, ClusterView, ClustersRequest, HeartbeatReply, HeartbeatRequest,
+    InSyncChange, InSyncReply, ResolveReply, ResolveRequest, SignUpReply, SignUpRequest,
 };
 
 use crate::auth::{Attach, AuthChannel, ClusterAuth};
@@ -121,6 +121,18 @@ impl CoordClient {
             })
             .await?
             .into_inner())
+    }
+
+    /// The account of `user` as the coordinator's registry holds it
+    /// (internal: needs the secret). `None`: the user never signed up.
+    pub async fn account(&self, user: u32) -> Result<Option<AccountReply>, tonic::Status> {
+        let reply = self
+            .control
+            .clone()
+            .account(AccountRequest { user })
+            .await?
+            .into_inner();
+        Ok(reply.found.then_some(reply))
     }
 
     /// The cluster serving each user, in the order asked.

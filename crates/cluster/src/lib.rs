@@ -6,6 +6,7 @@
 //! * [`heartbeat`]: the heartbeat loop of servers and sync services.
 //! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`).
 //! * [`password`]: account passwords, kept only as Argon2id hashes.
+//! * [`session`]: session tokens: made, hashed, carried as `authorization: Bearer`.
 //! * [`shutdown`]: the one shared signal that stops a process gracefully.
 //! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod net;
 pub mod password;
 pub mod retry;
+pub mod session;
 pub mod shutdown;
 pub mod sync;
 

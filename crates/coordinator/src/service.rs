@@ -12,8 +12,8 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tsn_proto::csce438::{coord_service_server::CoordService, Id, ServerInfo};
 use tsn_proto::tsn::{
-    coordinator_server::Coordinator, AssignReply, AssignRequest, ClustersReply, ClustersRequest,
-    HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
+    coordinator_server::Coordinator, AccountReply, AccountRequest, AssignReply, AssignRequest,
+    ClustersReply, ClustersRequest, HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
 };
 
 use crate::control::{ControlPlane, Error};
@@ -99,6 +99,23 @@ impl Coordinator for CoordinatorService {
             .assign_for(peer, &users, Instant::now())
             .map_err(status)?;
         Ok(Response::new(AssignReply { clusters }))
+    }
+
+    async fn account(
+        &self,
+        request: Request<AccountRequest>,
+    ) -> Result<Response<AccountReply>, Status> {
+        let user = request.into_inner().user;
+        let state = lock(&self.state);
+        Ok(Response::new(match state.account_of(user) {
+            Some(a) => AccountReply {
+                found: true,
+                handle: a.handle.clone(),
+                password_hash: a.password_hash.clone(),
+                cluster: a.cluster,
+            },
+            None => AccountReply::default(),
+        }))
     }
 }
 

@@ -325,7 +325,7 @@ fn declared_services() -> Vec<(String, Vec<String>)> {
 
 /// The open services of `tsn.proto`: the client protocol carries no
 /// credentials.
-const OPEN_SERVICES: [&str; 2] = ["tsn.Posts", "tsn.Accounts"];
+const OPEN_SERVICES: [&str; 3] = ["tsn.Posts", "tsn.Accounts", "tsn.Sessions"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_of_every_internal_service_is_refused() {

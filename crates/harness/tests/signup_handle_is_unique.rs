@@ -32,9 +32,19 @@ fn read_lines(path: &Path) -> Vec<String> {
     }
 }
 
-async fn signup(coord: &str, handle: &str, password: &str) -> (i32, String, String) {
+async fn signup(d: &Deployment, handle: &str, password: &str) -> (i32, String, String) {
+    let state = d.client_state_dir();
     run_client_with_stdin(
-        &["-c", coord, "--json", "signup", handle, "--password-stdin"],
+        &[
+            "-c",
+            &d.coord_addr(),
+            "--state-dir",
+            &state.display().to_string(),
+            "--json",
+            "signup",
+            handle,
+            "--password-stdin",
+        ],
         &format!("{password}\n"),
     )
     .await
@@ -54,8 +64,8 @@ async fn one_handle_one_account_while_clusters_are_cut_off() {
     let coord = d.coord_addr();
 
     let (a, b) = tokio::join!(
-        signup(&coord, "alice", "first secret"),
-        signup(&coord, "Alice", "second secret")
+        signup(&d, "alice", "first secret"),
+        signup(&d, "Alice", "second secret")
     );
     let outcomes = [&a, &b];
     let winners: Vec<_> = outcomes.iter().filter(|o| o.0 == 0).collect();
@@ -66,7 +76,8 @@ async fn one_handle_one_account_while_clusters_are_cut_off() {
         losers[0].2.contains("the handle alice is taken"),
         "{outcomes:?}"
     );
-    let won: serde_json::Value = match serde_json::from_str(winners[0].1.trim()) {
+    let first_line = winners[0].1.lines().next().unwrap_or("");
+    let won: serde_json::Value = match serde_json::from_str(first_line) {
         Ok(v) => v,
         Err(e) => panic!("{e}: {:?}", winners[0]),
     };
@@ -95,7 +106,7 @@ async fn one_handle_one_account_while_clusters_are_cut_off() {
     assert!(!lines[0].contains("secret"), "{}", lines[0]);
 
     // The next account lands on the other cluster.
-    let (code, out, err) = signup(&coord, "bob", "pw").await;
+    let (code, out, err) = signup(&d, "bob", "pw").await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("\"id\":4") && out.contains("\"cluster\":2"),
@@ -105,15 +116,29 @@ async fn one_handle_one_account_while_clusters_are_cut_off() {
     // The coordinator forgets nothing when it is killed.
     d.kill9(Member::Coordinator);
     d.restart(Member::Coordinator).await;
-    let (code, _, err) = signup(&coord, "ALICE", "third secret").await;
+    let (code, _, err) = signup(&d, "ALICE", "third secret").await;
     assert_eq!(code, 1);
     assert!(err.contains("taken"), "{err}");
     let found = open.resolve("bob").await.unwrap_or_else(|s| panic!("{s}"));
     assert_eq!(found.user, 4);
     assert_eq!(registry_lines(&d).len(), 2);
-    // A handle's account acts as its id.
-    let (code, out, err) =
-        run_client_with_stdin(&["-c", &coord, "-u", "Bob", "--json", "list"], "").await;
+    // A handle's account acts as its id, with the session its sign-up
+    // saved.
+    let state = d.client_state_dir().display().to_string();
+    let (code, out, err) = run_client_with_stdin(
+        &[
+            "-c",
+            &coord,
+            "--state-dir",
+            &state,
+            "-u",
+            "Bob",
+            "--json",
+            "list",
+        ],
+        "",
+    )
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("all_users"), "{out}");
 }
@@ -170,10 +195,15 @@ async fn every_refused_account_call_changes_nothing() {
     }
     // The client refuses a bad handle before sending anything, and says
     // so on one line.
-    let (code, _, err) = signup(&coord, "bad handle", "pw").await;
+    let (code, _, err) = signup(&d, "bad handle", "pw").await;
     assert_eq!(code, 1);
     assert!(err.starts_with("error: a handle holds only"), "{err}");
-    let (code, _, err) = run_client_with_stdin(&["-c", &coord, "-u", "nobody", "list"], "").await;
+    let state = d.client_state_dir().display().to_string();
+    let (code, _, err) = run_client_with_stdin(
+        &["-c", &coord, "--state-dir", &state, "-u", "nobody", "list"],
+        "",
+    )
+    .await;
     assert_eq!(code, 1);
     assert!(err.contains("no account nobody"), "{err}");
     // A caller that signs up faster than its bucket refills is refused

@@ -63,6 +63,11 @@ pub struct Config {
     #[arg(long, default_value_t = tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS)]
     pub first_byte_timeout_ms: u64,
 
+    /// Every client call needs the session token of an account: ids that
+    /// never signed up are refused too (classic clients then cannot act).
+    #[arg(long)]
+    pub require_accounts: bool,
+
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
 }

@@ -166,6 +166,7 @@ impl PrimaryHandle {
             max_client_connections: None,
             first_byte_timeout_ms: tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS,
             mp3_port: 0,
+            require_accounts: false,
             secret: SecretArgs::file(secret_file()),
         };
         let (stop, shutdown) = Shutdown::new();

@@ -73,6 +73,8 @@ impl ControlPlane {
         self.assignments.insert(user, cluster);
         self.next_user = user.saturating_add(1);
         self.persistence.append_account(&account)?;
+        self.account_handles
+            .insert(account.user, account.handle.clone());
         self.accounts
             .insert(account.handle.clone(), account.clone());
         tracing::info!(handle = %account.handle, user, cluster, "signed up");
@@ -84,6 +86,13 @@ impl ControlPlane {
         self.accounts
             .get(handle.as_str())
             .ok_or_else(|| Error::NotFound(format!("no account {handle}")))
+    }
+
+    /// The account whose id is `user`, if `user` signed up.
+    pub fn account_of(&self, user: u32) -> Option<&AccountRecord> {
+        self.account_handles
+            .get(&user)
+            .and_then(|h| self.accounts.get(h))
     }
 
     fn check_handle_free(&self, handle: &Handle) -> Result<()> {

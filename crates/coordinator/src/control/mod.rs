@@ -79,6 +79,8 @@ pub struct ControlPlane {
     new_users: rate::Buckets,
     /// The handle registry: handle (lower case) -> account.
     accounts: BTreeMap<String, AccountRecord>,
+    /// The handle of each account's id.
+    account_handles: HashMap<u32, String>,
     /// Sign-ups per caller per second.
     signups: rate::Buckets,
     /// Where the search for a fresh id of a new account starts: past every
@@ -155,6 +157,10 @@ impl ControlPlane {
             persistence,
             users_max: ASSIGNED_USERS_MAX,
             new_users: rate::Buckets::default(),
+            account_handles: accounts
+                .values()
+                .map(|a: &AccountRecord| (a.user, a.handle.clone()))
+                .collect(),
             accounts,
             signups: rate::Buckets::signups(),
             next_user,

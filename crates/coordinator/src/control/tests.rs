@@ -849,6 +849,8 @@ fn a_handle_is_signed_up_once_case_insensitively_and_gets_a_fresh_id() {
     let bob = st.sign_up(&handle("bob"), HASH.into(), 9).unwrap();
     assert_eq!((bob.user, bob.cluster), (7, 1));
     assert_eq!(st.resolve(&handle("ALICE")).unwrap().user, 6);
+    assert_eq!(st.account_of(6).unwrap().handle, "alice");
+    assert!(st.account_of(5).is_none());
     assert!(matches!(
         st.resolve(&handle("carol")),
         Err(Error::NotFound(_))
@@ -858,6 +860,7 @@ fn a_handle_is_signed_up_once_case_insensitively_and_gets_a_fresh_id() {
     drop(st);
     let mut st = f.open(3, 0);
     assert_eq!(st.resolve(&handle("alice")).unwrap(), &alice);
+    assert_eq!(st.account_of(7).unwrap().handle, "bob");
     assert!(st.sign_up(&handle("bob"), HASH.into(), 10).is_err());
     assert_eq!(
         st.sign_up(&handle("carol"), HASH.into(), 11).unwrap().user,

@@ -90,6 +90,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
 pub async fn log_in(
     router: &Router,
     user: u32,
+    handle: Option<&str>,
     out: Output,
     policy: &RetryPolicy,
 ) -> anyhow::Result<()> {
@@ -98,13 +99,13 @@ pub async fn log_in(
     let route = router
         .call(user, policy, |route| async move { Ok(route) })
         .await?;
-    if out.json() {
-        out.json_line(&serde_json::json!({
+    match handle {
+        Some(handle) => crate::login::print_logged_in(&out, handle, user, route.cluster)?,
+        None if out.json() => out.json_line(&serde_json::json!({
             "logged_in": user,
             "cluster": route.cluster,
-        }))?;
-    } else {
-        out.line(&format!("logged in as {user} on cluster {}", route.cluster))?;
+        }))?,
+        None => out.line(&format!("logged in as {user} on cluster {}", route.cluster))?,
     }
     Ok(())
 }

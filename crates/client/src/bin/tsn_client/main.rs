@@ -20,6 +20,7 @@ mod interactive;
 mod line_editor;
 mod line_reader;
 mod list;
+mod login;
 mod output;
 mod password;
 mod post;
@@ -170,6 +171,16 @@ enum Command {
         )]
         duration_ms: Option<u64>,
     },
+    /// Log in to your account (-u HANDLE): asks for the password at the
+    /// terminal, without echo, and keeps the session token in the state
+    /// directory for later commands.
+    Login {
+        /// Read the password from the first line of stdin instead.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// End the session of your account, here and on tsn.
+    Logout,
     /// Create an account: a handle unique across tsn and a new client id.
     /// Asks for the password at the terminal, without echo.
     Signup {
@@ -196,6 +207,8 @@ enum Action {
         duration: Option<Duration>,
     },
     SignUp(Handle, password::Source),
+    LogIn(password::Source),
+    LogOut,
 }
 
 impl Action {
@@ -230,6 +243,12 @@ impl Action {
                 max_posts,
                 duration: duration_ms.map(Duration::from_millis),
             },
+            Some(Command::Login { password_stdin }) => Action::LogIn(if password_stdin {
+                password::Source::Stdin
+            } else {
+                password::Source::Terminal
+            }),
+            Some(Command::Logout) => Action::LogOut,
             Some(Command::Signup {
                 handle,
                 password_stdin,
@@ -364,6 +383,13 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
         let password = password::read(*source, true)?;
         let reply = signup::run(&p.coord, handle, &password).await?;
         signup::print(&p.out, &reply)?;
+        // Logged in at once: the account's cluster learns of it now, and
+        // from then on its id refuses calls without the token.
+        let policy = user_policy(Some(p.retry_for));
+        let session = login::log_in(&p.coord, reply.user, &password, &policy).await?;
+        tsn_client::session::save(&p.state_dir, &session)
+            .map_err(|e| anyhow!("cannot keep the session in {}: {e}", p.state_dir.display()))?;
+        login::print_logged_in(&p.out, &session.handle, reply.user, reply.cluster)?;
         return Ok(());
     }
     let user = match &p.who {
@@ -371,9 +397,32 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
         Who::Handle(handle) => resolve(&p.coord, handle).await?,
         Who::Nobody => bail!("say who you are: -i <client id> or -u <handle>"),
     };
+    let policy = user_policy(Some(p.retry_for));
+    if let Action::LogIn(source) = &action {
+        let password = password::read(*source, false)?;
+        let session = login::log_in(&p.coord, user, &password, &policy).await?;
+        tsn_client::session::save(&p.state_dir, &session)
+            .map_err(|e| anyhow!("cannot keep the session in {}: {e}", p.state_dir.display()))?;
+        let info = p.coord.get_server(user).await;
+        let cluster = info.map(|i| i.cluster_id as u32).unwrap_or(0);
+        login::print_logged_in(&p.out, &session.handle, user, cluster)?;
+        return Ok(());
+    }
     let store = PendingStore::open(&p.state_dir, user)?;
     let router = user_router(p.coord);
-    let policy = user_policy(Some(p.retry_for));
+    // A saved session of this user: every call carries its token.
+    let mut handle = match &p.who {
+        Who::Handle(h) => Some(h.as_str().to_string()),
+        _ => None,
+    };
+    match tsn_client::session::load(&p.state_dir, user, tsn_datastore::record::now_ms()) {
+        Ok(Some(session)) => {
+            router.set_token(Some(&session.token))?;
+            handle = Some(session.handle);
+        }
+        Ok(None) => {}
+        Err(why) => eprintln!("warning: {why}"),
+    }
     let resent = tsn_client::post::resend_pending(&router, user, &store, &policy).await?;
     for (post_id, error) in &resent.dropped {
         eprintln!("warning: dropped pending post {post_id}: {error}");
@@ -384,7 +433,7 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
     let out = p.out;
     match action {
         Action::Interactive => {
-            interactive::log_in(&router, user, out, &policy).await?;
+            interactive::log_in(&router, user, handle.as_deref(), out, &policy).await?;
             interactive::run(&router, user, &store, out, &policy).await
         }
         Action::Relation(relation, target) => {
@@ -416,7 +465,17 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
             timeline::print(&out, &posts)?;
             Ok(())
         }
-        Action::SignUp(..) => Ok(()),
+        Action::SignUp(..) | Action::LogIn(_) => Ok(()),
+        Action::LogOut => {
+            login::log_out(&router, user, &policy).await?;
+            tsn_client::session::remove(&p.state_dir, user)?;
+            if out.json() {
+                out.json_line(&serde_json::json!({"logged_out": user}))?;
+            } else {
+                out.line("logged out")?;
+            }
+            Ok(())
+        }
         Action::Watch {
             max_posts,
             duration,

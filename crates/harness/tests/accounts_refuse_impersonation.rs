@@ -1,0 +1,255 @@
+//! Accounts protect their ids: once an account has a password, every call
+//! acting as it needs the token of a live session, and a call without one,
+//! with a wrong one or with a logged-out one is refused with
+//! `UNAUTHENTICATED` and stores nothing anywhere (checked in every file of
+//! every server). A session survives a `kill -9` of the client (the next
+//! run uses the saved token) and of the primary (the promoted secondary
+//! has the session in its journal). Ids that never signed up work as
+//! before.
+//!
+//! Build the binaries first: `cargo build --bins`.
+
+mod common;
+
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataValue;
+use tonic::Code;
+use tsn_harness::attack::files_holding;
+use tsn_harness::direct::{post_request, posts_client, request, sessions_client, sns_client};
+use tsn_harness::{run_client_with_stdin, Deployment, InteractiveClient};
+use tsn_proto::csce438::Message;
+use tsn_proto::tsn::{LoginRequest, LogoutRequest};
+
+use common::{ready_for_failover, start};
+
+/// How long an interactive client may take to show its first line.
+const CLIENT_START_DEADLINE_MS: u64 = 30_000;
+
+/// `tsn_client` runs against one deployment, with its state directory.
+struct Client {
+    coord: String,
+    state: String,
+}
+
+impl Client {
+    fn of(d: &Deployment) -> Client {
+        Client {
+            coord: d.coord_addr(),
+            state: d.client_state_dir().display().to_string(),
+        }
+    }
+
+    async fn run(&self, rest: &[&str], input: &str) -> (i32, String, String) {
+        let mut args = vec!["-c", &self.coord, "--state-dir", &self.state];
+        args.extend_from_slice(rest);
+        run_client_with_stdin(&args, input).await
+    }
+
+    /// Runs, expecting exit 0; returns stdout.
+    async fn ok(&self, rest: &[&str], input: &str) -> String {
+        let (code, out, err) = self.run(rest, input).await;
+        assert_eq!(code, 0, "tsn_client {rest:?}: {out}{err}");
+        out
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    match MetadataValue::try_from(format!("Bearer {token}")) {
+        Ok(v) => {
+            req.metadata_mut().insert("authorization", v);
+        }
+        Err(e) => panic!("{e}"),
+    }
+    req
+}
+
+fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, tonic::Status>) {
+    match result {
+        Ok(reply) => panic!("{what} was accepted: {reply:?}"),
+        Err(s) => assert_eq!(s.code(), Code::Unauthenticated, "{what}: {s}"),
+    }
+}
+
+/// The token the client saved for `user`.
+fn saved_token(d: &Deployment, user: u32) -> String {
+    let path = d.client_state_dir().join(format!("{user}.session"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    match v["token"].as_str() {
+        Some(t) => t.to_string(),
+        None => panic!("no token in {text}"),
+    }
+}
+
+/// Every way to act as a claimed id without its token is refused, and
+/// nothing of it is stored on any server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_id_refuses_every_call_without_its_token() {
+    let d = start(2, 1).await;
+    d.login_all(&[1, 2]).await;
+    let c = Client::of(&d);
+    // alice is id 3, on cluster 1; signing up logs her in.
+    let out = c
+        .ok(&["signup", "alice", "--password-stdin"], "pw of alice\n")
+        .await;
+    assert!(
+        out.contains("logged in as alice (id 3) on cluster 1"),
+        "{out}"
+    );
+    let path = d.client_state_dir().join("3.session");
+    let mode = std::fs::metadata(&path).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(mode.ok(), Some(0o600));
+    let token = saved_token(&d, 3);
+    c.ok(&["-u", "alice", "post", "alice", "first"], "").await;
+    c.ok(&["-u", "alice", "follow", "1"], "").await;
+
+    let (_, primary) = d.primary_of(1).await;
+    let marker = "IMPERSONATED";
+    // The classic protocol carries no token: a classic client acting as 3.
+    let mut sns = sns_client(&primary);
+    refused("classic Login as 3", sns.login(request(3, &[])).await);
+    refused("classic List as 3", sns.list(request(3, &[])).await);
+    refused("classic Follow as 3", sns.follow(request(3, &["2"])).await);
+    refused(
+        "classic UnFollow as 3",
+        sns.un_follow(request(3, &["1"])).await,
+    );
+    let hello = Message {
+        username: "3".into(),
+        msg: marker.into(),
+        ..Default::default()
+    };
+    let opened = sns.timeline(tokio_stream::iter(vec![hello])).await;
+    match opened {
+        Err(s) => assert_eq!(s.code(), Code::Unauthenticated, "{s}"),
+        Ok(stream) => {
+            // The refusal may come as the stream's first item.
+            let first = stream.into_inner().next().await;
+            assert!(
+                matches!(&first, Some(Err(s)) if s.code() == Code::Unauthenticated),
+                "classic Timeline as 3: {first:?}"
+            );
+        }
+    }
+    // tsn.Posts without a token, with a wrong one, with a logged-out one.
+    let mut posts = posts_client(&primary);
+    refused(
+        "Posts.Post without a token",
+        posts.post(post_request(3, "3-a", marker)).await,
+    );
+    refused(
+        "Posts.Post with a wrong token",
+        posts
+            .post(with_token(post_request(3, "3-b", marker), &"0".repeat(64)))
+            .await,
+    );
+    refused(
+        "Posts.Read without a token",
+        posts
+            .read(tsn_proto::tsn::ReadRequest { user: 3, limit: 5 })
+            .await,
+    );
+    // The right token works, on the raw API too.
+    match posts
+        .post(with_token(post_request(3, "3-c", "with token"), &token))
+        .await
+    {
+        Ok(_) => {}
+        Err(s) => panic!("Posts.Post with the token: {s}"),
+    }
+    let out = c.ok(&["-u", "alice", "logout"], "").await;
+    assert!(out.contains("logged out"), "{out}");
+    assert!(!path.exists(), "the session file is gone");
+    refused(
+        "Posts.Post with a logged-out token",
+        posts
+            .post(with_token(post_request(3, "3-d", marker), &token))
+            .await,
+    );
+    let mut sessions = sessions_client(&primary);
+    refused(
+        "Sessions.Logout with a logged-out token",
+        sessions
+            .logout(with_token(LogoutRequest { user: 3 }, &token))
+            .await,
+    );
+    refused(
+        "Sessions.Logout without a token",
+        sessions.logout(LogoutRequest { user: 3 }).await,
+    );
+    refused(
+        "Sessions.Login with a wrong password",
+        sessions
+            .login(LoginRequest {
+                user: 3,
+                password: "not it".into(),
+            })
+            .await,
+    );
+    refused(
+        "Sessions.Login of an id without an account",
+        sessions
+            .login(LoginRequest {
+                user: 1,
+                password: "pw".into(),
+            })
+            .await,
+    );
+    // The client without a session is refused too, with one clear line.
+    let (code, _, err) = c.run(&["-u", "alice", "post", marker], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("log in"), "{err}");
+    // Nothing of any refused call is stored on any server.
+    let stored = files_holding(&d.datastore_root(), marker);
+    assert!(stored.is_empty(), "{stored:?}");
+    // An id that never signed up works as before.
+    c.ok(&["-i", "2", "post", "classic", "still", "works"], "")
+        .await;
+    match sns.list(request(2, &[])).await {
+        Ok(_) => {}
+        Err(s) => panic!("classic List as 2: {s}"),
+    }
+}
+
+/// A session survives a `kill -9` of the client and of the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_a_client_crash_and_a_failover() {
+    let mut d = start(1, 1).await;
+    d.login_all(&[1]).await;
+    let c = Client::of(&d);
+    c.ok(&["signup", "bob", "--password-stdin"], "pw of bob\n")
+        .await;
+    let state = d.client_state_dir().display().to_string();
+    let coord = d.coord_addr();
+    // An interactive session, killed: the next run needs no password.
+    let mut client = InteractiveClient::spawn(&["-c", &coord, "--state-dir", &state, "-u", "bob"]);
+    client
+        .wait_stdout(
+            Duration::from_millis(CLIENT_START_DEADLINE_MS),
+            "the login line",
+            |out| out.contains("logged in as bob (id 2) on cluster 1"),
+        )
+        .await;
+    client.kill().await;
+    c.ok(
+        &["-u", "bob", "post", "after", "the", "client", "crash"],
+        "",
+    )
+    .await;
+    // kill -9 of the primary: the promoted secondary knows the session.
+    let (old, _, _) = ready_for_failover(&d, 1).await;
+    d.kill9_primary(1).await;
+    c.ok(&["-u", "bob", "post", "after", "the", "failover"], "")
+        .await;
+    let (now, _) = d.primary_of(1).await;
+    assert_ne!(now, old, "a secondary took over");
+    let out = c.ok(&["-u", "bob", "--json", "timeline"], "").await;
+    assert!(out.contains("after the failover"), "{out}");
+    assert!(out.contains("after the client crash"), "{out}");
+}
