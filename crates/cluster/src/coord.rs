@@ -11,7 +11,8 @@ use tsn_proto::csce438::{coord_service_client::CoordServiceClient, Id, ServerInf
 use tsn_proto::tsn::{
     accounts_client::AccountsClient, coordinator_client::CoordinatorClient, AccountReply,
     AccountRequest, AssignRequest, ClusterView, ClustersRequest, HeartbeatReply, HeartbeatRequest,
-    InSyncChange, InSyncReply, ResolveReply, ResolveRequest, SignUpReply, SignUpRequest,
+    InSyncChange, InSyncReply, ListAccountsReply, ListAccountsRequest, ResolveReply,
+    ResolveRequest, SignUpReply, SignUpRequest,
 };
 
 use crate::auth::{Attach, AuthChannel, ClusterAuth};
@@ -133,6 +134,19 @@ impl CoordClient {
             .await?
             .into_inner();
         Ok(reply.found.then_some(reply))
+    }
+
+    /// The accounts whose handle matches the glob `pattern` (open), and
+    /// whether more matched than were sent.
+    pub async fn list_accounts(&self, pattern: &str) -> Result<ListAccountsReply, tonic::Status> {
+        Ok(self
+            .accounts
+            .clone()
+            .list(ListAccountsRequest {
+                pattern: pattern.to_string(),
+            })
+            .await?
+            .into_inner())
     }
 
     /// The cluster serving each user, in the order asked.

@@ -15,11 +15,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 use tsn_cluster::password::Password;
-use tsn_datastore::handle::Handle;
+use tsn_datastore::handle::{Handle, Pattern};
 use tsn_proto::tsn::accounts_server::Accounts;
-use tsn_proto::tsn::{ResolveReply, ResolveRequest, SignUpReply, SignUpRequest};
+use tsn_proto::tsn::{
+    ListAccountsReply, ListAccountsRequest, ResolveReply, ResolveRequest, SignUpReply,
+    SignUpRequest,
+};
 
 use crate::service::{lock, status, Shared};
+
+/// Most accounts one `List` answers.
+pub const LIST_HANDLES_MAX: usize = 1_000;
 
 /// Password hashes computed at once by sign-ups.
 pub const SIGNUP_HASHES_AT_ONCE_MAX: usize = 1;
@@ -95,6 +101,27 @@ impl Accounts for AccountsService {
             user: account.user,
             cluster: account.cluster,
             handle: account.handle.clone(),
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<ListAccountsRequest>,
+    ) -> Result<Response<ListAccountsReply>, Status> {
+        let pattern =
+            Pattern::parse(&request.into_inner().pattern).map_err(Status::invalid_argument)?;
+        let state = lock(&self.state);
+        let (found, truncated) = state.list_accounts(&pattern, LIST_HANDLES_MAX);
+        Ok(Response::new(ListAccountsReply {
+            accounts: found
+                .into_iter()
+                .map(|a| ResolveReply {
+                    user: a.user,
+                    cluster: a.cluster,
+                    handle: a.handle.clone(),
+                })
+                .collect(),
+            truncated,
         }))
     }
 }

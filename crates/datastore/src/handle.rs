@@ -10,6 +10,65 @@ use std::fmt;
 
 /// Longest handle, in characters (all ASCII, so also in bytes).
 pub const HANDLE_MAX_CHARS: usize = 30;
+/// Longest pattern of handles, in characters.
+pub const PATTERN_MAX_CHARS: usize = 64;
+
+/// A glob over handles: the handle characters, `*` (any run, also empty)
+/// and `?` (any one character); in lower case, so matching is
+/// case-insensitive like handles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern(String);
+
+impl Pattern {
+    pub fn parse(raw: &str) -> Result<Pattern, String> {
+        if raw.is_empty() || raw.len() > PATTERN_MAX_CHARS {
+            return Err(format!("a pattern is 1 to {PATTERN_MAX_CHARS} characters"));
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '*' | '?')))
+        {
+            return Err(format!(
+                "a pattern holds letters a-z, digits, '_', '*' and '?', not {bad:?}"
+            ));
+        }
+        Ok(Pattern(raw.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What every match starts with: the pattern up to its first wildcard.
+    pub fn literal_prefix(&self) -> &str {
+        let end = self.0.find(['*', '?']).unwrap_or(self.0.len());
+        &self.0[..end]
+    }
+
+    /// Whether `handle` (in lower case) matches. Linear in both lengths
+    /// times the stars: the classic backtracking to the last `*`.
+    pub fn matches(&self, handle: &str) -> bool {
+        let (p, h) = (self.0.as_bytes(), handle.as_bytes());
+        let (mut i, mut j) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while j < h.len() {
+            if i < p.len() && (p[i] == b'?' || p[i] == h[j]) {
+                i += 1;
+                j += 1;
+            } else if i < p.len() && p[i] == b'*' {
+                star = Some((i, j));
+                i += 1;
+            } else if let Some((si, sj)) = star {
+                i = si + 1;
+                j = sj + 1;
+                star = Some((si, sj + 1));
+            } else {
+                return false;
+            }
+        }
+        p[i..].iter().all(|&c| c == b'*')
+    }
+}
 
 /// A valid handle, in lower case.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +132,32 @@ mod tests {
         assert_eq!(Handle::parse("_").unwrap().as_str(), "_");
         assert_eq!(Handle::parse("a").unwrap().as_str(), "a");
         assert_eq!(Handle::parse("4a").unwrap().as_str(), "4a");
+    }
+
+    #[test]
+    fn patterns_glob_over_handles() {
+        let m = |p: &str, h: &str| Pattern::parse(p).unwrap().matches(h);
+        assert!(m("alice", "alice"));
+        assert!(m("ALICE", "alice"));
+        assert!(!m("alice", "alice2"));
+        assert!(m("al*", "al"));
+        assert!(m("al*", "alice"));
+        assert!(!m("al*", "bob"));
+        assert!(m("*", "x"));
+        assert!(m("*ce", "alice"));
+        assert!(m("a*i*e", "alice"));
+        assert!(!m("a*i*e", "alic"));
+        assert!(m("?ob", "bob"));
+        assert!(!m("?ob", "ob"));
+        assert!(m("b?b*", "bob_2"));
+        assert!(m("**a**", "a"));
+        assert_eq!(Pattern::parse("Al*ce?").unwrap().literal_prefix(), "al");
+        assert_eq!(Pattern::parse("*").unwrap().literal_prefix(), "");
+        assert_eq!(Pattern::parse("bob").unwrap().literal_prefix(), "bob");
+        assert!(Pattern::parse("").is_err());
+        assert!(Pattern::parse("a-b").is_err());
+        assert!(Pattern::parse("a[b]").is_err());
+        assert!(Pattern::parse(&"*".repeat(PATTERN_MAX_CHARS + 1)).is_err());
     }
 
     #[test]

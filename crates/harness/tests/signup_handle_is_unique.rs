@@ -141,6 +141,17 @@ async fn one_handle_one_account_while_clusters_are_cut_off() {
     .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("all_users"), "{out}");
+    // Accounts are listed by a glob over handles, by anyone.
+    let (code, out, err) =
+        run_client_with_stdin(&["-c", &coord, "--json", "list", "?L*"], "").await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        r#"{"accounts":[{"cluster":1,"handle":"alice","id":3}],"truncated":false}"#
+    );
+    let (code, out, err) = run_client_with_stdin(&["-c", &coord, "list", "*b"], "").await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "bob (id 4, cluster 2)\n");
 }
 
 /// Every refusal of `tsn.Accounts`, as an outsider gets it: the code, a
@@ -192,6 +203,20 @@ async fn every_refused_account_call_changes_nothing() {
             Ok(reply) => panic!("Resolve({handle:?}) answered {reply:?}"),
             Err(s) => assert_eq!(s.code(), code, "Resolve({handle:?}): {s}"),
         }
+    }
+    for (pattern, code) in [
+        ("", tonic::Code::InvalidArgument),
+        ("a-*", tonic::Code::InvalidArgument),
+        (&"*".repeat(65), tonic::Code::InvalidArgument),
+    ] {
+        match open.list_accounts(pattern).await {
+            Ok(reply) => panic!("List({pattern:?}) answered {reply:?}"),
+            Err(s) => assert_eq!(s.code(), code, "List({pattern:?}): {s}"),
+        }
+    }
+    match open.list_accounts("nob*").await {
+        Ok(reply) => assert!(reply.accounts.is_empty() && !reply.truncated),
+        Err(s) => panic!("List(nob*): {s}"),
     }
     // The client refuses a bad handle before sending anything, and says
     // so on one line.

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use tsn_datastore::handle::Handle;
+use tsn_datastore::handle::{Handle, Pattern};
 use tsn_datastore::limits::USER_ID_MAX;
 
 use super::rate::SIGNUPS_PER_PEER_PER_S;
@@ -86,6 +86,24 @@ impl ControlPlane {
         self.accounts
             .get(handle.as_str())
             .ok_or_else(|| Error::NotFound(format!("no account {handle}")))
+    }
+
+    /// The accounts whose handle matches `pattern`, in handle order, at
+    /// most `max`; and whether more matched.
+    pub fn list_accounts(&self, pattern: &Pattern, max: usize) -> (Vec<&AccountRecord>, bool) {
+        let prefix = pattern.literal_prefix();
+        let mut found = self
+            .accounts
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(h, _)| h.starts_with(prefix))
+            .filter(|(h, _)| pattern.matches(h))
+            .map(|(_, a)| a);
+        let listed: Vec<&AccountRecord> = found.by_ref().take(max).collect();
+        let more = found.next().is_some();
+        (listed, more)
     }
 
     /// The account whose id is `user`, if `user` signed up.

@@ -869,6 +869,35 @@ fn a_handle_is_signed_up_once_case_insensitively_and_gets_a_fresh_id() {
 }
 
 #[test]
+fn accounts_are_listed_by_pattern_in_handle_order() {
+    let f = Fixture::new();
+    let mut st = f.open(2, 0);
+    for h in ["bob", "alice", "albert", "al", "carol"] {
+        st.sign_up(&handle(h), HASH.into(), 1).unwrap();
+    }
+    let list = |st: &ControlPlane, p: &str, max| {
+        let pattern = tsn_datastore::handle::Pattern::parse(p).unwrap();
+        let (found, more) = st.list_accounts(&pattern, max);
+        let handles: Vec<String> = found.iter().map(|a| a.handle.clone()).collect();
+        (handles, more)
+    };
+    assert_eq!(
+        list(&st, "al*", 10),
+        (vec!["al".into(), "albert".into(), "alice".into()], false)
+    );
+    assert_eq!(
+        list(&st, "*o*", 10),
+        (vec!["bob".into(), "carol".into()], false)
+    );
+    assert_eq!(
+        list(&st, "?l*", 2),
+        (vec!["al".into(), "albert".into()], true)
+    );
+    assert_eq!(list(&st, "dave", 10), (Vec::<String>::new(), false));
+    assert_eq!(list(&st, "BOB", 10), (vec!["bob".into()], false));
+}
+
+#[test]
 fn sign_ups_are_limited_per_caller_and_by_users_max() {
     let f = Fixture::new();
     let mut st = f.open(2, 0);

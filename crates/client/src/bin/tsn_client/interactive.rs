@@ -8,6 +8,7 @@
 use tsn_client::pending::PendingStore;
 use tsn_client::post::{self, PostError};
 use tsn_client::{RetryPolicy, Router};
+use tsn_datastore::handle::Pattern;
 
 use crate::follow::{self, Relation};
 use crate::ids;
@@ -27,6 +28,7 @@ Commands (upper or lower case):
   FOLLOW <id>    follow user <id>
   UNFOLLOW <id>  stop following user <id>
   LIST           show every user and your followers
+  LIST <pattern> show the accounts whose handle matches (* and ?)
   TIMELINE       switch to timeline mode: see posts as they arrive, type a line to post it
   HELP           show this list
   EXIT           leave";
@@ -36,6 +38,8 @@ pub enum Command {
     Follow(u32),
     Unfollow(u32),
     List,
+    /// LIST with a glob over handles.
+    ListAccounts(Pattern),
     Timeline,
     Help,
     Exit,
@@ -64,6 +68,8 @@ pub fn parse(line: &str) -> Result<Command, String> {
                 Command::Unfollow(target)
             })
         }
+        "LIST" if args.len() == 1 => Ok(Command::ListAccounts(Pattern::parse(args[0])?)),
+        "LIST" if args.len() > 1 => Err("LIST takes no arguments, or one pattern".to_string()),
         "LIST" | "TIMELINE" | "HELP" | "EXIT" => {
             if !args.is_empty() {
                 return Err(format!("{name} takes no arguments"));
@@ -150,6 +156,13 @@ pub async fn run(
             Command::List => match list::run(router, user, policy).await {
                 Ok(reply) => list::print(&out, &reply)?,
                 Err(error) => say(out, &error.to_string())?,
+            },
+            Command::ListAccounts(pattern) => match router.coord() {
+                Some(coord) => match list::accounts(coord, &pattern).await {
+                    Ok(reply) => list::print_accounts(&out, &reply)?,
+                    Err(error) => say(out, &format!("{error:#}"))?,
+                },
+                None => say(out, "no coordinator to ask for accounts")?,
             },
             Command::Timeline => {
                 return timeline_mode(router, user, store, out, policy, input).await;
@@ -251,6 +264,12 @@ mod tests {
         assert_eq!(parse("  FoLLoW   17  "), Ok(Command::Follow(17)));
         assert_eq!(parse("UNFOLLOW 3"), Ok(Command::Unfollow(3)));
         assert_eq!(parse("list"), Ok(Command::List));
+        assert_eq!(
+            parse("LIST Al*"),
+            Ok(Command::ListAccounts(Pattern::parse("al*").unwrap()))
+        );
+        assert!(parse("LIST a-b").is_err());
+        assert!(parse("LIST a b").is_err());
         assert_eq!(parse("Timeline"), Ok(Command::Timeline));
         assert_eq!(parse("help"), Ok(Command::Help));
         assert_eq!(parse("EXIT"), Ok(Command::Exit));
@@ -277,9 +296,14 @@ mod tests {
         assert!(parse("follow abc").unwrap_err().starts_with("bad user id"));
         assert!(parse("unfollow 0").unwrap_err().starts_with("bad user id"));
         assert!(parse("unfollow -4").unwrap_err().starts_with("bad user id"));
+        // One word after LIST is a pattern of handles; more is refused.
         assert_eq!(
-            parse("list all"),
-            Err("LIST takes no arguments".to_string())
+            parse("list all two"),
+            Err("LIST takes no arguments, or one pattern".to_string())
+        );
+        assert_eq!(
+            parse("timeline all"),
+            Err("TIMELINE takes no arguments".to_string())
         );
     }
 }

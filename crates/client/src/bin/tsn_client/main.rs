@@ -40,7 +40,7 @@ use tsn_client::pending::PendingStore;
 use tsn_client::{post_text, reply, user_policy, user_router};
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::shutdown::Shutdown;
-use tsn_datastore::handle::Handle;
+use tsn_datastore::handle::{Handle, Pattern};
 
 use crate::follow::Relation;
 use crate::output::Output;
@@ -124,8 +124,13 @@ enum Command {
         #[arg(value_name = "ID", allow_hyphen_values = true)]
         target: String,
     },
-    /// Show every user and your followers.
-    List,
+    /// Show every user and your followers; with PATTERN, the accounts
+    /// whose handle matches it (`*` any run, `?` any one character).
+    List {
+        /// A glob over handles.
+        #[arg(value_name = "PATTERN")]
+        pattern: Option<String>,
+    },
     /// Post a message: the words of TEXT joined by one space (put flags
     /// before the text).
     Post {
@@ -198,6 +203,7 @@ enum Action {
     Interactive,
     Relation(Relation, u32),
     List,
+    ListAccounts(Pattern),
     Post(String),
     Read {
         limit: u32,
@@ -223,7 +229,10 @@ impl Action {
                 Relation::Unfollow,
                 ids::parse_id(&target, "user id").map_err(anyhow::Error::msg)?,
             ),
-            Some(Command::List) => Action::List,
+            Some(Command::List { pattern: None }) => Action::List,
+            Some(Command::List {
+                pattern: Some(pattern),
+            }) => Action::ListAccounts(Pattern::parse(&pattern).map_err(anyhow::Error::msg)?),
             Some(Command::Post { words }) => {
                 let text = words.join(" ");
                 post_text::validate(&text).map_err(anyhow::Error::msg)?;
@@ -265,7 +274,7 @@ impl Action {
 
     /// Whether it acts as a user (and needs -i or -u).
     fn needs_user(&self) -> bool {
-        !matches!(self, Action::SignUp(..))
+        !matches!(self, Action::SignUp(..) | Action::ListAccounts(_))
     }
 
     /// Whether a signal is the normal way to end it (exit 0), rather than
@@ -379,6 +388,11 @@ fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
 }
 
 async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
+    if let Action::ListAccounts(pattern) = &action {
+        let reply = list::accounts(&p.coord, pattern).await?;
+        list::print_accounts(&p.out, &reply)?;
+        return Ok(());
+    }
     if let Action::SignUp(handle, source) = &action {
         let password = password::read(*source, true)?;
         let reply = signup::run(&p.coord, handle, &password).await?;
@@ -465,7 +479,7 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
             timeline::print(&out, &posts)?;
             Ok(())
         }
-        Action::SignUp(..) | Action::LogIn(_) => Ok(()),
+        Action::SignUp(..) | Action::LogIn(_) | Action::ListAccounts(_) => Ok(()),
         Action::LogOut => {
             login::log_out(&router, user, &policy).await?;
             tsn_client::session::remove(&p.state_dir, user)?;
