@@ -208,9 +208,29 @@ async fn a_claimed_id_refuses_every_call_without_its_token() {
     // Nothing of any refused call is stored on any server.
     let stored = files_holding(&d.datastore_root(), marker);
     assert!(stored.is_empty(), "{stored:?}");
-    // An id that never signed up works as before.
+    // An id that never signed up works as before, and names an account
+    // by its handle wherever it names an id.
     c.ok(&["-i", "2", "post", "classic", "still", "works"], "")
         .await;
+    c.ok(&["-i", "2", "follow", "Alice"], "").await;
+    let mut one = InteractiveClient::spawn(&["-c", &c.coord, "--state-dir", &c.state, "-i", "1"]);
+    one.send_line("FOLLOW alice").await;
+    one.send_line("UNFOLLOW alice").await;
+    one.send_line("FOLLOW nobody_here").await;
+    one.close_stdin();
+    match one
+        .wait_exit(Duration::from_millis(CLIENT_START_DEADLINE_MS))
+        .await
+    {
+        Some(0) => {}
+        other => panic!(
+            "interactive client of 1: {other:?}\n{}{}",
+            one.stdout(),
+            one.stderr()
+        ),
+    }
+    let said = one.stdout();
+    assert!(said.contains("no account nobody_here"), "{said}");
     match sns.list(request(2, &[])).await {
         Ok(_) => {}
         Err(s) => panic!("classic List as 2: {s}"),
@@ -252,4 +272,31 @@ async fn a_session_survives_a_client_crash_and_a_failover() {
     let out = c.ok(&["-u", "bob", "--json", "timeline"], "").await;
     assert!(out.contains("after the failover"), "{out}");
     assert!(out.contains("after the client crash"), "{out}");
+}
+
+/// With `--require-accounts`, every call needs a token: an id that never
+/// signed up is refused too, an account works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_accounts_refuses_every_id_without_a_session() {
+    let mut config = tsn_harness::Config::new(1, 0, common::Q_MS);
+    config.failure_timeout_ms = common::FAILURE_TIMEOUT_MS;
+    config.server_args = vec!["--require-accounts".to_string()];
+    let d = Deployment::start_with(config).await;
+    let (_, primary) = d.primary_of(1).await;
+    let mut sns = sns_client(&primary);
+    refused("classic Login as 1", sns.login(request(1, &[])).await);
+    refused(
+        "Posts.Post as 1",
+        posts_client(&primary)
+            .post(post_request(1, "1-a", "IMPERSONATED"))
+            .await,
+    );
+    let c = Client::of(&d);
+    c.ok(&["signup", "carol", "--password-stdin"], "pw\n").await;
+    c.ok(&["-u", "carol", "post", "hello"], "").await;
+    let (code, _, err) = c.run(&["-i", "5", "post", "hello"], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("needs an account"), "{err}");
+    let stored = files_holding(&d.datastore_root(), "IMPERSONATED");
+    assert!(stored.is_empty(), "{stored:?}");
 }

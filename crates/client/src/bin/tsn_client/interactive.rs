@@ -8,7 +8,7 @@
 use tsn_client::pending::PendingStore;
 use tsn_client::post::{self, PostError};
 use tsn_client::{RetryPolicy, Router};
-use tsn_datastore::handle::Pattern;
+use tsn_datastore::handle::{Handle, Pattern};
 
 use crate::follow::{self, Relation};
 use crate::ids;
@@ -37,6 +37,9 @@ Commands (upper or lower case):
 pub enum Command {
     Follow(u32),
     Unfollow(u32),
+    /// FOLLOW and UNFOLLOW of an account's handle.
+    FollowHandle(Handle),
+    UnfollowHandle(Handle),
     List,
     /// LIST with a glob over handles.
     ListAccounts(Pattern),
@@ -61,11 +64,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
             let [arg] = args[..] else {
                 return Err(format!("{name} takes one user id, for example: {name} 2"));
             };
-            let target = ids::parse_id(arg, "user id")?;
-            Ok(if name == "FOLLOW" {
-                Command::Follow(target)
-            } else {
-                Command::Unfollow(target)
+            let follow = name == "FOLLOW";
+            Ok(match ids::parse_target(arg)? {
+                ids::Target::Id(id) if follow => Command::Follow(id),
+                ids::Target::Id(id) => Command::Unfollow(id),
+                ids::Target::Handle(h) if follow => Command::FollowHandle(h),
+                ids::Target::Handle(h) => Command::UnfollowHandle(h),
             })
         }
         "LIST" if args.len() == 1 => Ok(Command::ListAccounts(Pattern::parse(args[0])?)),
@@ -152,6 +156,22 @@ pub async fn run(
             }
             Command::Unfollow(target) => {
                 relation(router, user, out, Relation::Unfollow, target, policy).await?
+            }
+            Command::FollowHandle(ref handle) | Command::UnfollowHandle(ref handle) => {
+                let relation_kind = if matches!(command, Command::FollowHandle(_)) {
+                    Relation::Follow
+                } else {
+                    Relation::Unfollow
+                };
+                let target = ids::Target::Handle(handle.clone());
+                let resolved = match router.coord() {
+                    Some(coord) => ids::resolve(coord, &target).await,
+                    None => Err(anyhow::anyhow!("no coordinator to look up {target:?}")),
+                };
+                match resolved {
+                    Ok(id) => relation(router, user, out, relation_kind, id, policy).await?,
+                    Err(error) => say(out, &format!("{error:#}"))?,
+                }
             }
             Command::List => match list::run(router, user, policy).await {
                 Ok(reply) => list::print(&out, &reply)?,
@@ -293,7 +313,11 @@ mod tests {
         assert!(parse("follow 1 2")
             .unwrap_err()
             .contains("takes one user id"));
-        assert!(parse("follow abc").unwrap_err().starts_with("bad user id"));
+        assert!(parse("follow a.b").unwrap_err().starts_with("bad user id"));
+        assert_eq!(
+            parse("follow Alice"),
+            Ok(Command::FollowHandle(Handle::parse("alice").unwrap()))
+        );
         assert!(parse("unfollow 0").unwrap_err().starts_with("bad user id"));
         assert!(parse("unfollow -4").unwrap_err().starts_with("bad user id"));
         // One word after LIST is a pattern of handles; more is refused.

@@ -112,15 +112,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Follow user ID.
+    /// Follow user ID (or the account HANDLE).
     Follow {
-        /// The user to follow.
+        /// The user to follow: an id or a handle.
         #[arg(value_name = "ID", allow_hyphen_values = true)]
         target: String,
     },
-    /// Stop following user ID.
+    /// Stop following user ID (or the account HANDLE).
     Unfollow {
-        /// The user to stop following.
+        /// The user to stop following: an id or a handle.
         #[arg(value_name = "ID", allow_hyphen_values = true)]
         target: String,
     },
@@ -201,7 +201,7 @@ enum Command {
 /// What to do, with every argument checked: nothing invalid gets this far.
 enum Action {
     Interactive,
-    Relation(Relation, u32),
+    Relation(Relation, ids::Target),
     List,
     ListAccounts(Pattern),
     Post(String),
@@ -223,11 +223,11 @@ impl Action {
             None => Action::Interactive,
             Some(Command::Follow { target }) => Action::Relation(
                 Relation::Follow,
-                ids::parse_id(&target, "user id").map_err(anyhow::Error::msg)?,
+                ids::parse_target(&target).map_err(anyhow::Error::msg)?,
             ),
             Some(Command::Unfollow { target }) => Action::Relation(
                 Relation::Unfollow,
-                ids::parse_id(&target, "user id").map_err(anyhow::Error::msg)?,
+                ids::parse_target(&target).map_err(anyhow::Error::msg)?,
             ),
             Some(Command::List { pattern: None }) => Action::List,
             Some(Command::List {
@@ -451,6 +451,10 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
             interactive::run(&router, user, &store, out, &policy).await
         }
         Action::Relation(relation, target) => {
+            let target = match router.coord() {
+                Some(coord) => ids::resolve(coord, &target).await?,
+                None => bail!("no coordinator to look up {target:?}"),
+            };
             let answer = follow::run(&router, user, relation, target, &policy).await?;
             let success = reply::is_success(&answer);
             // A failure is said once, on stderr; scripts reading --json
