@@ -20,7 +20,7 @@ use tsn_harness::attack::files_holding;
 use tsn_harness::direct::{post_request, posts_client, request, sessions_client, sns_client};
 use tsn_harness::{run_client_with_stdin, Deployment, InteractiveClient};
 use tsn_proto::csce438::Message;
-use tsn_proto::tsn::{LoginRequest, LogoutRequest};
+use tsn_proto::tsn::{AttachRequest, LoginRequest, LogoutRequest};
 
 use common::{ready_for_failover, start};
 
@@ -180,6 +180,30 @@ async fn a_claimed_id_refuses_every_call_without_its_token() {
             .await,
     );
     refused(
+        "Sessions.Attach without a token",
+        sessions
+            .attach(AttachRequest {
+                user: 3,
+                session_id: "ab".into(),
+                take_over: true,
+            })
+            .await,
+    );
+    match sessions
+        .attach(with_token(
+            AttachRequest {
+                user: 3,
+                session_id: String::new(),
+                take_over: false,
+            },
+            &token,
+        ))
+        .await
+    {
+        Err(s) => assert_eq!(s.code(), Code::InvalidArgument, "{s}"),
+        Ok(r) => panic!("Sessions.Attach without a session id: {r:?}"),
+    }
+    refused(
         "Sessions.Logout without a token",
         sessions.logout(LogoutRequest { user: 3 }).await,
     );
@@ -299,4 +323,67 @@ async fn require_accounts_refuses_every_id_without_a_session() {
     assert!(err.contains("needs an account"), "{err}");
     let stored = files_holding(&d.datastore_root(), "IMPERSONATED");
     assert!(stored.is_empty(), "{stored:?}");
+}
+
+/// One interactive session of an account at a time: a second one, from
+/// another client, is refused with a clear message while the first is
+/// online; with `--take-over` it starts and the first ends. The same
+/// client started again after a crash is the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_interactive_login_is_refused_unless_it_takes_over() {
+    let d = start(1, 0).await;
+    let first = Client::of(&d);
+    first
+        .ok(&["signup", "dana", "--password-stdin"], "pw of dana\n")
+        .await;
+    let other_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let second = Client {
+        coord: d.coord_addr(),
+        state: other_dir.path().display().to_string(),
+    };
+    second
+        .ok(&["-u", "dana", "login", "--password-stdin"], "pw of dana\n")
+        .await;
+    let interactive = |c: &Client, extra: &[&str]| {
+        let mut args = vec![
+            "-c",
+            c.coord.as_str(),
+            "--state-dir",
+            c.state.as_str(),
+            "-u",
+            "dana",
+        ];
+        args.extend_from_slice(extra);
+        InteractiveClient::spawn(&args)
+    };
+    let deadline = Duration::from_millis(CLIENT_START_DEADLINE_MS);
+    let mut a = interactive(&first, &[]);
+    a.wait_stdout(deadline, "the login line", |o| {
+        o.contains("logged in as dana (id ") && o.contains(") on cluster 1")
+    })
+    .await;
+    // The same client, killed and started again: not a second login.
+    a.kill().await;
+    let mut a = interactive(&first, &[]);
+    a.wait_stdout(deadline, "the login line after a restart", |o| {
+        o.contains("logged in as dana")
+    })
+    .await;
+    // Another client is refused while it is online.
+    let mut b = interactive(&second, &[]);
+    assert_eq!(b.wait_exit(deadline).await, Some(1), "{}", b.stdout());
+    assert!(
+        b.stderr().contains("logged in elsewhere") && b.stderr().contains("--take-over"),
+        "{}",
+        b.stderr()
+    );
+    // Taking over: the second starts, the first ends with a message.
+    let mut b = interactive(&second, &["--take-over"]);
+    b.wait_stdout(deadline, "the login line of the take-over", |o| {
+        o.contains("logged in as dana")
+    })
+    .await;
+    assert_eq!(a.wait_exit(deadline).await, Some(1), "{}", a.stdout());
+    assert!(a.stderr().contains("taken over"), "{}", a.stderr());
+    b.kill().await;
 }

@@ -18,7 +18,8 @@
 //!   served behind the cluster secret's check (`tsn_cluster::auth`).
 //! * `mp3`: the MP3 variant of `SNSService`, on its own listener.
 //! * `session`: the one check of who may act as a user (`authorize`) and
-//!   `tsn.Sessions`, login and logout of accounts.
+//!   `tsn.Sessions`, login and logout of accounts; `online`: one
+//!   interactive session of an account at a time (pure).
 
 mod commit;
 pub mod config;
@@ -26,6 +27,7 @@ mod directory;
 mod lease;
 mod mp3;
 mod node;
+mod online;
 mod posts;
 mod reconcile;
 mod replica;

@@ -28,7 +28,11 @@ use tsn_datastore::record::now_ms;
 use tsn_datastore::validate;
 use tsn_datastore::Op;
 use tsn_proto::tsn::sessions_server::Sessions;
-use tsn_proto::tsn::{LoginReply, LoginRequest, LogoutReply, LogoutRequest};
+use tsn_proto::tsn::{
+    AttachReply, AttachRequest, LoginReply, LoginRequest, LogoutReply, LogoutRequest,
+};
+
+use crate::online::{Attach, Online};
 
 use crate::node::{lock, Node};
 
@@ -71,13 +75,18 @@ pub fn authorize(node: &Node, metadata: &MetadataMap, user: u32) -> Result<(), S
 pub struct SessionsService {
     pub node: Arc<Node>,
     hashing: Arc<Semaphore>,
+    online: std::sync::Mutex<Online>,
 }
+
+/// Longest interactive session id, in bytes.
+pub const SESSION_ID_MAX_BYTES: usize = 64;
 
 impl SessionsService {
     pub fn new(node: Arc<Node>) -> SessionsService {
         SessionsService {
             node,
             hashing: Arc::new(Semaphore::new(LOGIN_HASHES_AT_ONCE_MAX)),
+            online: std::sync::Mutex::new(Online::default()),
         }
     }
 
@@ -163,6 +172,38 @@ impl Sessions for SessionsService {
             handle,
             cluster: self.node.cluster_id,
         }))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<AttachRequest>,
+    ) -> Result<Response<AttachReply>, Status> {
+        self.node.may_write()?;
+        let req = request.get_ref();
+        validate::user_id(req.user).map_err(Status::invalid_argument)?;
+        if req.session_id.is_empty() || req.session_id.len() > SESSION_ID_MAX_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a session id is 1 to {SESSION_ID_MAX_BYTES} bytes"
+            )));
+        }
+        if lock(&self.node.store).state().account(req.user).is_none() {
+            return Err(Status::unauthenticated(format!(
+                "user {} has no account here",
+                req.user
+            )));
+        }
+        authorize(&self.node, request.metadata(), req.user)?;
+        let now = std::time::Instant::now();
+        let outcome = lock(&self.online).attach(req.user, &req.session_id, req.take_over, now);
+        match outcome {
+            Attach::Ok => Ok(Response::new(AttachReply {})),
+            Attach::Elsewhere => Err(Status::failed_precondition(
+                "this account is logged in elsewhere in an interactive session; use --take-over to end it",
+            )),
+            Attach::TakenOver => Err(Status::aborted(
+                "this session was taken over by a login elsewhere",
+            )),
+        }
     }
 
     async fn logout(

@@ -11,7 +11,7 @@ use tsn_client::session::Session;
 use tsn_client::{CallError, RetryPolicy, Router, RouterConfig};
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::password::Password;
-use tsn_proto::tsn::{LoginRequest, LogoutRequest};
+use tsn_proto::tsn::{AttachRequest, LoginRequest, LogoutRequest};
 
 use crate::output::Output;
 
@@ -76,4 +76,93 @@ pub fn print_logged_in(out: &Output, handle: &str, user: u32, cluster: u32) -> s
             "logged in as {handle} (id {user}) on cluster {cluster}"
         ))
     }
+}
+
+/// How often an interactive session of an account says it is online, in
+/// ms: well within the server's `ONLINE_TIMEOUT_MS` (15 s).
+pub const ATTACH_INTERVAL_MS: u64 = 5_000;
+
+/// Attaches this interactive session (`session_id`) of `user`: refused
+/// with a clear message when another one is online and `take_over` is not
+/// set. Then attaches again every [`ATTACH_INTERVAL_MS`] in the background
+/// and ends the process when a login elsewhere took this one over.
+pub async fn attach_interactive(
+    router: &Router,
+    user: u32,
+    state_dir: &std::path::Path,
+    take_over: bool,
+    policy: &RetryPolicy,
+) -> anyhow::Result<()> {
+    let session_id = interactive_id(state_dir, user)?;
+    attach_once(router, user, &session_id, take_over, policy)
+        .await
+        .map_err(|e| match e {
+            CallError::Refused(s) if s.code() == tonic::Code::FailedPrecondition => {
+                anyhow!("{}", s.message())
+            }
+            other => anyhow!("{other}"),
+        })?;
+    let router = router.clone();
+    let policy = *policy;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(ATTACH_INTERVAL_MS)).await;
+            match attach_once(&router, user, &session_id, false, &policy).await {
+                Err(CallError::Refused(s))
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Aborted | tonic::Code::FailedPrecondition
+                    ) =>
+                {
+                    eprintln!("error: {}", s.message());
+                    std::process::exit(1);
+                }
+                // Unreachable for now: the next attach tries again.
+                _ => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+/// This client's interactive session id for `user`: kept in
+/// `<state-dir>/<id>.interactive`, so that the same client started again
+/// after a crash is the same session, not a second login.
+fn interactive_id(state_dir: &std::path::Path, user: u32) -> anyhow::Result<String> {
+    let path = state_dir.join(format!("{user}.interactive"));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(id.to_string());
+        }
+    }
+    let id: String = tsn_cluster::session::new_token()
+        .map_err(|e| anyhow!("no randomness: {e}"))?
+        .chars()
+        .take(32)
+        .collect();
+    tsn_datastore::jsonl::write_atomic(&path, format!("{id}\n").as_bytes())
+        .map_err(|e| anyhow!("cannot keep the session id: {e}"))?;
+    Ok(id)
+}
+
+async fn attach_once(
+    router: &Router,
+    user: u32,
+    session_id: &str,
+    take_over: bool,
+    policy: &RetryPolicy,
+) -> Result<(), CallError> {
+    let request = AttachRequest {
+        user,
+        session_id: session_id.to_string(),
+        take_over,
+    };
+    router
+        .call(user, policy, |route| {
+            let request = request.clone();
+            async move { Ok(route.sessions().attach(request).await?.into_inner()) }
+        })
+        .await
+        .map(|_| ())
 }

@@ -85,6 +85,11 @@ struct Cli {
     #[arg(short = 'p', long = "port", value_name = "PORT")]
     port: Option<u16>,
 
+    /// Interactive, as an account: end the account's other interactive
+    /// session instead of being refused while it is online.
+    #[arg(long)]
+    take_over: bool,
+
     /// Print one JSON object per line on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -360,6 +365,7 @@ struct Prepared {
     state_dir: PathBuf,
     out: Output,
     retry_for: Duration,
+    take_over: bool,
 }
 
 fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
@@ -383,6 +389,7 @@ fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
         state_dir: cli.state_dir.unwrap_or_else(default_state_dir),
         out: Output::new(cli.json),
         retry_for: Duration::from_millis(cli.retry_for_ms),
+        take_over: cli.take_over,
     };
     Ok((action, prepared))
 }
@@ -429,10 +436,12 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
         Who::Handle(h) => Some(h.as_str().to_string()),
         _ => None,
     };
+    let mut has_session = false;
     match tsn_client::session::load(&p.state_dir, user, tsn_datastore::record::now_ms()) {
         Ok(Some(session)) => {
             router.set_token(Some(&session.token))?;
             handle = Some(session.handle);
+            has_session = true;
         }
         Ok(None) => {}
         Err(why) => eprintln!("warning: {why}"),
@@ -447,6 +456,11 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
     let out = p.out;
     match action {
         Action::Interactive => {
+            // One interactive session of an account at a time.
+            if has_session {
+                login::attach_interactive(&router, user, &p.state_dir, p.take_over, &policy)
+                    .await?;
+            }
             interactive::log_in(&router, user, handle.as_deref(), out, &policy).await?;
             interactive::run(&router, user, &store, out, &policy).await
         }
