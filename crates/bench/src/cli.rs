@@ -69,6 +69,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub cluster_secret_file: Option<std::path::PathBuf>,
 
+    /// TLS to the deployment of -c: `--tls-ca` verifies its servers,
+    /// `--tls-cert --tls-key` are the certificate its internal services
+    /// (the audit, the view of the clusters) require.
+    #[command(flatten)]
+    #[serde(skip)]
+    pub tls: tsn_cluster::tls::TlsArgs,
+
     /// Users to create (ids 1..=U, spread over the clusters by id).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=USERS_MAX as i64))]
     pub users: u32,
@@ -125,6 +132,13 @@ pub struct RunArgs {
     /// Skip the echo phase (the RPC stack's limit).
     #[arg(long)]
     pub no_echo: bool,
+
+    /// Skip the Redis baseline (a Redis primary and replica started in a
+    /// temp dir, the same closed loop, follow graph and watched
+    /// followers); it is skipped too, with the reason, when redis-server
+    /// is not on PATH.
+    #[arg(long)]
+    pub no_redis: bool,
 
     /// Skip the open-loop phase at half the measured maximum throughput.
     #[arg(long)]

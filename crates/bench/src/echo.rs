@@ -69,8 +69,11 @@ pub fn serve(args: EchoArgs) -> anyhow::Result<()> {
             PostsServer::new(Echo::default()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
         println!("{READY_LINE} {addr}");
         let _ = std::io::stdout().flush();
-        let incoming =
-            tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
+        let incoming = tsn_cluster::net::incoming(
+            listener,
+            tsn_cluster::net::ConnLimit::for_listeners(1),
+            None,
+        );
         Server::builder()
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
             .add_service(posts)

@@ -26,7 +26,7 @@ use crate::ids::new_run_id;
 use crate::limits::{ACKS_MAX_RECORDS, IN_SYNC_DEADLINE_MS, OUTAGE_DEADLINE_MS, POLL_INTERVAL_MS};
 use crate::load::{open_loop, LoadCtx};
 use crate::machine::Machine;
-use crate::poster::Poster;
+use crate::poster::{Poster, Via};
 use crate::record::{Clock, Records};
 use crate::report::{
     failover_table, failover_targets, write_json, DeploymentInfo, FailoverResult, RunHeader,
@@ -74,7 +74,7 @@ pub async fn failover(args: FailoverArgs, shutdown: Shutdown) -> anyhow::Result<
     let (stop_load, load_stopped) = Shutdown::new();
     let ctx = LoadCtx {
         poster: Arc::new(Poster {
-            router: router.clone(),
+            via: Via::Tsn(router.clone()),
             records: records.clone(),
             clock,
             run: run_id.clone(),

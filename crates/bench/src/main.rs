@@ -8,6 +8,8 @@
 //!   (`disk.rs`), the floor of a durable post's acknowledgement.
 //! * `tsn_bench echo-server -p PORT`: the echo server the main run starts
 //!   as a child (`echo.rs`).
+//! * the Redis baseline of the main run (`baseline/`): a Redis primary and
+//!   replica it starts itself, the same posts and followers.
 //!
 //! Modules, one concern each: `cli` and `limits` (flags and bounds),
 //! `deploy` (the deployment under test), `setup` and `graph` (users and
@@ -17,6 +19,7 @@
 //! windows), `report`, `plot` and `progress` (output), `machine`.
 
 mod audit;
+mod baseline;
 mod cli;
 mod cpu;
 mod delivery;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tsn_harness::Deployment;
 
 use crate::audit::AuditFigures;
+use crate::baseline::{RedisReport, VsRedis};
 use crate::cli::{FailoverArgs, RunArgs};
 use crate::cpu::CpuFigures;
 use crate::delivery::DeliveryFigures;
@@ -17,10 +18,15 @@ use crate::figures::PhaseFigures;
 use crate::machine::Machine;
 use crate::stats::{Summary, Window};
 
-/// Share of the echo server's calls/s that durable posts must reach.
-pub const TARGET_ECHO_RATIO_MIN: f64 = 0.4;
-/// p99 of the acknowledgement at half the maximum throughput.
-pub const TARGET_HALF_LOAD_P99_MAX_MS: f64 = 2.0;
+/// tsn's posts/s ÷ the Redis baseline's posts/s, same closed loop.
+pub const TARGET_VS_REDIS_POSTS_RATIO_MIN: f64 = 1.0;
+/// tsn's same-cluster delivery p99 ÷ Redis's pub/sub delivery p99.
+pub const TARGET_VS_REDIS_DELIVERY_P99_RATIO_MAX: f64 = 1.0;
+/// Ack p99 at half the maximum throughput ÷ the p99 of the disk probe's
+/// fdatasync in the same run.
+pub const TARGET_HALF_LOAD_P99_OVER_FSYNC_P99_MAX: f64 = 2.0;
+/// CPU per post at half load ÷ CPU per post at the maximum.
+pub const TARGET_HALF_LOAD_CPU_RATIO_MAX: f64 = 1.2;
 /// Cross-cluster delivery p99: at most q plus this.
 pub const TARGET_DELIVERY_OVER_Q_MAX_MS: f64 = 100.0;
 /// What cross-cluster delivery p99 aims at, since the sync services
@@ -163,6 +169,12 @@ pub struct RunResult {
     pub echo: Option<PhaseReport>,
     /// Posts/s of the closed-loop main phase ÷ echo calls/s, same clients.
     pub posts_per_echo_call: Option<f64>,
+    /// The Redis baseline of the same run.
+    pub redis: Option<RedisReport>,
+    /// Why there is no Redis baseline in this run.
+    pub redis_skipped: Option<String>,
+    /// tsn ÷ Redis, for the closed-loop main phase.
+    pub vs_redis: Option<VsRedis>,
     /// The disk alone: latency of an append and fdatasync, in ms (local
     /// deployments only), the floor of any durable acknowledgement.
     pub disk: Option<Summary>,
@@ -190,25 +202,67 @@ pub struct FailoverResult {
 /// The targets a main run can judge.
 pub fn run_targets(r: &RunResult, q_ms: Option<u64>) -> Vec<Target> {
     let mut t = Vec::new();
-    t.push(Target::new(
-        "durable posts/s vs echo calls/s",
-        format!(">= {TARGET_ECHO_RATIO_MIN}"),
-        r.posts_per_echo_call,
-        "",
-        |v| v >= TARGET_ECHO_RATIO_MIN,
-    ));
-    let mut half_load = Target::new(
-        "ack p99 at half the max throughput",
-        format!("<= {TARGET_HALF_LOAD_P99_MAX_MS} ms"),
-        r.half_load.as_ref().map(|h| h.figures.ack_latency.p99_ms),
-        " ms",
-        |v| v <= TARGET_HALF_LOAD_P99_MAX_MS,
+    let vs = r.vs_redis.clone().unwrap_or_default();
+    let mut posts = Target::new(
+        "tsn posts/s vs Redis posts/s",
+        format!(">= {TARGET_VS_REDIS_POSTS_RATIO_MIN}x"),
+        vs.posts_per_s,
+        "x",
+        |v| v >= TARGET_VS_REDIS_POSTS_RATIO_MIN,
     );
-    if let (Some(d), Some(_)) = (&r.disk, half_load.met) {
-        // No acknowledgement can beat the fsync it waits for.
-        half_load.measured += &format!(" (fdatasync alone: p99 {:.3} ms)", d.p99_ms);
+    if let (Some(redis), Some(_)) = (&r.redis, posts.met) {
+        posts.measured += &format!(
+            " ({:.0} vs {:.0}/s)",
+            r.main.figures.throughput_per_s, redis.phase.figures.throughput_per_s
+        );
+    }
+    t.push(posts);
+    let same_p99 = |p: &PhaseReport| {
+        p.delivery
+            .as_ref()
+            .filter(|d| d.same_cluster.arrived > 0)
+            .map(|d| d.same_cluster.latency.p99_ms)
+    };
+    let redis_p99 = r.redis.as_ref().and_then(|x| same_p99(&x.phase));
+    let delivery = Target::new(
+        "tsn same-cluster delivery p99 vs Redis pub/sub",
+        redis_p99.map_or("<= Redis's p99".into(), |p| {
+            format!("<= {TARGET_VS_REDIS_DELIVERY_P99_RATIO_MAX}x Redis's {p:.3} ms")
+        }),
+        redis_p99.and(same_p99(&r.main)),
+        " ms",
+        move |v| redis_p99.is_some_and(|p| v <= TARGET_VS_REDIS_DELIVERY_P99_RATIO_MAX * p),
+    );
+    t.push(delivery);
+    let fsync_p99 = r.disk.as_ref().map(|d| d.p99_ms);
+    let half_p99 = r.half_load.as_ref().map(|h| h.figures.ack_latency.p99_ms);
+    let mut half_load = Target::new(
+        "ack p99 at half load vs fdatasync p99",
+        format!("<= {TARGET_HALF_LOAD_P99_OVER_FSYNC_P99_MAX}x"),
+        half_p99
+            .zip(fsync_p99)
+            .and_then(|(h, d)| (d > 0.0).then(|| h / d)),
+        "x",
+        |v| v <= TARGET_HALF_LOAD_P99_OVER_FSYNC_P99_MAX,
+    );
+    if let (Some(h), Some(d)) = (half_p99, fsync_p99) {
+        half_load.measured += &format!(" ({h:.3} vs {d:.3} ms)");
     }
     t.push(half_load);
+    let cpu = |p: &PhaseReport| Some(p.cpu.total_cpu_us_per_op).filter(|v| *v > 0.0);
+    let full_cpu = cpu(&r.main);
+    let half_cpu = r.half_load.as_ref().and_then(cpu);
+    let mut cpu_target = Target::new(
+        "CPU per post at half load vs max load",
+        format!("<= {TARGET_HALF_LOAD_CPU_RATIO_MAX}x"),
+        half_cpu.zip(full_cpu).map(|(h, f)| h / f),
+        "x",
+        |v| v <= TARGET_HALF_LOAD_CPU_RATIO_MAX,
+    );
+    if let (Some(h), Some(f)) = (half_cpu, full_cpu) {
+        cpu_target.measured += &format!(" ({h:.0} vs {f:.0} µs)");
+    }
+    t.push(cpu_target);
     let phases: Vec<(&str, Option<&PhaseReport>)> = vec![
         ("max load", Some(&r.main)),
         ("half load", r.half_load.as_ref()),
@@ -364,6 +418,29 @@ pub fn run_table(r: &RunResult) -> String {
     }
     if let Some(ratio) = r.posts_per_echo_call {
         let _ = writeln!(out, "posts/s ÷ echo calls/s: {ratio:.3}");
+    }
+    if let Some(redis) = &r.redis {
+        let _ = writeln!(
+            out,
+            "Redis {} baseline: {}",
+            redis.version, redis.durability
+        );
+        phase_rows(&mut out, &redis.phase);
+    }
+    if let Some(why) = &r.redis_skipped {
+        let _ = writeln!(out, "no Redis baseline: {why}");
+    }
+    if let Some(v) = &r.vs_redis {
+        let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
+        let _ = writeln!(
+            out,
+            "tsn ÷ Redis: posts/s {}, ack p50 {} p99 {}, delivery p50 {} p99 {}",
+            f(v.posts_per_s),
+            f(v.ack_p50),
+            f(v.ack_p99),
+            f(v.delivery_p50),
+            f(v.delivery_p99)
+        );
     }
     if let Some(d) = &r.disk {
         let _ = writeln!(out, "disk alone (the floor of a durable acknowledgement):");

@@ -12,7 +12,9 @@
 //!    reached, for the latency at a load the server is not saturated by;
 //! 5. **echo**: the same closed loop against a bare echo server, for the
 //!    limit of the RPC stack;
-//! 6. the audit (lost and duplicated posts), the report and the plot.
+//! 6. **redis**: the same closed loop, follow graph and watched followers
+//!    against the Redis baseline (`baseline/`), which tsn is compared with;
+//! 7. the audit (lost and duplicated posts), the report and the plot.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -27,6 +29,8 @@ use tsn_datastore::record::now_ms;
 use tsn_harness::{Api, Deployment, Member};
 
 use crate::audit::audit;
+use crate::baseline::pair::find_redis_server;
+use crate::baseline::{Baseline, BaselineCtx, RedisReport, VsRedis};
 use crate::cli::{Load, RunArgs};
 use crate::cpu::{figures as cpu_figures, snapshot, Snapshot, Tracked};
 use crate::delivery::{analyze, Delivery, DeliveryFigures, Watchers};
@@ -44,7 +48,7 @@ use crate::limits::{
 use crate::load::{closed_loop, open_loop, LoadCtx};
 use crate::machine::Machine;
 use crate::plot::{write_svg, PlotInput};
-use crate::poster::Poster;
+use crate::poster::{Poster, Via};
 use crate::progress::Progress;
 use crate::record::{Ack, Clock, Records};
 use crate::report::{
@@ -263,13 +267,12 @@ struct Posting {
 }
 
 impl Posting {
-    /// The records of a new phase, and its context posting through
-    /// `router`.
-    fn records_and_ctx(&self, router: Arc<Router>, seed: u64) -> (Arc<Records>, LoadCtx) {
+    /// The records of a new phase, and its context posting through `via`.
+    fn records_and_ctx(&self, via: Via, seed: u64) -> (Arc<Records>, LoadCtx) {
         let records = Arc::new(Records::new(ACKS_MAX_RECORDS));
         let ctx = LoadCtx {
             poster: Arc::new(Poster {
-                router,
+                via,
                 records: records.clone(),
                 clock: self.clock,
                 run: self.run_id.clone(),
@@ -357,6 +360,23 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         target, posting, ..
     } = phases;
     let echo_report = echo_phase(&args, &target, &posting, cores).await?;
+    let (redis, redis_skipped) = redis_phase(
+        &args,
+        &posting,
+        &BaselineCtx {
+            followers_of: &setup.followers,
+            watched: &setup.watched,
+            run_id: &posting.run_id,
+            clock: posting.clock,
+            clients: args.clients(),
+        },
+        cores,
+    )
+    .await?;
+    let vs_redis = match (args.load(), &redis) {
+        (Load::Closed { .. }, Some(r)) => Some(VsRedis::of(&main.report, &r.phase)),
+        _ => None,
+    };
     let posts_per_echo_call = match (args.load(), &echo_report) {
         (Load::Closed { .. }, Some(e)) if e.figures.throughput_per_s > 0.0 => {
             Some(main.report.figures.throughput_per_s / e.figures.throughput_per_s)
@@ -392,6 +412,9 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         half_load: half_report,
         echo: echo_report,
         posts_per_echo_call,
+        redis,
+        redis_skipped,
+        vs_redis,
         disk,
         kill: main.kill,
         audit,
@@ -425,7 +448,12 @@ async fn probe_disk(args: &RunArgs) -> anyhow::Result<Option<Summary>> {
 /// `-c`) and learns how many clusters it has.
 async fn connect(args: &RunArgs) -> anyhow::Result<Target> {
     let (deployment, coord_addr) = match &args.coordinator {
-        Some(addr) => (None, addr.clone()),
+        Some(addr) => {
+            if let Some(tls) = args.tls.open_client()? {
+                tsn_cluster::tls::set_process_tls(Some(tls));
+            }
+            (None, addr.clone())
+        }
         None => {
             eprintln!(
                 "tsn_bench: starting a local deployment of {} clusters",
@@ -528,7 +556,9 @@ async fn set_up(
 /// deliveries are waited for.
 async fn posts_phase(p: &mut Phases<'_>, dctx: &DeliveryCtx<'_>) -> anyhow::Result<PostsOutcome> {
     let args = p.args;
-    let (records, ctx) = p.posting.records_and_ctx(p.router.clone(), args.seed);
+    let (records, ctx) = p
+        .posting
+        .records_and_ctx(Via::Tsn(p.router.clone()), args.seed);
     let load = args.load();
     let tracked = tracked_processes(&mut p.target.deployment, &p.target.api).await;
     let kill_at = match (args.kill_primary_at, p.target.deployment.as_mut()) {
@@ -597,7 +627,7 @@ async fn half_load_phase(
     };
     let (records, ctx) = p
         .posting
-        .records_and_ctx(p.router.clone(), args.seed.wrapping_add(1));
+        .records_and_ctx(Via::Tsn(p.router.clone()), args.seed.wrapping_add(1));
     // Roles and pids may have changed since (a kill and a restart).
     let tracked = tracked_processes(&mut p.target.deployment, &p.target.api).await;
     let run = run_phase(
@@ -636,7 +666,7 @@ async fn echo_phase(
     };
     let mut server = echo::spawn(&logs).await?;
     let echo_router = Arc::new(Router::fixed(&server.addr(), args.connections)?);
-    let (records, ctx) = posting.records_and_ctx(echo_router, args.seed);
+    let (records, ctx) = posting.records_and_ctx(Via::Tsn(echo_router), args.seed);
     let echo_load = Load::Closed {
         clients: args.clients(),
     };
@@ -663,6 +693,48 @@ async fn echo_phase(
     anyhow::ensure!(!posting.shutdown.is_fired(), "interrupted");
     let figures = figures_of("echo", echo_load, &records.acks(), &records, &run);
     Ok(Some(phase_report(figures, &run, &tracked, cores, None)))
+}
+
+/// Phase 6: the same closed loop, follow graph and watched followers
+/// against the Redis baseline. Skipped, with the reason, when asked to or
+/// when `redis-server` is not installed.
+async fn redis_phase(
+    args: &RunArgs,
+    posting: &Posting,
+    ctx: &BaselineCtx<'_>,
+    cores: usize,
+) -> anyhow::Result<(Option<RedisReport>, Option<String>)> {
+    if args.no_redis {
+        return Ok((None, Some("--no-redis".into())));
+    }
+    let bin = match find_redis_server() {
+        Ok(bin) => bin,
+        Err(why) => {
+            eprintln!("tsn_bench: no Redis baseline in this run: {why}");
+            return Ok((None, Some(why)));
+        }
+    };
+    let baseline = Baseline::start(&bin, ctx).await?;
+    let (records, load_ctx) = posting.records_and_ctx(baseline.via(), args.seed);
+    let load = Load::Closed {
+        clients: ctx.clients,
+    };
+    let tracked = baseline.tracked();
+    let run = run_phase(
+        &load_ctx,
+        PhasePlan::of(args, "redis", "posts", load, &tracked),
+    )
+    .await;
+    drop(load_ctx);
+    let run = run?;
+    anyhow::ensure!(!posting.shutdown.is_fired(), "interrupted");
+    let acks = records.acks();
+    let figures = figures_of("redis", load, &acks, &records, &run);
+    eprintln!("tsn_bench: waiting for the deliveries of the redis phase");
+    let delivery = baseline.deliveries(ctx, &acks, run.span).await;
+    let mut report = phase_report(figures, &run, &tracked, cores, None);
+    report.delivery = Some(delivery);
+    Ok((Some(baseline.stop(report).await), None))
 }
 
 /// The acknowledgements and the report of the finished phase of posts
@@ -779,7 +851,7 @@ async fn tracked_processes(deployment: &mut Option<Deployment>, api: &Api) -> Ve
     let views = api.clusters().await.unwrap_or_default();
     for m in d.members() {
         let kind = match m {
-            Member::Coordinator => "coordinator",
+            Member::Coordinator | Member::GroupMember { .. } => "coordinator",
             Member::Server { cluster, server_id } => {
                 match views.iter().find(|v| v.cluster_id == cluster) {
                     Some(v) if v.primary_id == server_id => "primary",

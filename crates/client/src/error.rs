@@ -53,12 +53,41 @@ impl CallError {
 
 /// One line describing a final status: just the message for
 /// `INVALID_ARGUMENT` (it is written for the user), else code and message.
+/// A failed TLS handshake or a plaintext connection to a TLS listener
+/// ends with a transport error, which says so in a line for the user.
 pub fn status_text(status: &Status) -> String {
     let message = one_line(status.message());
-    match status.code() {
+    let text = match status.code() {
         Code::InvalidArgument if !message.is_empty() => message,
         code if message.is_empty() => code.description().to_string(),
         code => format!("{}: {message}", code.description()),
+    };
+    match tls_hint(status) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
+}
+
+/// What a transport error under `status` says about TLS, if anything.
+fn tls_hint(status: &Status) -> Option<&'static str> {
+    let mut chain = String::new();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        chain.push_str(&e.to_string());
+        chain.push(' ');
+        source = e.source();
+    }
+    if chain.is_empty() {
+        return None;
+    }
+    if chain.contains("InvalidContentType") || chain.contains("CorruptMessage") {
+        Some("the server does not speak TLS: leave out --tls-ca")
+    } else if chain.contains("certificate") || chain.contains("Certificate") {
+        Some("TLS: the server's certificate is not trusted by --tls-ca or does not name the address dialed")
+    } else if chain.contains("FRAME_SIZE_ERROR") || status.message().contains("h2 protocol error") {
+        Some("the server may require TLS: give its CA with --tls-ca")
+    } else {
+        None
     }
 }
 
@@ -82,6 +111,22 @@ mod tests {
         assert_eq!(
             status_text(&Status::internal("")),
             Code::Internal.description()
+        );
+    }
+
+    #[test]
+    fn tls_mismatches_are_explained() {
+        let transport =
+            |text: &str| Status::from_error(Box::new(std::io::Error::other(text.to_string())));
+        let plain_server = transport("received corrupt message of type InvalidContentType");
+        assert!(status_text(&plain_server).contains("leave out --tls-ca"));
+        let stranger = transport("invalid peer certificate: UnknownIssuer");
+        assert!(status_text(&stranger).contains("not trusted by --tls-ca"));
+        // A server's own answer is shown as it is.
+        let answer = Status::internal("h2 protocol error in a message");
+        assert_eq!(
+            status_text(&answer),
+            "Internal error: h2 protocol error in a message"
         );
     }
 

@@ -24,7 +24,9 @@ use tsn_cluster::retry::Backoff;
 ///   busy; retry"). A user wants the post to go through once the burst is
 ///   written, not to be told to send it again by hand; the backoff keeps the
 ///   retries from adding to the load, and the caller's time limit still
-///   ends them.
+///   ends them. A full disk is `RESOURCE_EXHAUSTED` too, but the server
+///   marks it final ([`tsn_cluster::refusal`]): it passes only when an
+///   operator frees space, so the user is told at once.
 ///
 /// Everything else is the server's final answer about the request itself
 /// (`INVALID_ARGUMENT`, `NOT_FOUND`, `FAILED_PRECONDITION`, …) or a fault
@@ -32,6 +34,9 @@ use tsn_cluster::retry::Backoff;
 /// read its own files). Every call the clients make is safe to repeat: a
 /// post carries its own id, which the server stores once.
 pub fn is_retryable(status: &Status) -> bool {
+    if tsn_cluster::refusal::is_final_refusal(status) {
+        return false;
+    }
     matches!(
         status.code(),
         Code::Unavailable
@@ -170,6 +175,11 @@ mod tests {
         ] {
             assert!(!is_retryable(&Status::new(code, "x")), "{code:?}");
         }
+        let disk_full = tsn_cluster::refusal::final_refusal(
+            Status::resource_exhausted("disk full"),
+            "disk-full",
+        );
+        assert!(!is_retryable(&disk_full));
     }
 
     #[test]

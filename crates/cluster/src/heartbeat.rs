@@ -12,6 +12,12 @@
 //! leave on time — a process that is alive must not look dead. Beats do not
 //! wait for each other: each is sent on schedule with its own time limit,
 //! and a reply older than one already published is dropped.
+//!
+//! Every reply, in order or not, is also a sample of the coordinator's
+//! clock for this process's cluster time ([`crate::clock`]): the loop
+//! feeds it with the beat's send and receipt instants, and each beat says
+//! whether that time is within the process's bound (`clock_unbounded`),
+//! which the coordinator needs before it makes a server primary.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tsn_proto::tsn::{HeartbeatReply, HeartbeatRequest, ProcessKind, Role};
 
 use crate::auth::ClusterAuth;
+use crate::clock::{Sample, SharedClock};
 use crate::coord::CoordClient;
 use crate::retry::FailureLog;
 use crate::shutdown::Shutdown;
@@ -59,6 +66,7 @@ pub fn spawn(
     me: Identity,
     interval_ms: u64,
     progress: Progress,
+    clock: SharedClock,
     shutdown: Shutdown,
 ) -> anyhow::Result<watch::Receiver<Heard>> {
     assert!(interval_ms >= 1, "the heartbeat interval must be positive");
@@ -86,6 +94,7 @@ pub fn spawn(
                 me,
                 interval_ms,
                 progress,
+                clock,
                 shutdown,
                 tx,
             ));
@@ -93,12 +102,14 @@ pub fn spawn(
     Ok(rx)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn beat(
     coordinator: String,
     auth: ClusterAuth,
     me: Identity,
     interval_ms: u64,
     progress: Progress,
+    clock: SharedClock,
     mut shutdown: Shutdown,
     tx: watch::Sender<Heard>,
 ) {
@@ -148,6 +159,7 @@ async fn beat(
                     last_seq,
                     last_epoch,
                     mp3_address: me.mp3_address.clone(),
+                    clock_unbounded: !clock.within_bound(),
                 };
                 let coord = coord.clone();
                 let done = done_tx.clone();
@@ -158,13 +170,19 @@ async fn beat(
                         Ok(r) => r,
                         Err(_) => Err(tonic::Status::deadline_exceeded("no heartbeat reply in time")),
                     };
-                    let _ = done.send((sent, result)).await;
+                    let received = Instant::now();
+                    let _ = done.send((sent, received, result)).await;
                 });
             }
-            Some((sent, result)) = done_rx.recv() => {
+            Some((sent, received, result)) = done_rx.recv() => {
                 in_flight -= 1;
                 match result {
                     Ok(reply) => {
+                        clock.sample(Sample {
+                            sent,
+                            received,
+                            coordinator_ms: reply.coordinator_time_ms,
+                        });
                         if failures.succeeded() {
                             tracing::info!(coordinator = coord.addr(), "coordinator reachable again");
                         }
@@ -194,8 +212,26 @@ async fn beat(
     }
 }
 
-/// Whether this process can still open a file: fails with `EMFILE` (or
-/// `ENFILE`) when every descriptor is taken.
+/// Descriptors a process must have free to say it can serve: a little
+/// work (a journal read, a new client, a peer's channel) needs a few, and a
+/// process that has fewer flaps between failing and succeeding as
+/// connections come and go.
+pub const FD_HEADROOM_MIN: u64 = 16;
+
+/// Whether this process can still open files, with
+/// [`FD_HEADROOM_MIN`] descriptors to spare: fails with `EMFILE` (or
+/// `ENFILE`) when it cannot open one, and with a clear error when fewer
+/// than the headroom are left under its `RLIMIT_NOFILE`.
 pub fn can_open_files() -> std::io::Result<()> {
-    std::fs::File::open("/dev/null").map(drop)
+    std::fs::File::open("/dev/null").map(drop)?;
+    // Counting needs a descriptor of its own (the directory), so it fails
+    // too when there is none.
+    let open = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+    let limit = crate::net::nofile_limit();
+    if open.saturating_add(FD_HEADROOM_MIN) > limit {
+        return Err(std::io::Error::other(format!(
+            "{open} of {limit} descriptors open, fewer than {FD_HEADROOM_MIN} free"
+        )));
+    }
+    Ok(())
 }

@@ -1,26 +1,38 @@
 //! What every tsn process shares about the cluster.
 //!
+//! * [`address`]: `host:port` and lists of them on the command line.
 //! * [`auth`]: the deployment secret every internal RPC carries and checks.
 //! * [`limits`]: timing defaults and limits, each with its unit in its name.
 //! * [`coord`]: a client of the coordinator with timeouts and reconnection.
 //! * [`heartbeat`]: the heartbeat loop of servers and sync services.
-//! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`).
+//! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`,
+//!   limits, the TLS handshake).
 //! * [`password`]: account passwords, kept only as Argon2id hashes.
 //! * [`session`]: session tokens: made, hashed, carried as `authorization: Bearer`.
+//! * [`tls`]: TLS on every listener and channel, reloaded from its files.
+//! * [`watch`]: following files that change on disk.
 //! * [`shutdown`]: the one shared signal that stops a process gracefully.
 //! * [`sync`]: the one poison-tolerant mutex lock.
 //! * [`home_cluster`]: which cluster serves a client id.
 
+pub mod address;
+pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod coord;
 pub mod heartbeat;
 pub mod limits;
 pub mod net;
 pub mod password;
+pub mod refusal;
 pub mod retry;
 pub mod session;
 pub mod shutdown;
 pub mod sync;
+pub mod tls;
+pub mod watch;
+
+pub use address::{parse_address_list, parse_host_port};
 
 /// The cluster that serves `user` among `clusters` clusters:
 /// `((user - 1) mod clusters) + 1`. Client ids start at 1.

@@ -1,8 +1,12 @@
 //! The gRPC face of the handle registry: `tsn.Accounts`, open to every
 //! client like `GetServer`.
 //!
+//! Answered by the leader of the coordinator group, which holds the
+//! registry as replicated state; another member refuses, naming the leader
+//! (the coordinator client follows it).
+//!
 //! A sign-up is checked (handle, password, the caller's sign-up bucket, the
-//! handle still free) under the state lock, then its password is hashed
+//! handle still free) by the control plane, then its password is hashed
 //! with the lock released and on a blocking thread (at most
 //! [`SIGNUP_HASHES_AT_ONCE_MAX`] at once, so sign-ups never take every core
 //! from the failure detector), then decided under the lock again: the
@@ -22,7 +26,7 @@ use tsn_proto::tsn::{
     SignUpRequest,
 };
 
-use crate::service::{lock, status, Shared};
+use crate::service::{status, Shared};
 
 /// Most accounts one `List` answers.
 pub const LIST_HANDLES_MAX: usize = 1_000;
@@ -61,13 +65,14 @@ impl Accounts for AccountsService {
         &self,
         request: Request<SignUpRequest>,
     ) -> Result<Response<SignUpReply>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = tsn_cluster::net::remote_addr(&request).map(|a| a.ip());
         let req = request.into_inner();
         let handle = handle_of(&req.handle)?;
         let password =
             Password::new(req.password).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        lock(&self.state)
-            .admit_signup(peer, &handle, Instant::now())
+        self.state
+            .decide(|c| c.admit_signup(peer, &handle, Instant::now()))
+            .await?
             .map_err(status)?;
         let hash = {
             let _permit = self
@@ -80,8 +85,10 @@ impl Accounts for AccountsService {
                 .map_err(|e| Status::internal(format!("hashing stopped: {e}")))?
                 .map_err(|e| Status::internal(e.to_string()))?
         };
-        let account = lock(&self.state)
-            .sign_up(&handle, hash, now_ms())
+        let account = self
+            .state
+            .decide(|c| c.sign_up(&handle, hash, now_ms()))
+            .await?
             .map_err(status)?;
         Ok(Response::new(SignUpReply {
             user: account.user,
@@ -95,13 +102,18 @@ impl Accounts for AccountsService {
         request: Request<ResolveRequest>,
     ) -> Result<Response<ResolveReply>, Status> {
         let handle = handle_of(&request.into_inner().handle)?;
-        let state = lock(&self.state);
-        let account = state.resolve(&handle).map_err(status)?;
-        Ok(Response::new(ResolveReply {
-            user: account.user,
-            cluster: account.cluster,
-            handle: account.handle.clone(),
-        }))
+        let reply = self
+            .state
+            .decide(|c| {
+                c.resolve(&handle).map(|a| ResolveReply {
+                    user: a.user,
+                    cluster: a.cluster,
+                    handle: a.handle.clone(),
+                })
+            })
+            .await?
+            .map_err(status)?;
+        Ok(Response::new(reply))
     }
 
     async fn list(
@@ -110,18 +122,23 @@ impl Accounts for AccountsService {
     ) -> Result<Response<ListAccountsReply>, Status> {
         let pattern =
             Pattern::parse(&request.into_inner().pattern).map_err(Status::invalid_argument)?;
-        let state = lock(&self.state);
-        let (found, truncated) = state.list_accounts(&pattern, LIST_HANDLES_MAX);
-        Ok(Response::new(ListAccountsReply {
-            accounts: found
-                .into_iter()
-                .map(|a| ResolveReply {
-                    user: a.user,
-                    cluster: a.cluster,
-                    handle: a.handle.clone(),
-                })
-                .collect(),
-            truncated,
-        }))
+        let reply = self
+            .state
+            .decide(|c| {
+                let (found, truncated) = c.list_accounts(&pattern, LIST_HANDLES_MAX);
+                ListAccountsReply {
+                    accounts: found
+                        .into_iter()
+                        .map(|a| ResolveReply {
+                            user: a.user,
+                            cluster: a.cluster,
+                            handle: a.handle.clone(),
+                        })
+                        .collect(),
+                    truncated,
+                }
+            })
+            .await?;
+        Ok(Response::new(reply))
     }
 }

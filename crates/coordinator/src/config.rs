@@ -3,6 +3,7 @@
 //! Every limit is a named constant with its unit last, so a reader sees at
 //! once how much of anything the coordinator accepts.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +34,29 @@ pub const EPOCH_MAX: u64 = 1 << 53;
 pub const EPOCH_CLAIM_MAX: u64 = EPOCH_MAX - (1 << 32);
 /// Largest server id: the classic `ServerInfo.serverID` is an `int32`.
 pub const SERVER_ID_MAX: u32 = i32::MAX as u32;
+/// Most members of a coordinator group (`--peers`).
+pub const GROUP_MEMBERS_MAX: usize = 7;
+/// How often the leader of the group tells the others it is alive.
+pub const RAFT_HEARTBEAT_INTERVAL_MS: u64 = 50;
+/// A member that hears no leader for a random time between these two
+/// stands for election: a dead leader is replaced within about the upper
+/// bound and one round of votes.
+pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 250;
+pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 500;
+/// How long the leader waits before it tries again a member it could not
+/// reach: short, so that a restarted member hears the leader before its
+/// own election timeout and does not stand for election needlessly.
+pub const RAFT_UNREACHABLE_RETRY_MS: u64 = 50;
+/// Longest a decision waits to be committed by a majority; past it the
+/// decision is not taken (and the member rebuilds its view from what the
+/// group committed).
+pub const RAFT_COMMIT_TIMEOUT_MS: u64 = 2_000;
+/// Longest a new member may take to catch up with the log before a
+/// membership change gives up (nothing changed then).
+pub const MEMBER_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
+/// A snapshot is taken after this many log entries since the last one,
+/// and the log before it is purged.
+pub const RAFT_SNAPSHOT_LOGS: u64 = 5_000;
 /// Bounds of `--failure-timeout-ms`.
 pub const FAILURE_TIMEOUT_MIN_MS: u64 = 20;
 pub const FAILURE_TIMEOUT_MAX_MS: u64 = 600_000;
@@ -79,13 +103,82 @@ pub struct Args {
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
 
+    #[command(flatten)]
+    pub admin: tsn_cluster::admin::AdminArgs,
+
+    #[command(flatten)]
+    pub tls: tsn_cluster::tls::TlsArgs,
+
     /// Most users the coordinator assigns a cluster to (each costs memory
     /// and a line on disk); past it, new users are refused.
     #[arg(long = "users-max", default_value_t = ASSIGNED_USERS_MAX)]
     pub users_max: usize,
+
+    /// This member's id in the coordinator group.
+    #[arg(long = "id", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: u64,
+
+    /// Every member of the coordinator group, this one included, as
+    /// `id=host:port,...` (the address each serves on). Empty: a group of
+    /// one, this member alone. Read only when the group is first formed:
+    /// afterwards the membership is what the group committed.
+    #[arg(long = "peers", default_value = "", value_parser = parse_peers)]
+    pub peers: Peers,
+
+    /// Start as a new member of a running group: form no group, wait to be
+    /// added (`tsn.Raft/ChangeMembers` on the leader).
+    #[arg(long = "join")]
+    pub join: bool,
+}
+
+/// The members named by `--peers`: id -> host:port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peers(pub BTreeMap<u64, String>);
+
+/// Parses `id=host:port,...`.
+pub fn parse_peers(s: &str) -> Result<Peers, String> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            return Err(format!("{part:?} is not id=host:port"));
+        };
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&i| i > 0)
+            .ok_or_else(|| format!("member id {id:?} is not a positive integer"))?;
+        let addr =
+            tsn_cluster::parse_host_port(addr.trim()).map_err(|e| format!("member {id}: {e}"))?;
+        if peers.insert(id, addr).is_some() {
+            return Err(format!("member {id} is named twice"));
+        }
+    }
+    if peers.len() > GROUP_MEMBERS_MAX {
+        return Err(format!(
+            "{} members; a group has at most {GROUP_MEMBERS_MAX}",
+            peers.len()
+        ));
+    }
+    Ok(Peers(peers))
 }
 
 impl Args {
+    /// The members the group is formed with: `--peers`, or this member
+    /// alone at its own address. Refused if `--peers` does not name `--id`.
+    pub fn members(&self, local: std::net::SocketAddr) -> anyhow::Result<BTreeMap<u64, String>> {
+        if self.peers.0.is_empty() {
+            return Ok(BTreeMap::from([(self.id, local.to_string())]));
+        }
+        if !self.peers.0.contains_key(&self.id) {
+            anyhow::bail!(
+                "--peers does not name this member (--id {}): every member, this one included",
+                self.id
+            );
+        }
+        Ok(self.peers.0.clone())
+    }
+
     pub fn failure_timeout(&self) -> Duration {
         Duration::from_millis(self.failure_timeout_ms)
     }
@@ -116,6 +209,43 @@ mod tests {
         assert_eq!(a.bind.to_string(), "127.0.0.1");
         assert_eq!(a.failure_timeout_ms, FAILURE_TIMEOUT_MS);
         assert_eq!(a.liveness_tick(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn peers_are_id_equals_host_port() {
+        let a = parse(&[
+            "-p",
+            "9000",
+            "--id",
+            "2",
+            "--peers",
+            "1=127.0.0.1:9001,2=127.0.0.1:9000, 3=localhost:9003",
+        ])
+        .unwrap();
+        assert_eq!(a.id, 2);
+        assert_eq!(a.peers.0.len(), 3);
+        assert_eq!(a.peers.0[&3], "localhost:9003");
+        let local = "127.0.0.1:9000".parse().unwrap();
+        assert_eq!(a.members(local).unwrap().len(), 3);
+        let alone = parse(&["-p", "9000"]).unwrap();
+        assert_eq!(
+            alone.members(local).unwrap(),
+            BTreeMap::from([(1, "127.0.0.1:9000".to_string())])
+        );
+        let stranger = parse(&["-p", "9000", "--id", "4", "--peers", "1=a:1,2=b:2"]).unwrap();
+        assert!(stranger.members(local).is_err());
+        for bad in [
+            "1",
+            "0=a:1",
+            "x=a:1",
+            "1=a",
+            "1=a:1,1=b:2",
+            "1=a:99999",
+            "1=a:1,2=a:2,3=a:3,4=a:4,5=a:5,6=a:6,7=a:7,8=a:8",
+        ] {
+            assert!(parse(&["-p", "9000", "--peers", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["-p", "9000", "--id", "0"]).is_err());
     }
 
     #[test]

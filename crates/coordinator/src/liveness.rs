@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tsn_cluster::shutdown::Shutdown;
 
-use crate::service::{lock, Shared};
+use crate::service::Shared;
 
 /// Shortest tick, so that a zero duration cannot spin or panic.
 const TICK_MIN_MS: u64 = 1;
@@ -27,7 +27,9 @@ pub async fn run(state: Shared, tick: Duration, mut shutdown: Shutdown) {
             _ = interval.tick() => {}
             _ = shutdown.wait() => return,
         }
-        lock(&state).tick(Instant::now());
+        if let Some(control) = state.control().await.as_mut() {
+            control.tick(Instant::now());
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use tsn_coordinator::Args;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tsn_cluster::init_logging();
+    // openraft reports every vote and leader change at info: kept to warnings.
+    tsn_cluster::init_logging_with_default("info,openraft=warn");
     let served = async {
         let listener = tsn_coordinator::listen(&args).await?;
         tsn_coordinator::run(args, listener, Shutdown::on_signals()).await

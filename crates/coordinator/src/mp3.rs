@@ -11,15 +11,18 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use futures::Stream;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
+use tsn_cluster::limits::COORDINATOR_CALL_TIMEOUT_MS;
 use tsn_cluster::parse_user_id;
+use tsn_proto::mp3::sns_coordinator_service_client::SnsCoordinatorServiceClient;
 use tsn_proto::mp3::sns_coordinator_service_server::SnsCoordinatorService;
 use tsn_proto::mp3::{Assignment, Request as Mp3Request};
 use tsn_proto::tsn::mp3_directory_server::Mp3Directory;
 use tsn_proto::tsn::{Mp3Listener, Mp3ListenersReply, Mp3ListenersRequest};
 
 use crate::control::split_address;
-use crate::service::{lock, Shared};
+use crate::service::{Member, Shared, FORWARDED_METADATA_KEY};
 
 /// What every field of an [`Assignment`] says when no server can be named.
 pub const NOT_FOUND: &str = "404";
@@ -76,12 +79,36 @@ impl SnsCoordinatorService for Mp3Coordinator {
         &self,
         request: Request<Mp3Request>,
     ) -> Result<Response<Assignment>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
-        let username = request.into_inner().username;
+        let peer = tsn_cluster::net::remote_addr(&request).map(|a| a.ip());
+        let forwarded = request.metadata().get(FORWARDED_METADATA_KEY).is_some();
+        let asked = request.into_inner();
+        let username = asked.username.clone();
         let Some(user) = parse_user_id(&username) else {
             return Ok(Response::new(not_found()));
         };
-        let found = lock(&self.state).mp3_primary(peer, user, Instant::now());
+        let decided = self
+            .state
+            .decide(|c| c.mp3_primary(peer, user, Instant::now()))
+            .await;
+        let found = match decided {
+            Ok(found) => found,
+            // Passed on to the leader once, as `GetServer` is.
+            Err(refused) if !forwarded && Member::is_not_leader(&refused) => {
+                let Some(leader) = self.state.leader() else {
+                    return Err(refused);
+                };
+                let channel = tsn_cluster::coord::channel(&leader, COORDINATOR_CALL_TIMEOUT_MS)
+                    .map_err(|_| refused.clone())?;
+                let mut call = Request::new(asked);
+                call.metadata_mut()
+                    .insert(FORWARDED_METADATA_KEY, MetadataValue::from_static("1"));
+                let answer = SnsCoordinatorServiceClient::new(channel)
+                    .fetch_assignment(call)
+                    .await?;
+                return Ok(answer);
+            }
+            Err(refused) => return Err(refused),
+        };
         Ok(Response::new(match found {
             Ok((cluster, address)) => assignment(cluster, address.as_deref()),
             Err(e) => {
@@ -148,8 +175,10 @@ impl Mp3Directory for Mp3Coordinator {
         &self,
         _: Request<Mp3ListenersRequest>,
     ) -> Result<Response<Mp3ListenersReply>, Status> {
-        let listeners = lock(&self.state)
-            .mp3_listeners(Instant::now())
+        let listeners = self
+            .state
+            .decide(|c| c.mp3_listeners(Instant::now()))
+            .await?
             .into_iter()
             .map(|(cluster_id, server_id, address, alive)| Mp3Listener {
                 cluster_id,

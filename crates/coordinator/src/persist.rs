@@ -1,6 +1,9 @@
 //! The coordinator's state files.
 //!
-//! Two files under `--state-dir`:
+//! The files of a coordinator from before the group: a group whose
+//! committed state is still empty takes them over once (`migrate`); the
+//! group itself keeps its state in its Raft log and snapshots. Three files
+//! under `--state-dir`:
 //!
 //! * `clusters.json`: each cluster's epoch, primary and in-sync set. Small,
 //!   rewritten whole and atomically (temporary file, fsync, rename) on every
@@ -14,9 +17,10 @@
 //!   (handle, client id, cluster, Argon2id hash, time), appended and
 //!   fsynced before the sign-up is answered, in the same way. A line that
 //!   does not parse or holds an invalid handle, id or hash is reported and
-//!   skipped; a handle that appears twice keeps its first line. This is the
-//!   handle registry: it is part of the coordinator's control state, not of
-//!   any cluster, so that one place decides who owns a handle.
+//!   skipped; a handle that appears twice keeps its first line. The handle
+//!   registry is part of the coordinator's control state, not of any
+//!   cluster, so that one place decides who owns a handle; in a group it is
+//!   replicated state (`Command::Account`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -27,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tsn_datastore::jsonl;
 
 use crate::config::{CLUSTERS_MAX, EPOCH_MAX, SERVERS_PER_CLUSTER_MAX};
+use crate::replicated::Command;
 
 pub const CLUSTERS_FILE: &str = "clusters.json";
 pub const ASSIGNMENTS_FILE: &str = "assignments.data";
@@ -48,6 +53,10 @@ pub enum Error {
         "{path} is corrupt ({reason}); repair it, or start with -c to forget the stored state"
     )]
     Corrupt { path: String, reason: String },
+    /// The coordinator group did not commit the decision (this member
+    /// does not lead, or no majority answered); nothing was decided.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
     /// A state that must not be written (or a count that cannot be served);
     /// nothing was written.
     #[error("refused to store an invalid state: {0}")]
@@ -91,7 +100,7 @@ pub struct StoredClusters {
 
 impl StoredClusters {
     /// Checks what a hand edit or a foreign file could break.
-    fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         if !(1..=CLUSTERS_MAX).contains(&self.cluster_count) {
             return Err(format!(
                 "cluster_count {} is not in 1..={CLUSTERS_MAX}",
@@ -153,7 +162,7 @@ pub struct AccountRecord {
 
 impl AccountRecord {
     /// Checks what a hand edit or a foreign file could break.
-    fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         let parsed = tsn_datastore::handle::Handle::parse(&self.handle)
             .map_err(|e| format!("handle {:?}: {e}", self.handle))?;
         if parsed.as_str() != self.handle {
@@ -197,27 +206,30 @@ pub struct Loaded {
 }
 
 /// Where the coordinator's decisions are made durable. The decisions take
-/// it as a trait object, so that they hold no file of their own.
+/// it as a trait object, so that they hold no file of their own: each
+/// change is a [`Command`], which the state files store, and which a
+/// coordinator group commits through Raft.
 pub trait Persistence: Send {
-    /// Replaces the stored clusters; returns once they are durable.
-    fn save_clusters(&mut self, stored: &StoredClusters) -> Result<()>;
-    /// Adds assignments; returns once they are durable.
-    fn append_assignments(&mut self, new: &[Assignment]) -> Result<()>;
-    /// Adds an account; returns once it is durable.
-    fn append_account(&mut self, account: &AccountRecord) -> Result<()>;
+    /// Makes `cmd` durable; returns once it is, and only then may the
+    /// caller adopt it.
+    fn commit(&mut self, cmd: &Command) -> Result<()>;
 }
 
 impl Persistence for Files {
-    fn save_clusters(&mut self, stored: &StoredClusters) -> Result<()> {
-        Files::save_clusters(self, stored)
-    }
-
-    fn append_assignments(&mut self, new: &[Assignment]) -> Result<()> {
-        Files::append_assignments(self, new)
-    }
-
-    fn append_account(&mut self, account: &AccountRecord) -> Result<()> {
-        Files::append_account(self, account)
+    fn commit(&mut self, cmd: &Command) -> Result<()> {
+        match cmd {
+            Command::Clusters(stored) => self.save_clusters(stored),
+            Command::Assign(new) => self.append_assignments(new),
+            // The id first: a crash between the two leaves an id assigned
+            // to nobody, never an account without its cluster.
+            Command::Account(account) => {
+                self.append_assignments(&[Assignment {
+                    user: account.user,
+                    cluster: account.cluster,
+                }])?;
+                self.append_account(account)
+            }
+        }
     }
 }
 
@@ -460,7 +472,7 @@ impl Files {
     }
 }
 
-fn valid_assignment(a: Assignment) -> bool {
+pub(crate) fn valid_assignment(a: Assignment) -> bool {
     (1..=tsn_datastore::limits::USER_ID_MAX).contains(&a.user)
         && (1..=CLUSTERS_MAX).contains(&a.cluster)
 }

@@ -9,7 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
+use tsn_cluster::limits::COORDINATOR_CALL_TIMEOUT_MS;
+use tsn_proto::csce438::coord_service_client::CoordServiceClient;
 use tsn_proto::csce438::{coord_service_server::CoordService, Id, ServerInfo};
 use tsn_proto::tsn::{
     coordinator_server::Coordinator, AccountReply, AccountRequest, AssignReply, AssignRequest,
@@ -17,14 +20,89 @@ use tsn_proto::tsn::{
 };
 
 use crate::control::{ControlPlane, Error};
+use tsn_cluster::coord::{LEADER_METADATA_KEY, NOT_LEADER_METADATA_KEY};
+use tsn_cluster::sync::lock;
 
 /// The shared state, as the service and the failure detector hold it.
-pub type Shared = Arc<Mutex<ControlPlane>>;
+/// What this member decides with: the control plane while it leads the
+/// coordinator group, nothing otherwise.
+pub struct Member {
+    /// An async lock: a decision holds it while the group commits, and
+    /// whoever waits for it must not hold a worker thread meanwhile.
+    control: tokio::sync::Mutex<Option<ControlPlane>>,
+    /// host:port of the leader, when this member knows it and is not it.
+    leader: Mutex<Option<String>>,
+}
 
-// The state lock is `tsn_cluster::sync::lock`: a panic while it was held
-// cannot have left a half-made change behind (changes are adopted in memory
-// only after they are stored, in one assignment).
-pub use tsn_cluster::sync::lock;
+pub type Shared = Arc<Member>;
+
+impl Member {
+    pub fn new() -> Shared {
+        Arc::new(Member {
+            control: tokio::sync::Mutex::new(None),
+            leader: Mutex::new(None),
+        })
+    }
+
+    /// Runs `f` on the control plane if this member leads; otherwise the
+    /// refusal that names the leader, if known.
+    pub async fn decide<T>(&self, f: impl FnOnce(&mut ControlPlane) -> T) -> Result<T, Status> {
+        let mut control = self.control.lock().await;
+        match control.as_mut() {
+            Some(c) => Ok(f(c)),
+            None => Err(self.not_leader()),
+        }
+    }
+
+    /// The control plane, if this member leads (for the failure detector).
+    pub async fn control(&self) -> tokio::sync::MutexGuard<'_, Option<ControlPlane>> {
+        self.control.lock().await
+    }
+
+    /// `f` on the control plane if this member leads and no decision holds
+    /// it right now; `None` otherwise. For readers that must not wait (the
+    /// operator's scrape): they show what they can.
+    pub fn try_read<T>(&self, f: impl FnOnce(&ControlPlane) -> T) -> Option<T> {
+        let control = self.control.try_lock().ok()?;
+        control.as_ref().map(f)
+    }
+
+    pub fn set_leader(&self, addr: Option<String>) {
+        *lock(&self.leader) = addr;
+    }
+
+    /// The leader's address, if this member knows it and is not it.
+    pub fn leader(&self) -> Option<String> {
+        lock(&self.leader).clone()
+    }
+
+    /// Whether `status` is this member's refusal because it does not lead.
+    pub fn is_not_leader(status: &Status) -> bool {
+        status.metadata().get(NOT_LEADER_METADATA_KEY).is_some()
+    }
+
+    fn not_leader(&self) -> Status {
+        let leader = lock(&self.leader).clone();
+        let mut status = Status::unavailable(match &leader {
+            Some(addr) => {
+                format!("this coordinator does not lead the group; the leader is at {addr}")
+            }
+            None => {
+                "this coordinator does not lead the group, and no leader is known yet".to_string()
+            }
+        });
+        // The coordinator client (`tsn_cluster::coord`) follows these.
+        let meta = status.metadata_mut();
+        meta.insert(
+            NOT_LEADER_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        if let Some(value) = leader.and_then(|a| a.parse().ok()) {
+            meta.insert(LEADER_METADATA_KEY, value);
+        }
+        status
+    }
+}
 
 #[derive(Clone)]
 pub struct CoordinatorService {
@@ -61,12 +139,14 @@ impl Coordinator for CoordinatorService {
         let req = request.into_inner();
         // The time it arrived, not the time the lock was free.
         let arrived = Instant::now();
-        let mut state = lock(&self.state);
-        let reply = state.heartbeat(&req, arrived).map_err(|e| {
+        let mut reply = self.state.decide(|c| c.heartbeat(&req, arrived)).await?.map_err(|e| {
             // Every beat repeats a refusal: the sender logs it, not us.
             tracing::debug!(cluster = req.cluster_id, server = req.server_id, error = %e, "heartbeat refused");
             status(e)
         })?;
+        // The reference of every cluster time, read as late as possible:
+        // the sender places it halfway through its round trip.
+        reply.coordinator_time_ms = tsn_datastore::record::now_ms();
         Ok(Response::new(reply))
     }
 
@@ -75,8 +155,10 @@ impl Coordinator for CoordinatorService {
         request: Request<InSyncChange>,
     ) -> Result<Response<InSyncReply>, Status> {
         let change = request.into_inner();
-        let reply = lock(&self.state)
-            .change_in_sync(&change, Instant::now())
+        let reply = self
+            .state
+            .decide(|c| c.change_in_sync(&change, Instant::now()))
+            .await?
             .map_err(status)?;
         Ok(Response::new(reply))
     }
@@ -85,7 +167,7 @@ impl Coordinator for CoordinatorService {
         &self,
         _request: Request<ClustersRequest>,
     ) -> Result<Response<ClustersReply>, Status> {
-        let clusters = lock(&self.state).clusters(Instant::now());
+        let clusters = self.state.decide(|c| c.clusters(Instant::now())).await?;
         Ok(Response::new(ClustersReply { clusters }))
     }
 
@@ -93,10 +175,12 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<AssignRequest>,
     ) -> Result<Response<AssignReply>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = tsn_cluster::net::remote_addr(&request).map(|a| a.ip());
         let users = request.into_inner().users;
-        let clusters = lock(&self.state)
-            .assign_for(peer, &users, Instant::now())
+        let clusters = self
+            .state
+            .decide(|c| c.assign_for(peer, &users, Instant::now()))
+            .await?
             .map_err(status)?;
         Ok(Response::new(AssignReply { clusters }))
     }
@@ -106,28 +190,56 @@ impl Coordinator for CoordinatorService {
         request: Request<AccountRequest>,
     ) -> Result<Response<AccountReply>, Status> {
         let user = request.into_inner().user;
-        let state = lock(&self.state);
-        Ok(Response::new(match state.account_of(user) {
-            Some(a) => AccountReply {
-                found: true,
-                handle: a.handle.clone(),
-                password_hash: a.password_hash.clone(),
-                cluster: a.cluster,
-            },
-            None => AccountReply::default(),
-        }))
+        let found = self
+            .state
+            .decide(|c| {
+                c.account_of(user).map(|a| AccountReply {
+                    found: true,
+                    handle: a.handle.clone(),
+                    password_hash: a.password_hash.clone(),
+                    cluster: a.cluster,
+                })
+            })
+            .await?;
+        Ok(Response::new(found.unwrap_or_default()))
     }
 }
 
 #[tonic::async_trait]
 impl CoordService for CoordinatorService {
+    /// Answered by the leader; a member that does not lead passes the
+    /// lookup on to the leader once, so that a classic client given any
+    /// one member's address is answered.
     async fn get_server(&self, request: Request<Id>) -> Result<Response<ServerInfo>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = tsn_cluster::net::remote_addr(&request).map(|a| a.ip());
+        let forwarded = request.metadata().get(FORWARDED_METADATA_KEY).is_some();
         let id = request.into_inner().id;
-        let mut state = lock(&self.state);
-        let info = state
-            .get_server_for(peer, id, Instant::now())
-            .map_err(status)?;
+        let decided = self
+            .state
+            .decide(|c| c.get_server_for(peer, id, Instant::now()))
+            .await;
+        let info = match decided {
+            Ok(answer) => answer.map_err(status)?,
+            Err(refused) if !forwarded && Member::is_not_leader(&refused) => {
+                let Some(leader) = self.state.leader() else {
+                    return Err(refused);
+                };
+                let channel = tsn_cluster::coord::channel(&leader, COORDINATOR_CALL_TIMEOUT_MS)
+                    .map_err(|_| refused.clone())?;
+                let mut call = Request::new(Id { id });
+                call.metadata_mut()
+                    .insert(FORWARDED_METADATA_KEY, MetadataValue::from_static("1"));
+                CoordServiceClient::new(channel)
+                    .get_server(call)
+                    .await?
+                    .into_inner()
+            }
+            Err(refused) => return Err(refused),
+        };
         Ok(Response::new(info))
     }
 }
+
+/// Marks a lookup a member passed on to the leader: it is not passed on
+/// again, so two members with stale views cannot bounce it.
+pub const FORWARDED_METADATA_KEY: &str = "tsn-coordinator-forwarded";

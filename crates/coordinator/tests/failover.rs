@@ -140,6 +140,7 @@ impl FakeServer {
                     last_seq: 0,
                     last_epoch: 0,
                     mp3_address: String::new(),
+                    clock_unbounded: false,
                 };
                 if let Ok(reply) = coord.heartbeat(req).await {
                     e.store(reply.epoch, Ordering::SeqCst);

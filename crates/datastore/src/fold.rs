@@ -47,6 +47,10 @@ pub struct JournalFold {
     /// `Op::Session`, `Op::Logout`): users with one are claimed.
     accounts: HashMap<u32, Account>,
     last_seq: u64,
+    /// The newest timestamp this cluster gave (a post's `ts_ms`, a
+    /// follow's `since_ms`): a new primary's cluster time starts no
+    /// earlier (see `tsn_cluster::clock`).
+    last_ts_ms: i64,
 }
 
 /// An account as its cluster knows it.
@@ -188,6 +192,7 @@ impl JournalFold {
                 target,
                 since_ms,
             } => {
+                self.last_ts_ms = self.last_ts_ms.max(*since_ms);
                 if self.own_follower_edge(&entry.op).is_some() {
                     self.add_follower(*target, *user, *since_ms, entry.seq);
                 }
@@ -212,6 +217,7 @@ impl JournalFold {
                 }
             }
             Op::Post(p) => {
+                self.last_ts_ms = self.last_ts_ms.max(p.ts_ms);
                 for owner in self.post_timelines(p) {
                     self.add_post(owner, &p.id, entry.seq);
                 }
@@ -375,6 +381,12 @@ impl JournalFold {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
+
+    /// The newest timestamp this cluster's own entries carry (posts and
+    /// follows; a delivery's is another cluster's); 0 if none.
+    pub fn last_ts_ms(&self) -> i64 {
+        self.last_ts_ms
+    }
 }
 
 #[cfg(test)]
@@ -486,6 +498,30 @@ mod tests {
             cluster: 1,
         };
         assert_eq!(s.remaining(&user), Some(user.clone()));
+    }
+
+    #[test]
+    fn the_newest_own_timestamp_counts_posts_and_follows_not_deliveries() {
+        assert_eq!(apply_all(&[]).last_ts_ms(), 0);
+        let s = apply_all(&[
+            Op::Follow {
+                user: 2,
+                target: 1,
+                since_ms: 40,
+            },
+            Op::Post(Post {
+                ts_ms: 30,
+                ..post("1-a", 1)
+            }),
+            Op::Deliver {
+                to: vec![2],
+                post: Post {
+                    ts_ms: 99,
+                    ..post("3-a", 3)
+                },
+            },
+        ]);
+        assert_eq!(s.last_ts_ms(), 40, "the latest, not the last");
     }
 
     #[test]

@@ -202,7 +202,10 @@ pub fn time_text(ts_ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Milliseconds since the Unix epoch, now.
+/// Milliseconds since the Unix epoch, now, by this machine's wall clock.
+/// Decides nothing in a server or sync service: their timestamps are
+/// cluster time (`tsn_cluster::clock`), whose reference is this clock read
+/// on the coordinator.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

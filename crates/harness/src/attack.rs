@@ -128,6 +128,7 @@ pub async fn assert_intact(
         users: users.to_vec(),
         follows: follows.to_vec(),
         posts: report.posts(),
+        follow_time: None,
     };
     let reader = Reader::new(d.api().coord().clone(), &d.datastore_root());
     match reader.wait_converged(&expect, deadline).await {

@@ -27,8 +27,14 @@ pub async fn run_client_with_stdin(args: &[&str], input: &str) -> (i32, String, 
     run(args, Some(input)).await
 }
 
+/// With TLS on in this process (a deployment started with it), the
+/// client is given `--tls-ca` first: it verifies the servers as a user's
+/// client does, and presents no certificate.
 fn command(args: &[&str]) -> Command {
     let mut std_cmd = std::process::Command::new(bin_path(CLIENT));
+    if let Some(tls) = tsn_cluster::tls::process_tls() {
+        std_cmd.arg("--tls-ca").arg(&tls.files().ca);
+    }
     std_cmd.args(args).env_remove("RUST_LOG");
     die_with_parent(&mut std_cmd);
     let mut cmd = Command::from(std_cmd);

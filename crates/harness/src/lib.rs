@@ -19,6 +19,8 @@
 //!   the writers were told and the replicas' journals compared.
 //! * [`direct`] and [`classic`]: clients of one given process, and the
 //!   client that speaks only the classic protocol.
+//! * [`netns`]: a test network of real namespaces, one per host, and its
+//!   nemesis (links cut and healed, one way or both).
 //! * [`views`] and [`trace`]: pure reads of the coordinator's view, and
 //!   traces of refused writes in a datastore.
 //! * [`bins`], [`port`], [`logs`], [`limits`]: where the binaries are, free
@@ -29,6 +31,7 @@
 pub mod api;
 pub mod attack;
 pub mod bins;
+pub mod chaos;
 pub mod classic;
 pub mod cli;
 pub mod deployment;
@@ -37,6 +40,7 @@ pub mod fault_check;
 pub mod limits;
 pub mod load;
 pub mod logs;
+pub mod netns;
 pub mod port;
 pub mod proc;
 pub mod results;

@@ -42,6 +42,9 @@ pub struct ProcSpec {
     pub args: Vec<String>,
     /// The port the process listens on (it is in `args` too).
     pub port: u16,
+    /// The address it listens on (127.0.0.1, or its host's in a test
+    /// network).
+    pub host: String,
     pub ready: Ready,
 }
 
@@ -90,6 +93,19 @@ impl Proc {
         port: Option<u16>,
         make_args: impl Fn(u16) -> Vec<String>,
     ) -> anyhow::Result<Proc> {
+        Proc::start_at(name, bin, logs_dir, ready, "127.0.0.1", port, make_args).await
+    }
+
+    /// [`Proc::start_on`] for a process that listens on `host`.
+    pub async fn start_at(
+        name: &str,
+        bin: &Path,
+        logs_dir: &Path,
+        ready: Ready,
+        host: &str,
+        port: Option<u16>,
+        make_args: impl Fn(u16) -> Vec<String>,
+    ) -> anyhow::Result<Proc> {
         let mut last = String::new();
         for attempt in 1..=START_ATTEMPTS_MAX {
             if let (Some(fixed), true) = (port, attempt > 1) {
@@ -101,6 +117,7 @@ impl Proc {
                 bin: bin.to_path_buf(),
                 args: make_args(port),
                 port,
+                host: host.to_string(),
                 ready: ready.clone(),
             };
             let mut proc = Proc::new(spec, logs_dir)?;
@@ -147,7 +164,7 @@ impl Proc {
 
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.spec.port)
+        format!("{}:{}", self.spec.host, self.spec.port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -362,7 +379,7 @@ impl Proc {
                 return false;
             }
         }
-        let connect = tokio::net::TcpStream::connect(("127.0.0.1", self.spec.port));
+        let connect = tokio::net::TcpStream::connect((self.spec.host.as_str(), self.spec.port));
         matches!(
             tokio::time::timeout(Duration::from_millis(READY_CONNECT_TIMEOUT_MS), connect).await,
             Ok(Ok(_))
@@ -450,6 +467,7 @@ mod tests {
             bin: PathBuf::from("/bin/sh"),
             args: vec!["-c".to_string(), script.to_string()],
             port,
+            host: "127.0.0.1".to_string(),
             ready,
         };
         Proc::new(spec, dir).expect("proc")

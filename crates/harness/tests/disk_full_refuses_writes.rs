@@ -95,6 +95,11 @@ async fn a_full_disk_refuses_writes_and_keeps_reads() {
     };
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
     assert!(refused.message().contains("disk full"), "{refused}");
+    // Final for every client: no silent retries against a full disk.
+    assert!(
+        tsn_cluster::refusal::is_final_refusal(&refused) && !tsn_client::is_retryable(&refused),
+        "the disk-full refusal is not marked final: {refused:?}"
+    );
     // Reads still work, and the primary is still the primary.
     let texts: Vec<String> = d.timeline(USER).await.into_iter().map(|p| p.text).collect();
     assert!(texts.contains(&"before".to_string()), "{texts:?}");

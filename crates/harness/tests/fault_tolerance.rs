@@ -236,10 +236,12 @@ async fn everyone_follows_everyone(d: &Deployment, users: &[u32]) -> Vec<FollowR
     let mut follows = Vec::new();
     for &follower in users {
         for &followee in users.iter().filter(|&&u| u != follower) {
+            let sent_at = Instant::now();
             match api.follow(follower, &followee.to_string()).await {
                 Ok(msg) if msg == "SUCCESS" => follows.push(FollowRecord {
                     follower,
                     followee,
+                    sent_at,
                     acked_at: Instant::now(),
                 }),
                 other => panic!("user {follower} FOLLOW {followee}: {other:?}"),
@@ -347,6 +349,7 @@ fn expectation(users: &[u32], follows: Vec<FollowRecord>, report: &LoadReport) -
         users: users.to_vec(),
         follows,
         posts: report.posts(),
+        follow_time: None,
     }
 }
 

@@ -46,11 +46,16 @@ fn request(user: u32, arguments: &[&str]) -> Request {
     }
 }
 
+/// A channel as the MP3 client opens one (over TLS when the deployment
+/// runs with it: the harness's one way to a process).
+fn mp3_channel(addr: &str) -> Result<Channel, Status> {
+    tsn_cluster::coord::channel(addr, tsn_harness::limits::CALL_TIMEOUT_MS)
+        .map_err(|e| Status::unavailable(e.to_string()))
+}
+
 impl Mp3Client {
     async fn fetch_assignment(&self, username: &str) -> Result<Assignment, Status> {
-        let mut coord = SnsCoordinatorServiceClient::connect(format!("http://{}", self.coord))
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut coord = SnsCoordinatorServiceClient::new(mp3_channel(&self.coord)?);
         Ok(coord
             .fetch_assignment(Request {
                 username: username.into(),
@@ -66,9 +71,10 @@ impl Mp3Client {
         if a.port == NOT_FOUND {
             return Err(Status::unavailable(format!("no server for {user} yet")));
         }
-        SnsServiceClient::connect(format!("http://{}:{}", a.hostname, a.port))
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))
+        Ok(SnsServiceClient::new(mp3_channel(&format!(
+            "{}:{}",
+            a.hostname, a.port
+        ))?))
     }
 
     /// Retries what fails while a cluster has no primary, as a user of the
@@ -368,9 +374,7 @@ async fn mp3_client_with_failover_next_to_a_classic_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_refuses_the_mp3_servers_own_calls_clearly() {
     let d = Deployment::start(1, 0, Q_MS).await;
-    let mut coord = SnsCoordinatorServiceClient::connect(format!("http://{}", d.coord_addr()))
-        .await
-        .unwrap();
+    let mut coord = SnsCoordinatorServiceClient::new(mp3_channel(&d.coord_addr()).unwrap());
     let status = coord
         .heartbeat(tokio_stream::iter(vec![()]))
         .await

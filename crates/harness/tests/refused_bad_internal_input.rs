@@ -188,6 +188,7 @@ async fn a_heartbeat_claiming_epoch_2_53_changes_nothing_and_failover_still_work
                         last_seq: 1,
                         last_epoch: EPOCH_2_53,
                         mp3_address: String::new(),
+                        clock_unbounded: false,
                     };
                     assert_refused(
                         &format!(
@@ -278,10 +279,12 @@ async fn asking_for_ten_thousand_users_per_call_is_limited_and_real_users_still_
 async fn forged_operations_from_another_cluster_are_refused_and_change_nothing() {
     let d = ready().await;
     // A real cross-cluster follow, which must keep working.
+    let sent_at = Instant::now();
     d.follow_and_wait(1, 2).await;
     let follows = [FollowRecord {
         follower: 1,
         followee: 2,
+        sent_at,
         acked_at: Instant::now(),
     }];
     let (d, _) = under_load(

@@ -92,8 +92,13 @@ where
     d.login_all(&USERS).await;
     wait_all_in_sync(&d).await;
     let before = processes(&d).await;
-    let assignments = d.root().join("coordinator").join("assignments.data");
-    let assigned_before = std::fs::read(&assignments).unwrap_or_default();
+    // Every assignment is a command of the coordinator group's log.
+    let raft_log = d.root().join("coordinator").join("raft-log.jsonl");
+    let assigns = || {
+        let log = std::fs::read(&raft_log).unwrap_or_default();
+        String::from_utf8_lossy(&log).matches("\"Assign\"").count()
+    };
+    let assigned_before = assigns();
 
     let (d, _) = under_load(
         d,
@@ -121,11 +126,7 @@ where
         );
         assert!(real.contains(&v.primary_id), "{v:?}");
     }
-    assert_eq!(
-        std::fs::read(&assignments).unwrap_or_default(),
-        assigned_before,
-        "users were assigned"
-    );
+    assert_eq!(assigns(), assigned_before, "users were assigned");
     let holding = files_holding(d.root(), MARKER);
     assert!(holding.is_empty(), "{holding:?} hold the attacker's text");
 }
@@ -164,6 +165,7 @@ async fn a_fake_primary_heartbeat_is_refused() {
                     last_seq: 1_000_000_000,
                     last_epoch: 1_000,
                     mp3_address: String::new(),
+                    clock_unbounded: false,
                 };
                 assert_refused(
                     "Heartbeat",
@@ -351,7 +353,7 @@ async fn every_method_of_every_internal_service_is_refused() {
             continue;
         }
         let targets: Vec<&str> = match service.as_str() {
-            "tsn.Coordinator" | "tsn.Mp3Directory" => vec![&coord],
+            "tsn.Coordinator" | "tsn.Mp3Directory" | "tsn.Raft" => vec![&coord],
             "tsn.Replica" => vec![&primary, &secondary],
             "tsn.Sync" => vec![&sync],
             other => panic!("no process is known to serve {other}: add it here"),
@@ -379,7 +381,7 @@ async fn every_method_of_every_internal_service_is_refused() {
             }
         }
     }
-    assert!(calls >= 2 * (4 + 2 * 7 + 1 + 1), "{calls} calls");
+    assert!(calls >= 2 * (4 + 2 * 7 + 1 + 1 + 3), "{calls} calls");
     // The open services still answer an outsider.
     let api = d.api();
     match api.read(1, 10).await {

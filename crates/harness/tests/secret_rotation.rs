@@ -83,6 +83,7 @@ async fn a_rotated_secret_keeps_writes_flowing_and_retires_the_old_one() {
         users: USERS.to_vec(),
         follows: Vec::new(),
         posts: report.posts(),
+        follow_time: None,
     };
     let reader = Reader::new(d.api().coord().clone(), &d.datastore_root());
     match reader

@@ -96,6 +96,19 @@ impl CommitTracker {
         }
     }
 
+    /// The secondaries every commit waits for now (the in-sync set, and
+    /// those being added), each with the last seq it acknowledged (0: none
+    /// yet this term).
+    /// A secondary being added may already be in the set: each is named
+    /// once.
+    pub fn waited_acks(&self) -> Vec<(u32, u64)> {
+        let peers: BTreeSet<u32> = self.waited_for().collect();
+        peers
+            .into_iter()
+            .map(|peer| (peer, self.peers.get(&peer).map_or(0, |a| a.acked_seq)))
+            .collect()
+    }
+
     /// (last durable seq, its epoch).
     pub fn durable(&self) -> (u64, u64) {
         self.durable
@@ -151,6 +164,15 @@ impl CommitTracker {
         let p = self.peers.entry(peer).or_default();
         p.acked_seq = acked_seq;
         p.ack_sent_at = Some(sent_at);
+        self.recompute();
+    }
+
+    /// As [`CommitTracker::peer_acked`], but the acknowledgement does not
+    /// renew the lease: the secondary hears the coordinator, which alone
+    /// may confirm this primary then.
+    pub fn peer_acked_without_lease(&mut self, peer: u32, acked_seq: u64) {
+        let p = self.peers.entry(peer).or_default();
+        p.acked_seq = acked_seq;
         self.recompute();
     }
 
@@ -395,6 +417,10 @@ mod tests {
         assert_eq!(c.offer_expand(2, 1_000, 512), ExpandStep::Wait, "asking");
         c.peer_acked(2, 1_005, t0);
         assert_eq!(c.commit_seq(), 1_005);
+        // The coordinator's set may name it before its answer arrives:
+        // still one secondary waited for.
+        c.heard_in_sync(&[2], t0);
+        assert_eq!(c.waited_acks(), vec![(2, 1_005)], "waited for once");
         // Added: the commit point is recomputed inside, with no caller
         // having to remember it.
         c.peer_acked(2, 1_010, t0);
@@ -450,5 +476,20 @@ mod tests {
         assert!(!c.secondaries_confirm(t0 + Duration::from_millis(400), lease));
         let none = primary_with(&[]);
         assert!(none.secondaries_confirm(t0, lease), "no secondary to ask");
+    }
+
+    #[test]
+    fn an_ack_of_a_secondary_that_hears_the_coordinator_commits_but_does_not_renew() {
+        let t0 = Instant::now();
+        let lease = Duration::from_millis(400);
+        let mut c = primary_with(&[2]);
+        c.set_durable(3, 1);
+        c.peer_acked_without_lease(2, 3);
+        assert_eq!(c.commit_seq(), 3, "it counts for the commit point");
+        assert!(!c.secondaries_confirm(t0, lease), "but not for the lease");
+        c.peer_acked(2, 3, t0);
+        c.peer_acked_without_lease(2, 3);
+        assert!(c.secondaries_confirm(t0 + Duration::from_millis(399), lease));
+        assert!(!c.secondaries_confirm(t0 + Duration::from_millis(400), lease));
     }
 }

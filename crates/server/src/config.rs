@@ -16,8 +16,13 @@ pub enum RoleArg {
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tsn_server", version)]
 pub struct Config {
-    /// Address of the coordinator, host:port.
-    #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
+    /// Address of the coordinator, host:port, or of every member of the
+    /// coordinator group, host:port,host:port,...
+    #[arg(
+        short = 'c',
+        long = "coordinator",
+        value_name = "HOST:PORT[,HOST:PORT...]"
+    )]
     pub coordinator: String,
     /// Port to listen on.
     #[arg(short = 'p', long = "port")]
@@ -62,6 +67,12 @@ pub struct Config {
     /// closed, in milliseconds.
     #[arg(long, default_value_t = tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS)]
     pub first_byte_timeout_ms: u64,
+    /// How far this server's cluster time may be from the coordinator's
+    /// clock (half the best heartbeat round trip, plus drift) for it to
+    /// lead its cluster, in milliseconds. Beyond it, or with no heartbeat
+    /// answered for a while, it refuses writes and is not made primary.
+    #[arg(long, default_value_t = tsn_cluster::clock::MAX_CLOCK_OFFSET_MS)]
+    pub max_clock_offset_ms: u64,
 
     /// Every client call needs the session token of an account: ids that
     /// never signed up are refused too (classic clients then cannot act).
@@ -70,6 +81,12 @@ pub struct Config {
 
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
+
+    #[command(flatten)]
+    pub admin: tsn_cluster::admin::AdminArgs,
+
+    #[command(flatten)]
+    pub tls: tsn_cluster::tls::TlsArgs,
 }
 
 impl Config {

@@ -10,6 +10,24 @@ use std::time::{Duration, Instant};
 
 use tsn_cluster::limits::LEASE_PERCENT_OF_FAILURE_TIMEOUT;
 
+/// A secondary confirms its primary's lease (the lease's second source)
+/// only once it has heard nothing from the coordinator for this many
+/// heartbeat intervals: while the coordinator answers it, the coordinator
+/// is up and may promote, and only it may confirm the primary. Short
+/// enough that the confirmations start before the primary's own lease
+/// (80 % of the failure timeout) runs out when the coordinator stops.
+pub const RELAY_AFTER_SILENT_INTERVALS: u32 = 2;
+
+/// Whether a server whose last answered heartbeat was sent at `heard_at`
+/// still hears the coordinator at `now`.
+pub fn hears_coordinator(
+    heard_at: Option<Instant>,
+    now: Instant,
+    heartbeat_interval: Duration,
+) -> bool {
+    heard_at.is_some_and(|t| now < t + heartbeat_interval * RELAY_AFTER_SILENT_INTERVALS)
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Lease {
     length: Duration,
@@ -39,6 +57,25 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_hears_the_coordinator_for_a_few_intervals_after_an_answered_beat() {
+        let t0 = Instant::now();
+        let beat = Duration::from_millis(100);
+        assert!(!hears_coordinator(None, t0, beat));
+        let window = beat * RELAY_AFTER_SILENT_INTERVALS;
+        assert!(hears_coordinator(
+            Some(t0),
+            t0 + window - Duration::from_millis(1),
+            beat
+        ));
+        assert!(!hears_coordinator(Some(t0), t0 + window, beat));
+        let lease = Duration::from_millis(500 * LEASE_PERCENT_OF_FAILURE_TIMEOUT / 100);
+        assert!(
+            window + beat < lease,
+            "confirmations start before the lease ends"
+        );
+    }
 
     #[test]
     fn a_lease_runs_from_the_send_time_for_a_share_of_the_failure_timeout() {

@@ -24,7 +24,9 @@
 mod commit;
 pub mod config;
 mod directory;
+mod feed;
 mod lease;
+mod metrics;
 mod mp3;
 mod node;
 mod online;
@@ -48,6 +50,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server as GrpcServer;
 use tonic::Status;
 use tsn_cluster::auth::ClusterAuth;
+use tsn_cluster::clock::SharedClock;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Identity};
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
@@ -77,6 +80,8 @@ const SHUTDOWN_GRACE_MS: u64 = 1_000;
 pub struct Listeners {
     pub main: TcpListener,
     pub mp3: TcpListener,
+    /// The operator's port (`--admin-port`), when asked for.
+    pub admin: Option<TcpListener>,
 }
 
 /// Binds the configured addresses: done before anything else, so that a
@@ -91,7 +96,8 @@ pub async fn listen(cfg: &Config) -> anyhow::Result<Listeners> {
     let mp3 = TcpListener::bind(&mp3_bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {mp3_bind} (--mp3-port): {e}"))?;
-    Ok(Listeners { main, mp3 })
+    let admin = cfg.admin.listen().await?;
+    Ok(Listeners { main, mp3, admin })
 }
 
 /// Serves on `listeners` until `shutdown` fires: opens the datastore, says
@@ -121,6 +127,8 @@ pub struct Server {
     node: Arc<Node>,
     replicators: Arc<Replicators>,
     conn_limit: tsn_cluster::net::ConnLimit,
+    /// TLS of both listeners, when on.
+    tls: Option<tsn_cluster::tls::Tls>,
 }
 
 impl Server {
@@ -147,8 +155,10 @@ impl Server {
             "datastore open"
         );
         let auth = ClusterAuth::open(&cfg.secret)?;
+        let tls = tsn_cluster::tls::open_for_process(&cfg.tls)?;
         let coord = CoordClient::with_auth(&cfg.coordinator, &auth)?;
         let (write_queue, write_rx) = write_queue::channel();
+        let clock = SharedClock::new(cfg.max_clock_offset_ms);
         let mut node = Node::new(
             cfg.cluster_id,
             server_id,
@@ -157,6 +167,7 @@ impl Server {
             auth.clone(),
             cfg.mirror_timeout_ms,
             cfg.heartbeat_interval_ms,
+            clock.clone(),
             write_queue,
         );
         node.require_accounts = cfg.require_accounts;
@@ -183,6 +194,7 @@ impl Server {
                 let (last_seq, last_epoch) = progress_node.position();
                 (progress_node.role().epoch, last_seq, last_epoch)
             }),
+            clock,
             shutdown.clone(),
         )?;
         let replicators = Arc::new(Replicators::default());
@@ -196,6 +208,7 @@ impl Server {
             node,
             replicators,
             conn_limit: cfg.conn_limit(),
+            tls,
         })
     }
 
@@ -251,6 +264,16 @@ impl Server {
         let replica = ReplicaServer::new(self.replica())
             .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
             .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES);
+        if let Some(listener) = listeners.admin {
+            let mut registry = prometheus_client::registry::Registry::with_prefix("tsn");
+            self.node.metrics.register(&mut registry);
+            tsn_cluster::admin::serve(
+                listener,
+                registry,
+                Arc::new(metrics::Observed(self.node.clone())),
+                shutdown.clone(),
+            );
+        }
         let mut stop = shutdown.clone();
         let classic = GrpcServer::builder()
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
@@ -259,7 +282,7 @@ impl Server {
             .add_service(sessions)
             .add_service(self.node.auth.guard(replica))
             .serve_with_incoming_shutdown(
-                tsn_cluster::net::incoming(listeners.main, self.conn_limit),
+                tsn_cluster::net::incoming(listeners.main, self.conn_limit, self.tls.clone()),
                 async move { stop.wait().await },
             );
         let mut stop = shutdown.clone();
@@ -267,7 +290,7 @@ impl Server {
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
             .add_service(mp3_sns)
             .serve_with_incoming_shutdown(
-                tsn_cluster::net::incoming(listeners.mp3, self.conn_limit),
+                tsn_cluster::net::incoming(listeners.mp3, self.conn_limit, self.tls.clone()),
                 async move { stop.wait().await },
             );
         let mut stop = shutdown;

@@ -18,7 +18,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tsn_cluster::parse_user_id;
-use tsn_datastore::record::{now_ms, TimelineLine};
+use tsn_datastore::record::TimelineLine;
 use tsn_datastore::store::read_timeline_after;
 use tsn_datastore::{Op, Post};
 use tsn_proto::csce438::sns_service_server::SnsService;
@@ -192,7 +192,7 @@ impl Mp3SnsService for Mp3Sns {
                 id: validate::post_id(user, "").map_err(Status::internal)?,
                 author: user,
                 text: m.msg.clone(),
-                ts_ms: now_ms(),
+                ts_ms: node.cluster_now_ms()?,
             });
             node.write(vec![post]).await?;
         }

@@ -9,11 +9,14 @@
 //!   [`Node::with_commit`], which publishes the commit point and announces
 //!   the wake-ups the change released;
 //! - the [`Lease`] from the coordinator;
-//! - the watchers of open timeline streams.
+//! - the cluster time ([`SharedClock`], sampled by the heartbeat loop),
+//!   the one source of every deciding timestamp;
+//! - the watchers of open timeline streams, and their [`Feeds`].
 //!
 //! Lock order (a thread holding one may take only those after it):
-//! `store` → `commit` → `watchers`. `lease`, `recent` and `reconciled`
-//! are taken alone.
+//! `store` → `commit` → `watchers`, and `store` → `feeds` (then one
+//! feed's own lock). `lease`, `coordinator_heard_at`, `recent` and
+//! `reconciled` are taken alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,13 +26,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::Status;
 use tsn_cluster::auth::ClusterAuth;
+use tsn_cluster::clock::SharedClock;
 use tsn_cluster::coord::CoordClient;
 pub use tsn_cluster::sync::lock;
 use tsn_datastore::journal::{Line, RecentLines};
 use tsn_datastore::{validate, Layout, Op, Store};
 
 use crate::commit::CommitTracker;
+use crate::feed::{Feed, Feeds};
 use crate::lease::Lease;
+use crate::metrics::ServerMetrics;
 use crate::write_queue::{WriteOutcome, WriteQueue, Written};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +73,13 @@ pub struct Node {
     commit_seq: watch::Sender<u64>,
     /// The open timeline streams' wake-up channels, by timeline owner.
     watchers: Mutex<HashMap<u32, watch::Sender<u64>>>,
+    /// The open timeline streams' new lines, handed over by the writer.
+    pub feeds: Feeds,
     lease: Mutex<Lease>,
+    /// When the last heartbeat the coordinator answered was sent.
+    coordinator_heard_at: Mutex<Option<Instant>>,
+    /// Cluster time: every post's `ts_ms` and follow's `since_ms`.
+    pub clock: SharedClock,
     writer: WriteQueue,
     /// The journal's last written seq, fsynced or not yet: what the mirror
     /// may send (see [`Node::note_written`]). The tracker holds the durable end.
@@ -80,6 +92,8 @@ pub struct Node {
     cluster_count: AtomicU32,
     /// Every client call needs a session token (`--require-accounts`).
     pub require_accounts: bool,
+    /// What the operator's `/metrics` shows (see [`crate::metrics`]).
+    pub metrics: ServerMetrics,
 }
 
 impl Node {
@@ -92,9 +106,12 @@ impl Node {
         auth: ClusterAuth,
         mirror_timeout_ms: u64,
         heartbeat_interval_ms: u64,
+        clock: SharedClock,
         writer: WriteQueue,
     ) -> Node {
         let layout = store.layout().clone();
+        // No timestamp this server gives is older than its journal's.
+        clock.raise_floor(store.state().last_ts_ms());
         let recent = Mutex::new(store.recent_lines());
         let (last_seq, last_epoch) = (store.last_seq(), store.last_epoch());
         Node {
@@ -116,12 +133,16 @@ impl Node {
             commit: Mutex::new(CommitTracker::new(last_seq, last_epoch)),
             commit_seq: watch::channel(0).0,
             watchers: Mutex::new(HashMap::new()),
+            feeds: Feeds::default(),
             lease: Mutex::new(Lease::default()),
+            coordinator_heard_at: Mutex::new(None),
+            clock,
             writer,
             appended: watch::channel(last_seq).0,
             reconciled: Mutex::new(None),
             cluster_count: AtomicU32::new(0),
             require_accounts: false,
+            metrics: ServerMetrics::default(),
         }
     }
 
@@ -148,6 +169,24 @@ impl Node {
         self.role.send_replace(view);
     }
 
+    /// The coordinator answered a heartbeat sent at `sent_at`.
+    pub fn heard_coordinator(&self, sent_at: Instant) {
+        let mut at = lock(&self.coordinator_heard_at);
+        *at = (*at).max(Some(sent_at));
+    }
+
+    /// Whether this server hears the coordinator now: then, as a
+    /// secondary, its acknowledgements do not renew the primary's lease
+    /// ([`crate::lease::hears_coordinator`]).
+    pub fn hears_coordinator(&self) -> bool {
+        let heard_at = *lock(&self.coordinator_heard_at);
+        crate::lease::hears_coordinator(
+            heard_at,
+            Instant::now(),
+            Duration::from_millis(self.heartbeat_interval_ms),
+        )
+    }
+
     pub fn confirm_lease(&self, sent_at: Instant, failure_timeout_ms: u64) {
         lock(&self.lease).confirm(sent_at, failure_timeout_ms);
     }
@@ -157,10 +196,18 @@ impl Node {
     /// in-sync secondary (only those could be promoted in its place, and a
     /// promoted one refuses this epoch). This is what keeps a primary that
     /// was frozen or cut off from taking writes after a failover.
+    ///
+    /// And its cluster time is known and within `--max-clock-offset-ms` of
+    /// the coordinator's clock: a primary that has heard no heartbeat
+    /// reply for [`tsn_cluster::clock::CLOCK_SAMPLE_MAX_AGE_MS`] stops
+    /// acknowledging even while its secondaries confirm it.
     pub fn may_write(&self) -> Result<u64, Status> {
         let view = self.role();
         if view.role != Role::Primary {
             return Err(not_primary(&view, self.cluster_id));
+        }
+        if !self.clock.within_bound() {
+            return Err(self.clock_unbounded());
         }
         let now = Instant::now();
         let lease = *lock(&self.lease);
@@ -172,6 +219,33 @@ impl Node {
                 self.server_id, self.cluster_id
             )))
         }
+    }
+
+    /// The cluster time now, for a timestamp that decides something (a
+    /// post's `ts_ms`, a follow's `since_ms`, how far ahead an arriving
+    /// post may be); unavailable while it is unknown.
+    pub fn cluster_now_ms(&self) -> Result<i64, Status> {
+        self.clock.now_ms().ok_or_else(|| self.clock_unbounded())
+    }
+
+    /// A new term starts: its timestamps start no earlier than the
+    /// journal's newest (the old primary's clock may have been ahead).
+    pub fn start_clock_term(&self) {
+        let last_ts_ms = lock(&self.store).state().last_ts_ms();
+        self.clock.raise_floor(last_ts_ms);
+    }
+
+    fn clock_unbounded(&self) -> Status {
+        Status::unavailable(format!(
+            "server {} of cluster {} does not know the cluster time within {} ms (error {}); ask the coordinator",
+            self.server_id,
+            self.cluster_id,
+            self.clock.max_offset_ms(),
+            match self.clock.error_ms() {
+                Some(ms) => format!("{ms} ms"),
+                None => "unknown".to_string(),
+            }
+        ))
     }
 
     // ------------------------------------------------------------ journal position
@@ -332,6 +406,13 @@ impl Node {
     /// line within the limit ([`tsn_datastore::validate`]): a line a
     /// secondary would refuse is never committed here.
     pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<WriteOutcome>, Status> {
+        let started = Instant::now();
+        let result = self.write_unmetered(ops).await;
+        self.metrics.note_write(started.elapsed(), &result);
+        result
+    }
+
+    async fn write_unmetered(&self, ops: Vec<Op>) -> Result<Vec<WriteOutcome>, Status> {
         for (i, op) in ops.iter().enumerate() {
             validate::shape(op)
                 .and_then(|()| validate::line_fits(op))
@@ -360,6 +441,21 @@ impl Node {
                 c.note_line(seq, owner);
             }
         });
+    }
+
+    /// How many timeline streams are open on this server.
+    pub fn open_streams(&self) -> usize {
+        lock(&self.watchers)
+            .values()
+            .map(|w| w.receiver_count())
+            .sum()
+    }
+
+    /// A feed of `user`'s new lines for one stream, complete after the
+    /// journal's end now.
+    pub fn register_feed(&self, user: u32) -> Arc<Feed> {
+        let durable = lock(&self.store).last_seq();
+        self.feeds.register(user, durable)
     }
 
     /// A receiver that changes whenever `user`'s timeline gets a committed line.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tsn_datastore::limits::TIMELINE_READ_MAX_POSTS;
-use tsn_datastore::record::now_ms;
 use tsn_datastore::store::read_timeline;
 use tsn_datastore::{Op, Post};
 use tsn_proto::tsn::posts_server::Posts;
@@ -45,7 +44,7 @@ impl Posts for PostsService {
         let id = validate::post_id(req.user, &req.post_id).map_err(Status::invalid_argument)?;
         authorize(&self.node, &metadata, req.user)?;
         self.local_user(req.user)?;
-        let ts_ms = now_ms();
+        let ts_ms = self.node.cluster_now_ms()?;
         let op = Op::Post(Post {
             id,
             author: req.user,

@@ -10,7 +10,6 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use tsn_datastore::jsonl::is_storable_line;
 use tsn_datastore::limits::TIMELINE_READ_MAX_POSTS;
-use tsn_datastore::record::now_ms;
 use tsn_datastore::record::OpKind;
 use tsn_datastore::store::read_posts_since;
 use tsn_datastore::validate;
@@ -63,6 +62,7 @@ impl Replica for ReplicaService {
             ok: false,
             last_seq: node.last_seq(),
             epoch: node.role().epoch,
+            coordinator_heard: false,
         };
         let view = node.role();
         // Fencing: entries from an older epoch, or from anyone while this
@@ -86,6 +86,7 @@ impl Replica for ReplicaService {
                     ok: false,
                     last_seq: store.last_seq(),
                     epoch,
+                    coordinator_heard: false,
                 });
             }
             if let Err(e) = store.append_lines(&entries, &lines) {
@@ -109,6 +110,7 @@ impl Replica for ReplicaService {
                 ok: true,
                 last_seq: store.last_seq(),
                 epoch,
+                coordinator_heard: node.hears_coordinator(),
             })
         })
         .await
@@ -138,12 +140,13 @@ impl Replica for ReplicaService {
         // The one validation of every op, with this cluster's clock and
         // users: what it finds true here (a user and its cluster) stays
         // true until the write.
+        let now_ms = self.node.cluster_now_ms()?;
         {
             let store = lock(&self.node.store);
             let at = validate::Receiver {
                 cluster: self.node.cluster_id,
                 cluster_count: self.node.cluster_count(),
-                now_ms: now_ms(),
+                now_ms,
                 users: Some(store.state()),
             };
             admit_all(from_cluster, &ops, &at)?;

@@ -125,7 +125,13 @@ async fn replicate(node: Arc<Node>, peer_id: u32, address: String, epoch: u64) {
                 known = Some(reply.last_seq);
                 if reply.ok {
                     backoff.reset();
-                    node.with_commit(|c| c.peer_acked(peer_id, reply.last_seq, sent_at));
+                    node.with_commit(|c| {
+                        if reply.coordinator_heard {
+                            c.peer_acked_without_lease(peer_id, reply.last_seq);
+                        } else {
+                            c.peer_acked(peer_id, reply.last_seq, sent_at);
+                        }
+                    });
                     maybe_expand(&node, peer_id, epoch, reply.last_seq).await;
                     if sent_entries > 0 {
                         continue; // more to send, maybe

@@ -40,6 +40,7 @@ pub async fn follow(
         let (Some(reply), Some(sent_at)) = (h.reply, h.confirmed_at) else {
             continue;
         };
+        node.heard_coordinator(sent_at);
         node.set_cluster_count(reply.cluster_count);
         let new_role = match WireRole::try_from(reply.role) {
             Ok(WireRole::Primary) => Role::Primary,
@@ -58,7 +59,9 @@ pub async fn follow(
                 let started = old.role != Role::Primary || old.epoch != reply.epoch;
                 if started {
                     // The new term's commit point starts from the
-                    // coordinator's in-sync set, before any write of it.
+                    // coordinator's in-sync set, before any write of it;
+                    // its timestamps after the journal's newest.
+                    node.start_clock_term();
                     node.with_commit(|c| c.start_term(&reply.in_sync));
                 } else {
                     node.with_commit(|c| c.heard_in_sync(&reply.in_sync, sent_at));

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 use tsn_cluster::parse_user_id;
-use tsn_datastore::record::now_ms;
 use tsn_datastore::Op;
 use tsn_proto::csce438::sns_service_server::SnsService;
 use tsn_proto::csce438::{ListReply, Message, Reply, Request as SnsRequest};
@@ -212,7 +211,7 @@ impl SnsService for Sns {
         ops.push(Op::Follow {
             user,
             target,
-            since_ms: now_ms(),
+            since_ms: self.node.cluster_now_ms()?,
         });
         let outcomes = self.node.write(ops).await?;
         let last = outcomes.last().cloned().unwrap_or(WriteOutcome::Duplicate);

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Response, Status, Streaming};
 use tsn_cluster::parse_user_id;
-use tsn_datastore::record::{now_ms, TimelineLine};
+use tsn_datastore::record::TimelineLine;
 use tsn_datastore::store::{read_timeline, read_timeline_after};
 use tsn_datastore::{Op, Post};
 use tsn_proto::csce438::Message;
@@ -80,6 +80,7 @@ async fn send_posts(
 ) {
     // Subscribe before reading, so that no line committed in between is missed.
     let mut changed = node.watch_timeline(user);
+    let feed = node.register_feed(user);
     let mut role = node.subscribe_role();
     let epoch = role.borrow_and_update().epoch;
     let layout = node.layout.clone();
@@ -127,13 +128,23 @@ async fn send_posts(
         if upto <= last {
             continue;
         }
-        let l = layout.clone();
-        let after = last;
-        let lines = tokio::task::spawn_blocking(move || {
-            read_timeline_after(&l, user, after, upto, RESUME_MAX_POSTS)
-        })
-        .await
-        .unwrap_or_default();
+        // The writer's feed has the lines once this stream caught up with
+        // it; before that (or after it overflowed), the file.
+        let lines: Vec<Arc<TimelineLine>> = match feed.take(last, upto) {
+            Some(lines) => lines,
+            None => {
+                let l = layout.clone();
+                let after = last;
+                tokio::task::spawn_blocking(move || {
+                    read_timeline_after(&l, user, after, upto, RESUME_MAX_POSTS)
+                })
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+            }
+        };
         last = upto;
         for line in lines.iter().filter(|l| l.post.author != user) {
             if tx.send(Ok(message(line))).await.is_err() {
@@ -158,11 +169,18 @@ async fn take_posts(node: Arc<Node>, user: u32, mut inbound: Streaming<Message>)
                 continue;
             }
         };
+        let ts_ms = match node.cluster_now_ms() {
+            Ok(ms) => ms,
+            Err(e) => {
+                tracing::info!(user, error = %e.message(), "a post from a timeline stream was not stored");
+                continue;
+            }
+        };
         let op = Op::Post(Post {
             id,
             author: user,
             text: m.msg,
-            ts_ms: now_ms(),
+            ts_ms,
         });
         if let Err(e) = node.write(vec![op]).await {
             tracing::info!(user, error = %e.message(), "a post from a timeline stream was not stored");

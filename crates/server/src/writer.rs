@@ -83,11 +83,16 @@ fn refuse(batch: Vec<WriteRequest>, status: &Status) {
     }
 }
 
+/// Final for clients ([`tsn_cluster::refusal`]): the disk does not free
+/// itself, so the user hears it at once instead of after silent retries.
 fn disk_full_status(node: &Node) -> Status {
-    Status::resource_exhausted(format!(
-        "disk full on server {} of cluster {}: writes are refused until space returns; reads still work",
-        node.server_id, node.cluster_id
-    ))
+    tsn_cluster::refusal::final_refusal(
+        Status::resource_exhausted(format!(
+            "disk full on server {} of cluster {}: writes are refused until space returns; reads still work",
+            node.server_id, node.cluster_id
+        )),
+        "disk-full",
+    )
 }
 
 /// Reloads the store from the disk after a failed append: the torn line
@@ -187,10 +192,35 @@ fn write_batch(node: &Node, batch: Vec<WriteRequest>, disk_full: &mut DiskFull) 
         pending
     };
     let written = pending.and_then(|p| {
+        let fsync_started = Instant::now();
         p.sync()?;
+        node.metrics
+            .note_fsync(fsync_started.elapsed(), p.entries.len());
         let mut store = lock(&node.store);
         store.finish(&p)?;
-        node.set_position(store.last_seq(), store.last_epoch());
+        // The open streams' feeds get the durable lines before the commit
+        // point can pass them: a stream takes what its feed holds up to
+        // the commit point. The batch's entries follow one another from
+        // the journal's end before.
+        let end_after = store.last_seq();
+        let end_before = p
+            .entries
+            .first()
+            .map_or(end_after, |e| e.seq.saturating_sub(1));
+        node.feeds.push(
+            end_before,
+            end_after,
+            p.entries
+                .iter()
+                .zip(&p.timelines)
+                .filter_map(|(e, owners)| match &e.op {
+                    Op::Post(post) | Op::Deliver { post, .. } => {
+                        Some((e.seq, post, owners.as_slice()))
+                    }
+                    _ => None,
+                }),
+        );
+        node.set_position(end_after, store.last_epoch());
         Ok((p.entries, p.timelines))
     });
     let (committed, timelines) = match written {

@@ -16,8 +16,13 @@ use crate::limits::{
 #[derive(Debug, Parser)]
 #[command(name = "tsn_sync_service", version)]
 pub struct Config {
-    /// Address of the coordinator, host:port.
-    #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
+    /// Address of the coordinator, host:port, or of every member of the
+    /// coordinator group, host:port,host:port,...
+    #[arg(
+        short = 'c',
+        long = "coordinator",
+        value_name = "HOST:PORT[,HOST:PORT...]"
+    )]
     pub coordinator: String,
 
     /// The cluster this sync service serves (1 and up).
@@ -79,6 +84,12 @@ pub struct Config {
 
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
+
+    #[command(flatten)]
+    pub admin: tsn_cluster::admin::AdminArgs,
+
+    #[command(flatten)]
+    pub tls: tsn_cluster::tls::TlsArgs,
 }
 
 impl Config {

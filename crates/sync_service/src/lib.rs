@@ -30,6 +30,7 @@ pub mod config;
 mod derive;
 mod feed;
 mod limits;
+mod metrics;
 mod peers;
 mod position;
 mod service;
@@ -44,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tsn_cluster::auth::ClusterAuth;
+use tsn_cluster::clock::SharedClock;
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::heartbeat::{self, Heard, Identity};
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
@@ -72,7 +74,9 @@ pub async fn listen(config: &Config) -> anyhow::Result<TcpListener> {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let own = config.cluster_id;
     let local = listener.local_addr()?;
+    let admin_listener = config.admin.listen().await?;
     let auth = ClusterAuth::open(&config.secret)?;
+    let tls = tsn_cluster::tls::open_for_process(&config.tls)?;
     let coord = CoordClient::with_auth(&config.coordinator, &auth)?;
 
     // Whoever started the process may have closed stdout; that is no
@@ -92,12 +96,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         requested_role: Role::Unspecified,
         mp3_address: String::new(),
     };
+    // A sync service leads nothing: the bound only shapes what its beats say.
+    let clock = SharedClock::new(tsn_cluster::clock::MAX_CLOCK_OFFSET_MS);
     let heard = heartbeat::spawn(
         &config.coordinator,
         &auth,
         me,
         config.heartbeat_interval_ms,
         Box::new(|| (0, 0, 0)),
+        clock.clone(),
         shutdown.clone(),
     )?;
     let positions = Arc::new(Positions::load(positions_path(&config.datastore, own)));
@@ -118,6 +125,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     );
 
     let source = Arc::new(Source::new(peers.clone(), config.poll_interval_ms));
+    if let Some(listener) = admin_listener {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("tsn");
+        let observed =
+            metrics::Observed::new(own, source.clone(), positions.clone(), &mut registry);
+        tsn_cluster::admin::serve(listener, registry, Arc::new(observed), shutdown.clone());
+    }
     let feeds = tokio::spawn(start_feeds(
         config.poll_interval_ms,
         source,
@@ -130,13 +143,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
 
     let mut stop = shutdown.clone();
     let incoming =
-        tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1));
+        tsn_cluster::net::incoming(listener, tsn_cluster::net::ConnLimit::for_listeners(1), tls);
     let served = Server::builder()
         .concurrency_limit_per_connection(CONCURRENT_STREAMS_MAX as usize)
         .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
         .add_service(
             auth.guard(
-                SyncServer::new(SyncService::new(peers))
+                SyncServer::new(SyncService::new(peers, clock))
                     .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
                     .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES),
             ),

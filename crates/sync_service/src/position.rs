@@ -93,6 +93,11 @@ impl Positions {
         }
     }
 
+    /// Every destination's position.
+    pub fn all(&self) -> BTreeMap<u32, u64> {
+        self.lock().by_dest.clone()
+    }
+
     /// The seq up to which `dest` has acknowledged everything (0: nothing).
     pub fn get(&self, dest: u32) -> u64 {
         self.lock().by_dest.get(&dest).copied().unwrap_or(0)

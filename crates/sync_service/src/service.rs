@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use tonic::{Code, Request, Response, Status};
-use tsn_datastore::record::now_ms;
+use tsn_cluster::clock::SharedClock;
 use tsn_datastore::{validate, Op};
 use tsn_proto::tsn::sync_server::Sync;
 use tsn_proto::tsn::{ApplyReply, ApplyRequest};
@@ -19,11 +19,13 @@ use crate::peers::{call_within, Peers};
 
 pub struct SyncService {
     peers: Arc<Peers>,
+    /// Cluster time, for how far ahead an arriving post may be.
+    clock: SharedClock,
 }
 
 impl SyncService {
-    pub fn new(peers: Arc<Peers>) -> SyncService {
-        SyncService { peers }
+    pub fn new(peers: Arc<Peers>, clock: SharedClock) -> SyncService {
+        SyncService { peers, clock }
     }
 }
 
@@ -75,7 +77,11 @@ impl Sync for SyncService {
             .peers
             .cluster_count()
             .ok_or_else(|| Status::unavailable("the number of clusters is not known yet"))?;
-        check_apply(&request, cluster_count, self.peers.own_cluster(), now_ms())?;
+        let now_ms = self
+            .clock
+            .now_ms()
+            .ok_or_else(|| Status::unavailable("the cluster time is not known yet"))?;
+        check_apply(&request, cluster_count, self.peers.own_cluster(), now_ms)?;
         let (addr, mut primary) = self.peers.primary()?;
         let from_cluster = request.from_cluster;
         let op_count = request.ops.len();

@@ -112,6 +112,9 @@ pub struct Source {
     batches: BatchCache<ChangeBatch, ReadError>,
     /// Bounds the lookups the reader starts ahead of the feeds.
     eager_lookups: Arc<Semaphore>,
+    /// The newest committed seq the reader has read (the operator's lag is
+    /// measured from it).
+    read_end_seq: std::sync::atomic::AtomicU64,
 }
 
 /// Parses the entries of a `ReadChanges` reply and checks that they are
@@ -149,6 +152,7 @@ impl Source {
             poll_interval_ms,
             batches: BatchCache::new(SHARED_BATCHES_MAX, SHARED_BATCHES_MAX_BYTES),
             eager_lookups: Arc::new(Semaphore::new(EAGER_LOOKUPS_MAX_IN_FLIGHT)),
+            read_end_seq: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -188,6 +192,8 @@ impl Source {
                     failures.succeeded();
                     let batch = got.batch;
                     if batch.end_seq > after_seq {
+                        self.read_end_seq
+                            .fetch_max(batch.end_seq, std::sync::atomic::Ordering::Relaxed);
                         self.look_up_ahead(&batch);
                         after_seq = batch.end_seq;
                         Duration::ZERO
@@ -232,6 +238,11 @@ impl Source {
             let _ = source.lookups(&batch).await;
             drop(permit);
         });
+    }
+
+    /// The newest committed seq of the own journal read so far.
+    pub fn read_end_seq(&self) -> u64 {
+        self.read_end_seq.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Tells the cache that the feed of `dest` starts at `after_seq`, before

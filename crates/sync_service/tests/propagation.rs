@@ -165,9 +165,12 @@ impl PrimaryHandle {
             mirror_timeout_ms: 1_000,
             max_client_connections: None,
             first_byte_timeout_ms: tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS,
+            max_clock_offset_ms: tsn_cluster::clock::MAX_CLOCK_OFFSET_MS,
             mp3_port: 0,
             require_accounts: false,
             secret: SecretArgs::file(secret_file()),
+            admin: Default::default(),
+            tls: Default::default(),
         };
         let (stop, shutdown) = Shutdown::new();
         let server = tsn_server::Server::start(&config, "", shutdown.clone())
@@ -270,7 +273,12 @@ async fn start_coordinator(clusters: u32) -> Coordinator {
         bind: addr.ip(),
         failure_timeout_ms: FAILURE_TIMEOUT_MS,
         secret: SecretArgs::file(secret_file()),
+        tls: Default::default(),
         users_max: tsn_coordinator::config::ASSIGNED_USERS_MAX,
+        admin: Default::default(),
+        id: 1,
+        peers: Default::default(),
+        join: false,
     };
     let (stop, shutdown) = Shutdown::new();
     tokio::spawn(tsn_coordinator::run(args, l, shutdown));

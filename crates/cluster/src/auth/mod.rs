@@ -11,7 +11,8 @@
 //! (`SNSService`, `tsn.Posts`, `GetServer`, `FetchAssignment`) carry no
 //! credentials and stay open.
 //!
-//! Rotation: the file is polled every [`SECRET_POLL_INTERVAL_MS`]; a new
+//! Rotation: the file is watched ([`crate::watch`]) and looked at every
+//! [`SECRET_POLL_INTERVAL_MS`]; a new
 //! secret replaces the old one, which stays accepted (and is presented next
 //! to the new one) for `--secret-grace-ms`, so that the processes re-reading
 //! the file at slightly different times keep talking to each other.
@@ -25,7 +26,7 @@ pub mod secret;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -51,11 +52,12 @@ pub const SECRET_GRACE_MS: u64 = 60_000;
 /// re-read the file before any stops presenting the old secret.
 pub const SECRET_GRACE_MIN_MS: u64 = 2 * SECRET_POLL_INTERVAL_MS;
 /// How often a process looks whether its secret file changed.
-pub const SECRET_POLL_INTERVAL_MS: u64 = 1_000;
+pub const SECRET_POLL_INTERVAL_MS: u64 = crate::watch::WATCH_POLL_INTERVAL_MS;
 /// The services whose every method requires the secret. The test
 /// `refused_without_secret` holds every method of each to it.
-pub const INTERNAL_SERVICES: [&str; 4] = [
+pub const INTERNAL_SERVICES: [&str; 5] = [
     "tsn.Coordinator",
+    "tsn.Raft",
     "tsn.Replica",
     "tsn.Sync",
     "tsn.Mp3Directory",
@@ -87,12 +89,30 @@ impl SecretArgs {
     }
 }
 
-/// The refusal every outsider gets.
+/// Internal calls refused for a missing or wrong secret, over the
+/// process's life (the operator's `/metrics` shows it).
+pub fn refused_calls() -> u64 {
+    REFUSED_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static REFUSED_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The refusal every outsider gets (and counts it).
 pub fn refusal() -> Status {
+    REFUSED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Status::unauthenticated(format!(
         "internal tsn service: the caller must present this deployment's cluster secret \
          (metadata {SECRET_METADATA_KEY}; see --cluster-secret-file)"
     ))
+}
+
+/// The refusal of an internal call over TLS from a caller that presented
+/// no client certificate: with TLS on, internal callers need both.
+pub fn certificate_refusal() -> Status {
+    Status::unauthenticated(
+        "internal tsn service: over TLS the caller must present a client certificate of this \
+         deployment's CA (--tls-cert, --tls-key) as well as the cluster secret",
+    )
 }
 
 struct Shared {
@@ -146,49 +166,44 @@ impl ClusterAuth {
         &self.shared.path
     }
 
-    /// Polls the file on a thread of its own (a process's runtimes may be
-    /// busy or several); the thread ends once every clone is dropped.
+    /// Follows the file ([`crate::watch`]: its events, and a look every
+    /// second) on a thread of its own (a process's runtimes may be busy or
+    /// several); the thread ends once every clone is dropped.
     fn follow_file(&self) -> anyhow::Result<()> {
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
-        let mut seen = stamp(&self.shared.path);
-        std::thread::Builder::new()
-            .name("cluster-secret".into())
-            .spawn(move || {
-                let mut last_error: Option<String> = None;
-                loop {
-                    std::thread::sleep(Duration::from_millis(SECRET_POLL_INTERVAL_MS));
-                    let Some(shared) = weak.upgrade() else { return };
-                    let now = stamp(&shared.path);
-                    if now == seen {
-                        continue;
+        let mut last_error: Option<String> = None;
+        let path = self.shared.path.clone();
+        crate::watch::follow(
+            "cluster-secret",
+            vec![path],
+            weak,
+            move |shared: &Shared| {
+                match read_secret_file(&shared.path) {
+                    Ok(next) => {
+                        last_error = None;
+                        let rotated = lock(&shared.ring).rotate(next, Instant::now(), shared.grace);
+                        if rotated {
+                            tracing::info!(
+                                path = %shared.path.display(),
+                                grace_ms = shared.grace.as_millis() as u64,
+                                "the cluster secret changed; the previous one is \
+                                 accepted for the grace period"
+                            );
+                        }
+                        true
                     }
-                    match read_secret_file(&shared.path) {
-                        Ok(next) => {
-                            seen = now;
-                            last_error = None;
-                            let rotated =
-                                lock(&shared.ring).rotate(next, Instant::now(), shared.grace);
-                            if rotated {
-                                tracing::info!(
-                                    path = %shared.path.display(),
-                                    grace_ms = shared.grace.as_millis() as u64,
-                                    "the cluster secret changed; the previous one is \
-                                     accepted for the grace period"
-                                );
-                            }
+                    Err(e) => {
+                        // Kept the current secret; said once per error.
+                        let e = format!("{e:#}");
+                        if last_error.as_ref() != Some(&e) {
+                            tracing::warn!(error = %e, "keeping the current cluster secret");
+                            last_error = Some(e);
                         }
-                        Err(e) => {
-                            // Kept the current secret; said once per error.
-                            let e = format!("{e:#}");
-                            if last_error.as_ref() != Some(&e) {
-                                tracing::warn!(error = %e, "keeping the current cluster secret");
-                                last_error = Some(e);
-                            }
-                        }
+                        false
                     }
                 }
-            })?;
-        Ok(())
+            },
+        )
     }
 
     /// Re-reads the file now (what the poll does), rotating at `now`.
@@ -236,13 +251,6 @@ impl ClusterAuth {
     }
 }
 
-/// What the file looks like, to notice a change without reading it.
-fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len(), m.ino()))
-}
-
 /// A channel whose calls carry the secret.
 pub type AuthChannel = InterceptedService<Channel, Attach>;
 
@@ -277,14 +285,20 @@ impl Interceptor for Attach {
     }
 }
 
-/// Refuses a call that does not present an accepted secret, with
-/// `UNAUTHENTICATED`, before its handler runs; removes the secret from an
+/// Refuses a call that does not present an accepted secret, or that came
+/// over TLS without a client certificate, with `UNAUTHENTICATED`, before
+/// its handler runs; removes the secret from an
 /// accepted call's metadata.
 #[derive(Clone, Debug)]
 pub struct Check(ClusterAuth);
 
 impl Interceptor for Check {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(info) = crate::net::ConnInfo::of(&request) {
+            if info.tls && !info.client_certificate {
+                return Err(certificate_refusal());
+            }
+        }
         if !self.0.accepts(&request, Instant::now()) {
             return Err(refusal());
         }

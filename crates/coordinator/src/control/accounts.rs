@@ -4,8 +4,8 @@
 //! the coordinator's state lock, whatever the clusters can see of each
 //! other. A sign-up takes a fresh client id (the one after the highest id
 //! ever assigned, so no classic client has used it) and assigns it to its cluster by the
-//! classic rule, then stores the account; both are durable before the
-//! reply. The password arrives already hashed: hashing is slow, and the
+//! classic rule, in the one [`Command::Account`] that also stores the
+//! account; it is committed by the coordinator group before the reply. The password arrives already hashed: hashing is slow, and the
 //! handler does it outside the lock, between [`ControlPlane::admit_signup`]
 //! and [`ControlPlane::sign_up`].
 
@@ -17,7 +17,8 @@ use tsn_datastore::limits::USER_ID_MAX;
 
 use super::rate::SIGNUPS_PER_PEER_PER_S;
 use super::{ControlPlane, Error, Result};
-use crate::persist::{AccountRecord, Assignment};
+use crate::persist::AccountRecord;
+use crate::replicated::Command;
 
 impl ControlPlane {
     /// Whether the caller at `peer` may sign up `handle` now: one token of
@@ -66,13 +67,12 @@ impl ControlPlane {
             password_hash,
             created_ms: now_ms,
         };
-        // The id first: a crash between the two leaves an id assigned to
-        // nobody, never an account without its cluster.
+        // One command: the id's assignment and the account are decided
+        // together, on every member of the group alike.
         self.persistence
-            .append_assignments(&[Assignment { user, cluster }])?;
+            .commit(&Command::Account(account.clone()))?;
         self.assignments.insert(user, cluster);
         self.next_user = user.saturating_add(1);
-        self.persistence.append_account(&account)?;
         self.account_handles
             .insert(account.user, account.handle.clone());
         self.accounts

@@ -14,6 +14,7 @@ use super::registry::{split_address, Process};
 use super::{ControlPlane, Error, Result};
 use crate::config::ASSIGN_USERS_PER_CALL_MAX;
 use crate::persist::Assignment;
+use crate::replicated::Command;
 
 impl ControlPlane {
     /// The cluster of each user: the remembered one, else its home cluster
@@ -77,8 +78,8 @@ impl ControlPlane {
                 )));
             }
         }
-        self.persistence.append_assignments(&new)?;
         if let Some(highest) = new.iter().map(|a| a.user).max() {
+            self.persistence.commit(&Command::Assign(new))?;
             self.next_user = self.next_user.max(highest.saturating_add(1));
         }
         self.assignments.extend(fresh);

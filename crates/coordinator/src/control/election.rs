@@ -9,7 +9,8 @@ use crate::config::EPOCH_MAX;
 impl ControlPlane {
     /// The role of the server that sent `req`, raising the epoch to what it
     /// has seen and electing it if it is the first to ask for PRIMARY in a
-    /// fresh cluster.
+    /// fresh cluster — once its cluster time is within its bound (a beat
+    /// with `clock_unbounded` is answered SECONDARY until then).
     pub(super) fn decide_role(&mut self, req: &HeartbeatRequest) -> Result<Role> {
         let (c, s) = (req.cluster_id, req.server_id);
         let mut rec = self.record(c).clone();
@@ -20,7 +21,7 @@ impl ControlPlane {
         let requested = Role::try_from(req.requested_role).unwrap_or(Role::Unspecified);
         let (role, elected) = if rec.primary_id == s {
             (Role::Primary, false)
-        } else if rec.primary_id == 0 && requested == Role::Primary {
+        } else if rec.primary_id == 0 && requested == Role::Primary && !req.clock_unbounded {
             rec.epoch = next_epoch(rec.epoch)?;
             rec.primary_id = s;
             rec.in_sync.clear();

@@ -104,11 +104,16 @@ impl ControlPlane {
     }
 
     /// The alive in-sync secondary with the most of the journal (largest
-    /// (last_epoch, last_seq)); ties go to the lowest server id.
+    /// (last_epoch, last_seq)); ties go to the lowest server id. One whose
+    /// cluster time is unknown or beyond its bound is never promoted: its
+    /// timestamps could go back, or stray from the other clusters'.
     fn promotion_candidate(&self, rec: &ClusterRecord, now: Instant) -> Option<u32> {
         self.servers(rec.cluster_id)
             .filter(|(k, p)| {
-                k.2 != rec.primary_id && rec.in_sync.contains(&k.2) && self.is_alive(p, now)
+                k.2 != rec.primary_id
+                    && rec.in_sync.contains(&k.2)
+                    && self.is_alive(p, now)
+                    && !p.clock_unbounded
             })
             .max_by_key(|(k, p)| (p.last_epoch, p.last_seq, Reverse(k.2)))
             .map(|(k, _)| k.2)

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ASSIGNED_USERS_MAX, CLUSTERS_MAX};
 use crate::persist::{self, AccountRecord, ClusterRecord, Loaded, Persistence, StoredClusters};
+use crate::replicated::Command;
 
 pub use self::registry::split_address;
 use self::registry::{Process, ProcessKey};
@@ -183,7 +184,7 @@ impl ControlPlane {
         }
         if stored_count != Some(cluster_count) {
             let stored = state.stored(&state.clusters);
-            state.persistence.save_clusters(&stored)?;
+            state.persistence.commit(&Command::Clusters(stored))?;
         }
         for r in state.clusters.values().filter(|r| r.epoch > 0) {
             tracing::info!(
@@ -205,10 +206,6 @@ impl ControlPlane {
     /// Sets the most users the coordinator assigns (`--users-max`).
     pub fn set_users_max(&mut self, users_max: usize) {
         self.users_max = users_max;
-    }
-
-    pub fn cluster_count(&self) -> u32 {
-        self.cluster_count
     }
 
     pub(super) fn check_cluster(&self, c: u32) -> Result<()> {
@@ -253,7 +250,7 @@ impl ControlPlane {
         let mut next = self.clusters.clone();
         next.insert(rec.cluster_id, rec);
         let stored = self.stored(&next);
-        self.persistence.save_clusters(&stored)?;
+        self.persistence.commit(&Command::Clusters(stored))?;
         self.clusters = next;
         Ok(())
     }

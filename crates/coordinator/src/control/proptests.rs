@@ -11,24 +11,22 @@ use tsn_proto::tsn::{HeartbeatRequest, InSyncChange};
 
 use super::*;
 use crate::config::EPOCH_MAX;
-use crate::persist::{Assignment, Loaded, StoredClusters};
+use crate::persist::Loaded;
 
 const CLUSTERS: u32 = 3;
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Keeps nothing: the decisions, not the files, are under test.
-struct Memory;
+/// Applies the commands as every member of a group does, with no file:
+/// the decisions, not the files, are under test, and the replicated
+/// state's own rules (epochs never go back) must never refuse one.
+#[derive(Default)]
+struct Memory(crate::replicated::Replicated);
 
 impl Persistence for Memory {
-    fn save_clusters(&mut self, _: &StoredClusters) -> persist::Result<()> {
-        Ok(())
-    }
-
-    fn append_assignments(&mut self, _: &[Assignment]) -> persist::Result<()> {
-        Ok(())
-    }
-
-    fn append_account(&mut self, _: &persist::AccountRecord) -> persist::Result<()> {
+    fn commit(&mut self, cmd: &Command) -> persist::Result<()> {
+        if let Err(reason) = self.0.apply(cmd) {
+            panic!("the control plane proposed a command the group refuses: {reason}");
+        }
         Ok(())
     }
 }
@@ -88,6 +86,7 @@ fn heartbeat() -> impl Strategy<Value = HeartbeatRequest> {
                     last_seq,
                     last_epoch,
                     mp3_address: mp3,
+                    clock_unbounded: false,
                 }
             },
         )
@@ -132,7 +131,7 @@ proptest! {
     fn random_calls_never_panic(calls in prop::collection::vec((0u64..400, call()), 1..40)) {
         let t0 = Instant::now();
         let loaded = Loaded { clusters: None, assignments: Vec::new(), accounts: Vec::new() };
-        let mut st = ControlPlane::open(loaded, Box::new(Memory), CLUSTERS, TIMEOUT, t0)
+        let mut st = ControlPlane::open(loaded, Box::new(Memory::default()), CLUSTERS, TIMEOUT, t0)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         st.set_users_max(50_000);
         let mut now = t0;

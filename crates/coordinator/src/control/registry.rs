@@ -30,6 +30,9 @@ pub(super) struct Process {
     pub(super) last_seq: u64,
     pub(super) last_epoch: u64,
     pub(super) requested_role: Role,
+    /// Its last beat said its cluster time is unknown or beyond its bound:
+    /// it is not made primary.
+    pub(super) clock_unbounded: bool,
     /// Whether its last logged transition was to alive, so each transition
     /// is logged once.
     pub(super) reported_alive: bool,
@@ -159,6 +162,7 @@ impl ControlPlane {
                 p.last_seq = req.last_seq;
                 p.last_epoch = req.last_epoch;
                 p.requested_role = requested_role;
+                p.clock_unbounded = req.clock_unbounded;
             }
             None => {
                 tracing::info!(cluster = c, address = %req.address, "{name} registered");
@@ -171,6 +175,7 @@ impl ControlPlane {
                         last_seq: req.last_seq,
                         last_epoch: req.last_epoch,
                         requested_role,
+                        clock_unbounded: req.clock_unbounded,
                         reported_alive: true,
                     },
                 );
@@ -228,6 +233,8 @@ impl ControlPlane {
             secondaries,
             failure_timeout_ms: u32::try_from(self.failure_timeout.as_millis()).unwrap_or(u32::MAX),
             cluster_count: self.cluster_count,
+            // Set by the service as it answers: the decision is pure.
+            coordinator_time_ms: 0,
         }
     }
 

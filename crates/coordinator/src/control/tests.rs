@@ -56,6 +56,7 @@ fn server(c: u32, s: u32, role: Role) -> HeartbeatRequest {
         last_seq: 0,
         last_epoch: 0,
         mp3_address: format!("127.0.0.1:{}", 20_000 + s),
+        clock_unbounded: false,
     }
 }
 
@@ -262,6 +263,68 @@ fn promotion_ties_go_to_lowest_id_and_skip_dead() {
     .unwrap();
     st.tick(f.at(1000));
     assert_eq!(st.record(1).primary_id, 4);
+}
+
+fn unbounded(mut req: HeartbeatRequest) -> HeartbeatRequest {
+    req.clock_unbounded = true;
+    req
+}
+
+#[test]
+fn a_server_whose_clock_is_unbounded_is_not_elected_first_primary() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    let r = st
+        .heartbeat(&unbounded(server(1, 1, Role::Primary)), f.at(1))
+        .unwrap();
+    assert_eq!(role(&r), Role::Secondary);
+    assert_eq!(st.record(1).primary_id, 0, "nobody elected");
+    let r = st.heartbeat(&server(1, 1, Role::Primary), f.at(2)).unwrap();
+    assert_eq!(role(&r), Role::Primary, "elected once its clock is bounded");
+}
+
+#[test]
+fn promotion_skips_a_secondary_whose_clock_is_unbounded() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    for s in [2, 3] {
+        st.heartbeat(&server(1, s, Role::Secondary), f.at(0))
+            .unwrap();
+        in_sync(&mut st, 1, s);
+    }
+    for t in (100..=1000).step_by(100) {
+        // 2 has the most of the journal, but cannot tell the time.
+        st.heartbeat(
+            &unbounded(with_progress(server(1, 2, Role::Secondary), 1, 50)),
+            f.at(t),
+        )
+        .unwrap();
+        st.heartbeat(&with_progress(server(1, 3, Role::Secondary), 1, 7), f.at(t))
+            .unwrap();
+    }
+    st.tick(f.at(1000));
+    assert_eq!(st.record(1).primary_id, 3);
+}
+
+#[test]
+fn no_promotion_while_every_candidate_clock_is_unbounded() {
+    let f = Fixture::new();
+    let mut st = f.open(1, 0);
+    st.heartbeat(&server(1, 1, Role::Primary), f.at(0)).unwrap();
+    st.heartbeat(&server(1, 2, Role::Secondary), f.at(0))
+        .unwrap();
+    in_sync(&mut st, 1, 2);
+    for t in (100..=1000).step_by(100) {
+        st.heartbeat(&unbounded(server(1, 2, Role::Secondary)), f.at(t))
+            .unwrap();
+    }
+    st.tick(f.at(1000));
+    assert_eq!(st.record(1).primary_id, 1, "waits for a bounded clock");
+    st.heartbeat(&server(1, 2, Role::Secondary), f.at(1100))
+        .unwrap();
+    st.tick(f.at(1100));
+    assert_eq!(st.record(1).primary_id, 2);
 }
 
 #[test]
@@ -577,15 +640,7 @@ fn servers_per_cluster_are_limited() {
 struct Refusing;
 
 impl Persistence for Refusing {
-    fn save_clusters(&mut self, _: &StoredClusters) -> persist::Result<()> {
-        Err(refused())
-    }
-
-    fn append_assignments(&mut self, _: &[crate::persist::Assignment]) -> persist::Result<()> {
-        Err(refused())
-    }
-
-    fn append_account(&mut self, _: &AccountRecord) -> persist::Result<()> {
+    fn commit(&mut self, _: &Command) -> persist::Result<()> {
         Err(refused())
     }
 }

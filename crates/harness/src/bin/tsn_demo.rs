@@ -42,6 +42,15 @@ struct Args {
     /// hand, or pass --cluster-secret-file to it).
     #[arg(long, value_name = "PATH")]
     cluster_secret_file: Option<PathBuf>,
+    /// TLS everywhere: makes a throwaway CA and one certificate per process
+    /// (names 127.0.0.1 and localhost) into the run's folder, mutual TLS
+    /// between the processes; clients connect with --tls-ca.
+    #[arg(long)]
+    tls: bool,
+    /// Members of the coordinator group (a Raft group; 3 or 5 survive the
+    /// loss of 1 or 2); member i listens on base + i - 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=7))]
+    coordinators: u32,
 }
 
 fn main() {
@@ -66,9 +75,14 @@ async fn run(args: Args) {
     config.failure_timeout_ms = args.failure_timeout_ms;
     config.base_port = Some(args.base_port);
     config.secret_file = args.cluster_secret_file.clone();
+    // Every process gets an operator's port (a free one), shown in the table.
+    config.admin_ports = true;
+    config.tls = args.tls;
+    config.coordinators = args.coordinators;
     // Every port must be free before anything starts: a clear error now is
     // better than a half-started deployment.
     let mut members = vec![Member::Coordinator];
+    members.extend((2..=args.coordinators).map(|id| Member::GroupMember { id }));
     for c in 1..=args.clusters {
         for i in 1..=1 + args.secondaries {
             members.push(Member::Server {
@@ -93,12 +107,16 @@ async fn run(args: Args) {
     let root = args.run_dir.join(stamp.to_string());
     config.root = Some(root.clone());
     println!(
-        "starting tsn: coordinator and {} cluster(s) ...",
-        args.clusters
+        "starting tsn: {} coordinator(s) and {} cluster(s) ...",
+        args.coordinators, args.clusters
     );
     let mut deployment = Deployment::start_with(config).await;
     let coord_addr = deployment.coord_addr();
-    print_table(&coord_addr, deployment.auth()).await;
+    let admin: Vec<(Member, String)> = members
+        .iter()
+        .filter_map(|&m| deployment.admin_addr(m).map(|a| (m, a)))
+        .collect();
+    print_table(&coord_addr, deployment.auth(), &admin).await;
     let client = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("tsn_client")))
@@ -110,7 +128,19 @@ async fn run(args: Args) {
         "cluster secret: {} (--cluster-secret-file for processes started by hand)",
         deployment.secret_file().display()
     );
-    println!("client:         {client} -c {coord_addr} -i <client id>");
+    let tls = deployment
+        .client_tls_flags()
+        .iter()
+        .map(|f| format!(" {f}"))
+        .collect::<String>();
+    if let Some(files) = deployment.tls() {
+        println!(
+            "TLS:            on; CA {}, every process's certificate and key in {}",
+            files.ca.display(),
+            deployment.tls_dir().display()
+        );
+    }
+    println!("client:         {client}{tls} -c {coord_addr} -i <client id>");
     println!("                (scripts: add a command, e.g. `post hello`, `timeline --watch`; --help lists them)");
     println!("MP3 client:     its coordinator address is {coord_addr} (FetchAssignment names the mp3_port)");
     println!();
@@ -132,13 +162,21 @@ async fn run(args: Args) {
 fn describe(m: Member) -> String {
     match m {
         Member::Coordinator => "coordinator".into(),
+        Member::GroupMember { id } => format!("coordinator {id}"),
         Member::Server { cluster, server_id } => format!("server {server_id} of cluster {cluster}"),
         Member::Sync { cluster } => format!("sync service of cluster {cluster}"),
     }
 }
 
-/// The clusters as the coordinator sees them.
-async fn print_table(coord_addr: &str, auth: &ClusterAuth) {
+/// The clusters as the coordinator sees them, with each process's admin
+/// port (`/metrics`, `/admin/status`).
+async fn print_table(coord_addr: &str, auth: &ClusterAuth, admin: &[(Member, String)]) {
+    let admin_of = |m: Member| {
+        admin
+            .iter()
+            .find(|(member, _)| *member == m)
+            .map_or("-".to_string(), |(_, a)| a.clone())
+    };
     // The deployment is healthy: the coordinator has heard from everyone.
     let views = match CoordClient::with_auth(coord_addr, auth) {
         Ok(c) => c.clusters().await.unwrap_or_default(),
@@ -147,12 +185,19 @@ async fn print_table(coord_addr: &str, auth: &ClusterAuth) {
     let mp3 = mp3_listeners(coord_addr, auth).await;
     println!();
     println!(
-        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  admin",
         "cluster", "role", "id", "address", "alive", "last_seq", "mp3_port"
     );
     println!(
-        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
-        "-", "coordinator", "-", coord_addr, "yes", "-", "-"
+        "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  {}",
+        "-",
+        "coordinator",
+        "-",
+        coord_addr,
+        "yes",
+        "-",
+        "-",
+        admin_of(Member::Coordinator)
     );
     for c in &views {
         let mut procs = c.processes.clone();
@@ -173,28 +218,43 @@ async fn print_table(coord_addr: &str, auth: &ClusterAuth) {
                     .to_string(),
                 _ => "-".to_string(),
             };
+            let member = match ProcessKind::try_from(p.kind) {
+                Ok(ProcessKind::SyncService) => Member::Sync {
+                    cluster: c.cluster_id,
+                },
+                _ => Member::Server {
+                    cluster: c.cluster_id,
+                    server_id: p.server_id,
+                },
+            };
             println!(
-                "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}",
+                "{:<8} {:<12} {:<4} {:<22} {:<6} {:>8} {:>8}  {}",
                 c.cluster_id,
                 role,
                 p.server_id,
                 p.address,
                 if p.alive { "yes" } else { "no" },
                 p.last_seq,
-                mp3_port
+                mp3_port,
+                admin_of(member)
             );
         }
     }
 }
 
-/// Every server's listener for the MP3 variant of the client protocol.
+/// Every server's listener for the MP3 variant of the client protocol, as
+/// the leading member of the coordinator group knows them.
 async fn mp3_listeners(coord_addr: &str, auth: &ClusterAuth) -> Vec<Mp3Listener> {
-    let Ok(channel) = auth.channel(coord_addr, COORDINATOR_CALL_TIMEOUT_MS) else {
-        return Vec::new();
-    };
-    Mp3DirectoryClient::new(channel)
-        .listeners(Mp3ListenersRequest {})
-        .await
-        .map(|r| r.into_inner().listeners)
-        .unwrap_or_default()
+    for addr in coord_addr.split(',') {
+        let Ok(channel) = auth.channel(addr, COORDINATOR_CALL_TIMEOUT_MS) else {
+            continue;
+        };
+        if let Ok(reply) = Mp3DirectoryClient::new(channel)
+            .listeners(Mp3ListenersRequest {})
+            .await
+        {
+            return reply.into_inner().listeners;
+        }
+    }
+    Vec::new()
 }

@@ -15,11 +15,13 @@ mod health;
 mod users;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tsn_cluster::auth::{create_secret_file, ClusterAuth, SecretArgs, SECRET_GRACE_MS};
+use tsn_cluster::tls::generate::Authority;
+use tsn_cluster::tls::{set_process_tls, Tls, TlsArgs, TlsFiles};
 use tsn_datastore::Layout;
 use tsn_proto::tsn::Role;
 
@@ -29,6 +31,7 @@ use crate::limits::{
     DEPLOYMENTS_CONCURRENT_LIMIT, DEPLOYMENTS_CONCURRENT_MAX, FAILURE_TIMEOUT_DEFAULT_MS,
     HEALTHY_DEADLINE_MS,
 };
+use crate::netns::Network;
 use crate::proc::{Proc, Ready};
 use crate::wait::wait_for;
 
@@ -40,8 +43,20 @@ pub const SECRET_FILE_NAME: &str = "cluster.secret";
 pub const KEEP_ENV: &str = "TSN_E2E_KEEP";
 /// The environment variable that overrides [`DEPLOYMENTS_CONCURRENT_MAX`].
 pub const DEPLOYMENTS_MAX_ENV: &str = "TSN_E2E_DEPLOYMENTS_MAX";
+/// The environment variable that runs every deployment with TLS (`1`):
+/// certificates from one CA per test process, given to every process and
+/// client the harness starts.
+pub const TLS_ENV: &str = "TSN_TEST_TLS";
+/// The directory of a deployment's certificates, under its root.
+pub const TLS_DIR_NAME: &str = "tls";
+/// The name of the certificate the harness's own clients present.
+pub const HARNESS_CERT_NAME: &str = "harness";
+/// Starts a process with more environment variables (`env K=V bin args`).
+const ENV_BIN: &str = "/usr/bin/env";
 /// Most clusters a test deployment may have.
 pub const CLUSTERS_MAX: u32 = 16;
+/// Most members of a test deployment's coordinator group.
+pub const COORDINATORS_MAX: u32 = 7;
 /// Most secondaries per cluster a test deployment may have.
 pub const SECONDARIES_PER_CLUSTER_MAX: u32 = 4;
 /// Largest sync poll interval a test may ask for.
@@ -77,6 +92,23 @@ pub struct Config {
     pub secret_grace_ms: Option<u64>,
     /// More flags given to every server (e.g. `--max-client-connections`).
     pub server_args: Vec<String>,
+    /// Every process gets an admin port (`--admin-port 0`: a free one);
+    /// [`Deployment::admin_addr`] says which.
+    pub admin_ports: bool,
+    /// TLS on every listener and channel (certificates from
+    /// [`authority`]); by default as [`TLS_ENV`] says.
+    pub tls: bool,
+    /// Environment variables given to one server or sync service, at every
+    /// start (e.g. libfaketime's, to set its clock apart).
+    pub env: Vec<(Member, String, String)>,
+    /// A test network: every member runs in its host's namespace and
+    /// listens on its host's address ([`crate::netns`]). The deployment
+    /// must then be started and used from the client host
+    /// ([`crate::netns::Network::run_in`]).
+    pub network: Option<Arc<Network>>,
+    /// Members of the coordinator group (`--id 1..=n`, `--peers`); every
+    /// process is given all of their addresses.
+    pub coordinators: u32,
 }
 
 impl Config {
@@ -85,6 +117,8 @@ impl Config {
         let base = self.base_port?;
         Some(match member {
             Member::Coordinator => base,
+            // Below the clusters' ports (base + 100 c + i, c >= 1).
+            Member::GroupMember { id } => base + id as u16 - 1,
             Member::Server { cluster, server_id } => base + 100 * cluster as u16 + server_id as u16,
             Member::Sync { cluster } => base + 100 * cluster as u16 + 50,
         })
@@ -104,7 +138,69 @@ impl Config {
             secret_file: None,
             secret_grace_ms: None,
             server_args: Vec::new(),
+            tls: tls_from_env(),
+            admin_ports: false,
+            env: Vec::new(),
+            network: None,
+            coordinators: 1,
         }
+    }
+
+    /// `--admin-port 0` when every process gets an admin port.
+    fn admin_flags(&self) -> Vec<String> {
+        if self.admin_ports {
+            strings(&["--admin-port", "0"])
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The address `member` listens on.
+    fn host_of(&self, member: Member) -> String {
+        match &self.network {
+            Some(net) => net.host_of(member).ip.clone(),
+            None => "127.0.0.1".to_string(),
+        }
+    }
+
+    /// `--bind` and `--advertise-host` for `member` in a test network
+    /// (none otherwise: the binaries' defaults are loopback).
+    fn address_flags(&self, member: Member, advertise: bool) -> Vec<String> {
+        if self.network.is_none() {
+            return Vec::new();
+        }
+        let ip = self.host_of(member);
+        let mut flags = strings(&["--bind", &ip]);
+        if advertise {
+            flags.extend(strings(&["--advertise-host", &ip]));
+        }
+        flags
+    }
+
+    /// The binary to start for `member` and the arguments before its own:
+    /// `bin` itself, or `env` (which execs it, keeping the pid) when the
+    /// member has environment variables of its own.
+    fn launcher(&self, member: Member, bin: PathBuf) -> (PathBuf, Vec<String>) {
+        let vars: Vec<String> = self
+            .env
+            .iter()
+            .filter(|(m, _, _)| *m == member)
+            .map(|(_, k, v)| format!("{k}={v}"))
+            .collect();
+        let mut words = match &self.network {
+            Some(net) => net.exec_prefix(net.host_of(member)),
+            None => Vec::new(),
+        };
+        if !vars.is_empty() {
+            words.push(ENV_BIN.to_string());
+            words.extend(vars);
+        }
+        if words.is_empty() {
+            return (bin, Vec::new());
+        }
+        words.push(path_arg(&bin));
+        let first = PathBuf::from(words.remove(0));
+        (first, words)
     }
 
     fn check(&self) {
@@ -121,6 +217,10 @@ impl Config {
             "q_ms must be 1..={Q_MAX_MS}"
         );
         assert!(
+            (1..=COORDINATORS_MAX).contains(&self.coordinators),
+            "coordinators must be 1..={COORDINATORS_MAX}"
+        );
+        assert!(
             self.failure_timeout_ms > 0,
             "failure timeout must be positive"
         );
@@ -130,9 +230,19 @@ impl Config {
 /// Names one process of a deployment, to kill or restart it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Member {
+    /// The coordinator, member 1 of the coordinator group.
     Coordinator,
-    Server { cluster: u32, server_id: u32 },
-    Sync { cluster: u32 },
+    /// Member `id` (2 and up) of the coordinator group.
+    GroupMember {
+        id: u32,
+    },
+    Server {
+        cluster: u32,
+        server_id: u32,
+    },
+    Sync {
+        cluster: u32,
+    },
 }
 
 struct ServerProc {
@@ -150,12 +260,16 @@ pub struct Deployment {
     config: Config,
     root: PathBuf,
     coordinator: Proc,
+    /// Members 2..=n of the coordinator group.
+    group: Vec<Proc>,
     servers: Vec<ServerProc>,
     syncs: Vec<SyncProc>,
     api: Api,
     /// The secret every process was given, as this deployment's own
     /// clients hold it.
     auth: ClusterAuth,
+    /// The files of the harness's own clients, when TLS is on.
+    tls: Option<TlsFiles>,
     /// Dropped after the processes (fields drop in order), so nothing
     /// writes into a removed directory.
     dir: Option<tempfile::TempDir>,
@@ -224,18 +338,76 @@ impl Deployment {
             Err(e) => panic!("the cluster secret: {e:#}"),
         };
         let secret_flags = secret_flags(&secret_args);
-        let coordinator = {
-            let state_dir = root.join("coordinator");
+        let admin_flags = config.admin_flags();
+        let tls = config.tls.then(|| {
+            let files = issue(&root, HARNESS_CERT_NAME);
+            match Tls::open(&files) {
+                // What every channel of this process (the harness's
+                // clients) uses from now on.
+                Ok(t) => set_process_tls(Some(t)),
+                Err(e) => panic!("the harness's TLS files: {e:#}"),
+            }
+            files
+        });
+        let n = config.coordinators;
+        // A group's members must know each other's addresses before they
+        // start: their ports are picked first.
+        let group_ports: Vec<u16> = (1..=n)
+            .map(|id| {
+                let member = if id == 1 {
+                    Member::Coordinator
+                } else {
+                    Member::GroupMember { id }
+                };
+                config
+                    .port_of(member)
+                    .unwrap_or_else(crate::port::free_port)
+            })
+            .collect();
+        let peers = group_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut coordinators = Vec::new();
+        for id in 1..=n {
+            let state_dir = if id == 1 {
+                root.join("coordinator")
+            } else {
+                root.join(format!("coordinator{id}"))
+            };
+            let name = if id == 1 {
+                "coordinator".to_string()
+            } else {
+                format!("coordinator{id}")
+            };
             let clusters = config.clusters;
             let failure_timeout_ms = config.failure_timeout_ms;
-            let started = Proc::start_on(
-                "coordinator",
-                &bin_path(COORDINATOR),
+            let fixed = if n == 1 {
+                config.port_of(Member::Coordinator)
+            } else {
+                Some(group_ports[id as usize - 1])
+            };
+            let peers = peers.clone();
+            let member = if id == 1 {
+                Member::Coordinator
+            } else {
+                Member::GroupMember { id }
+            };
+            let coord_tls = tls_flags(config.tls, &root, &name);
+            let (bin, before) = config.launcher(member, bin_path(COORDINATOR));
+            let address_flags = config.address_flags(member, false);
+            let started = Proc::start_at(
+                &name,
+                &bin,
                 &root.join("logs"),
                 Ready::StdoutContains(COORDINATOR_READY_LINE.to_string()),
-                config.port_of(Member::Coordinator),
+                &config.host_of(member),
+                fixed,
                 |port| {
-                    let mut args = strings(&[
+                    let mut args = before.clone();
+                    args.extend(strings(&[
                         "-p",
                         &port.to_string(),
                         "--clusters",
@@ -244,32 +416,49 @@ impl Deployment {
                         &path_arg(&state_dir),
                         "--failure-timeout-ms",
                         &failure_timeout_ms.to_string(),
-                    ]);
+                    ]));
+                    args.extend(address_flags.iter().cloned());
+                    if n > 1 {
+                        args.extend(strings(&["--id", &id.to_string(), "--peers", &peers]));
+                    }
                     args.extend(secret_flags.iter().cloned());
+                    args.extend(admin_flags.iter().cloned());
+                    args.extend(coord_tls.iter().cloned());
                     args
                 },
             )
             .await;
             match started {
-                Ok(p) => p,
+                Ok(p) => coordinators.push(p),
                 Err(e) => {
                     let kept = dir.map_or(root, |d| d.keep());
                     panic!(
-                        "the coordinator did not start: {e:#}\n(logs kept in {})",
+                        "{name} did not start: {e:#}\n(logs kept in {})",
                         kept.display()
                     );
                 }
             }
+        }
+        let group = coordinators.split_off(1);
+        let Some(coordinator) = coordinators.pop() else {
+            panic!("a deployment has at least one coordinator");
         };
-        let api = Api::new(&coordinator.addr(), &auth);
+        let coord_addr = std::iter::once(&coordinator)
+            .chain(group.iter())
+            .map(Proc::addr)
+            .collect::<Vec<_>>()
+            .join(",");
+        let api = Api::new(&coord_addr, &auth);
         let mut d = Deployment {
             config,
             root,
             coordinator,
+            group,
             servers: Vec::new(),
             syncs: Vec::new(),
             api,
             auth,
+            tls,
             dir,
             _slot: slot,
         };
@@ -300,16 +489,23 @@ impl Deployment {
         };
         let heartbeat = self.config.heartbeat_interval_ms;
         let secret_flags = self.secret_flags();
-        let extra = self.config.server_args.clone();
+        let mut extra = self.config.server_args.clone();
+        extra.extend(self.config.admin_flags());
         let name = format!("c{cluster}-server{server_id}");
-        let started = Proc::start_on(
+        let tls = tls_flags(self.config.tls, &self.root, &name);
+        let member = Member::Server { cluster, server_id };
+        let (bin, before) = self.config.launcher(member, bin_path(SERVER));
+        let address_flags = self.config.address_flags(member, true);
+        let started = Proc::start_at(
             &name,
-            &bin_path(SERVER),
+            &bin,
             &self.logs_dir(),
             Ready::Listening,
-            self.config.port_of(Member::Server { cluster, server_id }),
+            &self.config.host_of(member),
+            self.config.port_of(member),
             |port| {
-                let mut args = strings(&[
+                let mut args = before.clone();
+                args.extend(strings(&[
                     "-c",
                     &coord,
                     "-p",
@@ -322,11 +518,13 @@ impl Deployment {
                     &datastore,
                     "--server-id",
                     &server_id.to_string(),
-                ]);
+                ]));
                 if let Some(ms) = heartbeat {
                     args.extend(strings(&["--heartbeat-interval-ms", &ms.to_string()]));
                 }
+                args.extend(address_flags.iter().cloned());
                 args.extend(secret_flags.iter().cloned());
+                args.extend(tls.iter().cloned());
                 args.extend(extra.iter().cloned());
                 args
             },
@@ -347,15 +545,22 @@ impl Deployment {
         let datastore = path_arg(&self.datastore_root());
         let q_ms = self.config.q_ms;
         let secret_flags = self.secret_flags();
+        let admin_flags = self.config.admin_flags();
         let name = format!("c{cluster}-sync");
-        let started = Proc::start_on(
+        let tls = tls_flags(self.config.tls, &self.root, &name);
+        let member = Member::Sync { cluster };
+        let (bin, before) = self.config.launcher(member, bin_path(SYNC_SERVICE));
+        let address_flags = self.config.address_flags(member, true);
+        let started = Proc::start_at(
             &name,
-            &bin_path(SYNC_SERVICE),
+            &bin,
             &self.logs_dir(),
             Ready::Listening,
-            self.config.port_of(Member::Sync { cluster }),
+            &self.config.host_of(member),
+            self.config.port_of(member),
             |port| {
-                let mut args = strings(&[
+                let mut args = before.clone();
+                args.extend(strings(&[
                     "-c",
                     &coord,
                     "-s",
@@ -366,8 +571,11 @@ impl Deployment {
                     &q_ms.to_string(),
                     "--datastore",
                     &datastore,
-                ]);
+                ]));
+                args.extend(address_flags.iter().cloned());
                 args.extend(secret_flags.iter().cloned());
+                args.extend(admin_flags.iter().cloned());
+                args.extend(tls.iter().cloned());
                 args
             },
         )
@@ -387,6 +595,43 @@ impl Deployment {
     }
 
     // ------------------------------------------------------------ access
+
+    /// The TLS files of the harness's own clients (they present a
+    /// certificate of the deployment's CA), when TLS is on.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The flags a `tsn_client` run needs to reach this deployment
+    /// (`--tls-ca` when TLS is on; a plain client presents no certificate).
+    pub fn client_tls_flags(&self) -> Vec<String> {
+        match &self.tls {
+            Some(f) => strings(&["--tls-ca", &path_arg(&f.ca)]),
+            None => Vec::new(),
+        }
+    }
+
+    /// The directory of this deployment's certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join(TLS_DIR_NAME)
+    }
+
+    /// The certificate files of `member` (see [`Deployment::member_name`]).
+    pub fn member_tls(&self, member: Member) -> TlsFiles {
+        let dir = self.tls_dir();
+        let name = member_name(member);
+        TlsFiles::process(
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+            &dir.join(tsn_cluster::tls::generate::CA_FILE_NAME),
+        )
+    }
+
+    /// Replaces `member`'s certificate and key on disk with a new pair of
+    /// the same CA (the process follows its files); returns the files.
+    pub fn rotate_certificate(&self, member: Member) -> TlsFiles {
+        issue(&self.root, &member_name(member))
+    }
 
     /// The cluster secret of this deployment, as its processes hold it.
     pub fn auth(&self) -> &ClusterAuth {
@@ -427,8 +672,14 @@ impl Deployment {
         Layout::new(&self.datastore_root(), cluster, server_id)
     }
 
+    /// The coordinator's address, or the list of the coordinator group's
+    /// members (`h:p,h:p,...`), as every process is given it.
     pub fn coord_addr(&self) -> String {
-        self.coordinator.addr()
+        std::iter::once(&self.coordinator)
+            .chain(self.group.iter())
+            .map(Proc::addr)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// A gRPC client of this deployment.
@@ -470,14 +721,29 @@ impl Deployment {
     pub fn member(&mut self, member: Member) -> &mut Proc {
         match member {
             Member::Coordinator => self.coordinator(),
+            Member::GroupMember { id } => match self.group.get_mut((id as usize).wrapping_sub(2)) {
+                Some(p) => p,
+                None => panic!("no member {id} in the coordinator group"),
+            },
             Member::Server { cluster, server_id } => self.server(cluster, server_id),
             Member::Sync { cluster } => self.sync(cluster),
         }
     }
 
-    /// Every process, coordinator first.
+    /// The admin port's address of `member` since its last start, as it
+    /// printed it (see [`Config::admin_ports`]).
+    pub fn admin_addr(&mut self, member: Member) -> Option<String> {
+        let out = self.member(member).stdout_since_start();
+        out.lines().find_map(|l| {
+            l.strip_prefix(tsn_cluster::admin::ADMIN_READY_LINE)
+                .map(|a| a.trim().to_string())
+        })
+    }
+
+    /// Every process, coordinator first (the group's members after it).
     pub fn members(&self) -> Vec<Member> {
         let mut all = vec![Member::Coordinator];
+        all.extend((0..self.group.len()).map(|i| Member::GroupMember { id: i as u32 + 2 }));
         all.extend(self.servers.iter().map(|s| Member::Server {
             cluster: s.cluster,
             server_id: s.server_id,
@@ -547,6 +813,9 @@ impl Deployment {
         for s in &mut self.servers {
             s.proc.kill9();
         }
+        for c in &mut self.group {
+            c.kill9();
+        }
         self.coordinator.kill9();
     }
 
@@ -555,8 +824,9 @@ impl Deployment {
     /// one's exit code (`None`: killed by a signal).
     pub async fn stop_all(&mut self) -> Vec<(Member, Option<i32>)> {
         let mut members = self.members();
-        // Coordinator last: the others may talk to it while they stop.
-        members.rotate_left(1);
+        // The coordinator group last: the others may talk to it while they
+        // stop.
+        members.rotate_left(1 + self.group.len());
         let mut codes = Vec::with_capacity(members.len());
         for member in members {
             let code = self.member(member).stop().await;
@@ -582,6 +852,9 @@ impl Deployment {
     /// The log tails of every process.
     pub fn log_tails(&self) -> String {
         let mut out = self.coordinator.log_tails();
+        for c in &self.group {
+            out.push_str(&c.log_tails());
+        }
         for s in &self.servers {
             out.push('\n');
             out.push_str(&s.proc.log_tails());
@@ -613,6 +886,46 @@ impl Drop for Deployment {
             }
         }
     }
+}
+
+/// The name of `member`'s log and certificate files.
+pub fn member_name(member: Member) -> String {
+    match member {
+        Member::Coordinator => "coordinator".to_string(),
+        Member::GroupMember { id } => format!("coordinator{id}"),
+        Member::Server { cluster, server_id } => format!("c{cluster}-server{server_id}"),
+        Member::Sync { cluster } => format!("c{cluster}-sync"),
+    }
+}
+
+fn tls_from_env() -> bool {
+    std::env::var(TLS_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The CA of every deployment of this process (one, so that the
+/// process's own clients trust each of them).
+pub fn authority() -> &'static Authority {
+    static CA: OnceLock<Authority> = OnceLock::new();
+    CA.get_or_init(|| match Authority::new("tsn test CA") {
+        Ok(a) => a,
+        Err(e) => panic!("cannot make a test CA: {e:#}"),
+    })
+}
+
+/// A new certificate named `name` under `root`'s TLS directory.
+fn issue(root: &Path, name: &str) -> TlsFiles {
+    match authority().issue(&root.join(TLS_DIR_NAME), name) {
+        Ok(f) => f,
+        Err(e) => panic!("cannot make the certificate of {name}: {e:#}"),
+    }
+}
+
+/// The TLS flags of the process `name`, with a new certificate, when `on`.
+fn tls_flags(on: bool, root: &Path, name: &str) -> Vec<String> {
+    if !on {
+        return Vec::new();
+    }
+    TlsArgs::of(Some(&issue(root, name))).to_flags()
 }
 
 /// `--cluster-secret-file` and `--secret-grace-ms` as `args` say.
@@ -658,5 +971,27 @@ mod tests {
         c.check();
         assert_eq!(c.failure_timeout_ms, FAILURE_TIMEOUT_DEFAULT_MS);
         assert_eq!(c.heartbeat_interval_ms, None);
+    }
+
+    #[test]
+    fn a_member_with_an_environment_of_its_own_starts_through_env() {
+        let mut c = Config::new(2, 0, 500);
+        let server = Member::Server {
+            cluster: 2,
+            server_id: 1,
+        };
+        c.env.push((server, "FAKETIME".into(), "+30s".into()));
+        let bin = PathBuf::from("/x/tsn_server");
+        assert_eq!(
+            c.launcher(server, bin.clone()),
+            (
+                PathBuf::from(ENV_BIN),
+                strings(&["FAKETIME=+30s", "/x/tsn_server"])
+            )
+        );
+        let other = Member::Sync { cluster: 2 };
+        assert_eq!(c.launcher(other, bin.clone()), (bin, Vec::new()));
+        assert_eq!(c.host_of(other), "127.0.0.1");
+        assert!(c.address_flags(other, true).is_empty(), "loopback defaults");
     }
 }

@@ -9,6 +9,9 @@
 //! * every acknowledged post of U is there exactly once;
 //! * every acknowledged post of an author A that U follows is there exactly
 //!   once, if U's follow of A was acknowledged before the post was sent;
+//! * with [`Expectation::follow_time`] set, no post of A acknowledged
+//!   before U *sent* its follow of A is there (a follow takes effect from
+//!   its own time on, whatever the machines' clocks say);
 //! * the posts of each author appear in the order the author made them;
 //! * no post id appears twice, acknowledged or not (a post whose
 //!   acknowledgement never came may be there once or not at all);
@@ -17,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::load::{parse_post_id, PostRecord};
 
@@ -37,11 +40,13 @@ pub struct Line {
 /// Every user's timeline, oldest line first.
 pub type Timelines = BTreeMap<u32, Vec<Line>>;
 
-/// `follower` follows `followee`, acknowledged at `acked_at`.
+/// `follower` follows `followee`: the FOLLOW was first sent at `sent_at`
+/// and acknowledged at `acked_at`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FollowRecord {
     pub follower: u32,
     pub followee: u32,
+    pub sent_at: Instant,
     pub acked_at: Instant,
 }
 
@@ -53,6 +58,15 @@ pub struct Expectation {
     pub follows: Vec<FollowRecord>,
     /// Every post any writer sent, acknowledged or not.
     pub posts: Vec<PostRecord>,
+    /// `None`: a post made before a follow may be in the follower's
+    /// timeline or not. `Some(bound)`: it must not be, and a post must be
+    /// there only if sent more than `bound` after the follow was
+    /// acknowledged (and must not if acknowledged more than `bound` before
+    /// it was sent). The servers order posts and follows by cluster time,
+    /// each within its bound of the coordinator's clock, so a post and a
+    /// follow on two clusters closer than twice that bound may go either
+    /// way.
+    pub follow_time: Option<Duration>,
 }
 
 /// What is wrong with one timeline; empty lists when nothing is.
@@ -72,6 +86,8 @@ pub struct TimelineProblems {
     pub altered: Vec<String>,
     /// Posts of an author the timeline's owner never followed.
     pub not_followed: Vec<String>,
+    /// Posts acknowledged before the owner sent its follow of their author.
+    pub before_follow: Vec<String>,
 }
 
 impl TimelineProblems {
@@ -133,6 +149,7 @@ impl fmt::Display for Report {
                 ("never sent", &p.unknown),
                 ("altered", &p.altered),
                 ("from an author not followed", &p.not_followed),
+                ("acknowledged before the follow was sent", &p.before_follow),
             ] {
                 if !ids.is_empty() {
                     write!(f, " {} {what} {}", ids.len(), first_ids(ids))?;
@@ -168,14 +185,21 @@ pub fn check(expect: &Expectation, timelines: &Timelines) -> Report {
         .iter()
         .map(|p| (p.post_id.as_str(), p))
         .collect();
-    // (follower, followee) -> the earliest acknowledgement of the follow.
+    // (follower, followee) -> the earliest acknowledgement of the follow,
+    // and the earliest time it was sent.
     let mut follows: HashMap<(u32, u32), Instant> = HashMap::new();
+    let mut follows_sent: HashMap<(u32, u32), Instant> = HashMap::new();
     for f in &expect.follows {
         let at = follows
             .entry((f.follower, f.followee))
             .or_insert(f.acked_at);
         *at = (*at).min(f.acked_at);
+        let sent = follows_sent
+            .entry((f.follower, f.followee))
+            .or_insert(f.sent_at);
+        *sent = (*sent).min(f.sent_at);
     }
+    let bound = expect.follow_time.unwrap_or(Duration::ZERO);
     let mut report = Report::default();
     for &user in &expect.users {
         let mut problems = TimelineProblems::default();
@@ -183,7 +207,15 @@ pub fn check(expect: &Expectation, timelines: &Timelines) -> Report {
             None => problems.unread = Some("no timeline was read".to_string()),
             Some(lines) => {
                 report.lines += lines.len();
-                check_lines(user, lines, &sent, &follows, &mut problems);
+                check_lines(
+                    user,
+                    lines,
+                    &sent,
+                    &follows,
+                    &follows_sent,
+                    expect.follow_time,
+                    &mut problems,
+                );
                 // Every acknowledged post that must be here, in the
                 // author's order.
                 let present: HashMap<&str, usize> = count_ids(lines);
@@ -191,7 +223,7 @@ pub fn check(expect: &Expectation, timelines: &Timelines) -> Report {
                     let must = p.author == user
                         || follows
                             .get(&(user, p.author))
-                            .is_some_and(|&at| at < p.sent_at);
+                            .is_some_and(|&at| at + bound < p.sent_at);
                     if !must {
                         continue;
                     }
@@ -221,6 +253,8 @@ fn check_lines(
     lines: &[Line],
     sent: &HashMap<&str, &PostRecord>,
     follows: &HashMap<(u32, u32), Instant>,
+    follows_sent: &HashMap<(u32, u32), Instant>,
+    follow_time: Option<Duration>,
     problems: &mut TimelineProblems,
 ) {
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(lines.len());
@@ -248,6 +282,14 @@ fn check_lines(
         if record.author != user && !follows.contains_key(&(user, record.author)) {
             problems.not_followed.push(line.post_id.clone());
         }
+        let follow_sent = follows_sent.get(&(user, record.author));
+        if let (Some(bound), Some(acked), Some(&follow_sent)) =
+            (follow_time, &record.acked, follow_sent)
+        {
+            if record.author != user && acked.at + bound < follow_sent {
+                problems.before_follow.push(line.post_id.clone());
+            }
+        }
         if let Some((author, n)) = parse_post_id(&line.post_id) {
             let last = latest.entry(author).or_insert(0);
             if n <= *last {
@@ -263,7 +305,6 @@ fn check_lines(
 mod tests {
     use super::*;
     use crate::load::{post_id, post_text};
-    use std::time::Duration;
 
     fn sent(author: u32, n: u64, at: Instant, acked: bool) -> PostRecord {
         PostRecord::for_test(author, n, at, acked.then_some((1, 1)))
@@ -287,9 +328,11 @@ mod tests {
             follows: vec![FollowRecord {
                 follower: 2,
                 followee: 1,
+                sent_at: t0,
                 acked_at: t0,
             }],
             posts: vec![sent(1, 1, later, true), sent(1, 2, later, true)],
+            follow_time: None,
         };
         (expect, t0)
     }
@@ -400,6 +443,29 @@ mod tests {
         let report = check(&expect, &t);
         assert_eq!(report.timelines[&1].not_followed, vec!["2-w1"]);
         assert!(report.timelines[&2].is_clean());
+    }
+
+    #[test]
+    fn a_post_acknowledged_before_the_follow_was_sent_must_not_be_there() {
+        let (mut expect, t0) = setup();
+        let earlier = t0 - Duration::from_millis(10);
+        expect.posts.insert(0, sent(1, 0, earlier, true));
+        // Sent before the follow was acknowledged, but after it was sent:
+        // either way is right.
+        expect.follows[0].sent_at = t0 - Duration::from_millis(5);
+        expect
+            .posts
+            .push(sent(1, 3, t0 - Duration::from_millis(1), true));
+        let all = vec![line(1, 1, 0), line(2, 1, 1), line(3, 1, 2), line(4, 1, 3)];
+        let report = check(&expect, &timelines(all.clone(), all.clone()));
+        assert!(report.is_clean(), "allowed unless asked for: {report}");
+        expect.follow_time = Some(Duration::ZERO);
+        let report = check(&expect, &timelines(all.clone(), all.clone()));
+        assert_eq!(report.timelines[&2].before_follow, vec!["1-w0"]);
+        assert!(report.timelines[&1].is_clean(), "the author's own post");
+        let later = vec![line(2, 1, 1), line(3, 1, 2)];
+        let report = check(&expect, &timelines(all, later));
+        assert!(report.is_clean(), "{report}");
     }
 
     #[test]

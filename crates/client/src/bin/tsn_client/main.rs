@@ -60,8 +60,13 @@ const RUNTIME_WORKER_THREADS: usize = 2;
              Finds the primary of your cluster through the coordinator and fails over by itself."
 )]
 struct Cli {
-    /// Address of the coordinator, as host:port.
-    #[arg(short = 'c', long = "coordinator", value_name = "HOST:PORT")]
+    /// Address of the coordinator, as host:port, or of every member of the
+    /// coordinator group, host:port,host:port,...
+    #[arg(
+        short = 'c',
+        long = "coordinator",
+        value_name = "HOST:PORT[,HOST:PORT...]"
+    )]
     coordinator: String,
 
     /// Your client id: a positive integer (or give your handle with -u).
@@ -110,6 +115,11 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(0..=RETRY_FOR_MS_MAX)
     )]
     retry_for_ms: u64,
+
+    /// TLS (`--tls-ca` verifies the servers; `--tls-cert` and
+    /// `--tls-key` present a certificate of your own, optional).
+    #[command(flatten)]
+    tls: tsn_cluster::tls::TlsArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -380,6 +390,9 @@ fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
     };
     if let Some(port) = cli.port {
         tracing::debug!(port, "the classic client port is not used");
+    }
+    if let Some(tls) = cli.tls.open_client()? {
+        tsn_cluster::tls::set_process_tls(Some(tls));
     }
     let coord =
         CoordClient::new(&cli.coordinator).map_err(|e| anyhow!("bad coordinator address: {e}"))?;
