@@ -18,10 +18,14 @@ use common::start;
 /// refused for its rate.
 const SIGNUPS_TRIED_MAX: u32 = 1_000;
 
-/// The lines of the coordinator's handle registry.
+/// The entries of the coordinator's Raft log that sign accounts up: the
+/// handle registry as the group replicates it (one entry per account).
 fn registry_lines(d: &Deployment) -> Vec<String> {
-    let path = d.root().join("coordinator").join("accounts.data");
+    let path = d.root().join("coordinator").join("raft-log.jsonl");
     read_lines(&path)
+        .into_iter()
+        .filter(|line| line.contains("{\"Account\":{"))
+        .collect()
 }
 
 fn read_lines(path: &Path) -> Vec<String> {
