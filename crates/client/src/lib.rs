@@ -25,6 +25,7 @@ pub mod reply;
 pub mod retry;
 pub mod route;
 pub mod router;
+pub mod session;
 pub mod watch;
 
 use std::time::Duration;

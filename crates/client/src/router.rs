@@ -28,7 +28,7 @@ use tsn_proto::csce438::{Request, ServerInfo};
 use crate::error::{CallError, Stage};
 use crate::reply;
 use crate::retry::{is_retryable, Next, Retry, RetryPolicy};
-use crate::route::Route;
+use crate::route::{Bearer, Route};
 
 /// How a router connects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +72,8 @@ struct Inner {
     target: Target,
     config: RouterConfig,
     routes: Mutex<HashMap<u32, Route>>,
+    /// The session token every new route's calls carry.
+    bearer: Mutex<Bearer>,
 }
 
 /// Why one attempt failed.
@@ -98,20 +100,35 @@ impl Router {
                 target: Target::Coordinator(Box::new(coord)),
                 config,
                 routes: Mutex::new(HashMap::new()),
+                bearer: Mutex::new(Bearer::default()),
             }),
         }
     }
 
     /// A router that sends every call to `addr`, whoever the user.
     pub fn fixed(addr: &str, config: RouterConfig) -> anyhow::Result<Router> {
-        let route = Route::connect(addr, 0, 0, &config)?;
+        let route = Route::connect(addr, 0, 0, &config, Bearer::default())?;
         Ok(Router {
             inner: Arc::new(Inner {
                 target: Target::Fixed(route),
                 config,
                 routes: Mutex::new(HashMap::new()),
+                bearer: Mutex::new(Bearer::default()),
             }),
         })
+    }
+
+    /// From now on every call carries `token` (an account's session), or
+    /// none. Routes made before are forgotten, so none goes without it.
+    pub fn set_token(&self, token: Option<&str>) -> anyhow::Result<()> {
+        let bearer = match token {
+            Some(t) => Bearer::of(t)
+                .ok_or_else(|| anyhow::anyhow!("the session token is not plain text"))?,
+            None => Bearer::default(),
+        };
+        *lock(&self.inner.bearer) = bearer;
+        lock(&self.inner.routes).clear();
+        Ok(())
     }
 
     /// The coordinator asked (`None` for a fixed router).
@@ -278,7 +295,8 @@ impl Router {
         let cluster = u32::try_from(info.cluster_id)
             .map_err(|_| format!("the coordinator named cluster {}", info.cluster_id))?;
         let addr = coord::server_address(info);
-        Route::connect(&addr, server_id, cluster, &self.inner.config)
+        let bearer = lock(&self.inner.bearer).clone();
+        Route::connect(&addr, server_id, cluster, &self.inner.config, bearer)
             .map_err(|e| format!("the coordinator named a bad address: {e:#}"))
     }
 
@@ -347,8 +365,8 @@ mod tests {
         let coord = CoordClient::new("127.0.0.1:9").unwrap();
         let r = Router::new(coord, config(Some(2), false));
         let cfg = config(Some(2), false);
-        let old = Route::connect("127.0.0.1:10", 1, 1, &cfg).unwrap();
-        let new = Route::connect("127.0.0.1:11", 2, 1, &cfg).unwrap();
+        let old = Route::connect("127.0.0.1:10", 1, 1, &cfg, Bearer::default()).unwrap();
+        let new = Route::connect("127.0.0.1:11", 2, 1, &cfg, Bearer::default()).unwrap();
         lock(&r.inner.routes).insert(1, new.clone());
         r.forget(3, &old);
         assert_eq!(r.route(1).await.unwrap().addr, new.addr);

@@ -49,7 +49,8 @@ fn bad_client_ids_are_refused() {
 
 #[test]
 fn bad_targets_and_posts_are_refused() {
-    assert_refused(&["-i", "1", "follow", "two"], "bad user id");
+    // A word ("two") is an account's handle now: a target that is neither.
+    assert_refused(&["-i", "1", "follow", "t.wo"], "bad user id");
     assert_refused(&["-i", "1", "unfollow", "-2"], "bad user id");
     assert_refused(&["-i", "1", "post", " "], "post is empty");
     let long = "x".repeat(1025);

@@ -11,8 +11,10 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tsn_proto::csce438::{coord_service_client::CoordServiceClient, Id, ServerInfo};
 use tsn_proto::tsn::{
-    coordinator_client::CoordinatorClient, AssignRequest, ClusterView, ClustersRequest,
-    HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
+    accounts_client::AccountsClient, coordinator_client::CoordinatorClient, AccountReply,
+    AccountRequest, AssignRequest, ClusterView, ClustersRequest, HeartbeatReply, HeartbeatRequest,
+    InSyncChange, InSyncReply, ListAccountsReply, ListAccountsRequest, ResolveReply,
+    ResolveRequest, SignUpReply, SignUpRequest,
 };
 
 use crate::auth::{Attach, AuthChannel, ClusterAuth};
@@ -71,9 +73,9 @@ pub const LEADER_METADATA_KEY: &str = "tsn-coordinator-leader";
 /// does not lead its group (the client then asks another member).
 pub const NOT_LEADER_METADATA_KEY: &str = "tsn-coordinator-not-leader";
 
-/// A client of the coordinator: the classic `GetServer` (open to anyone)
-/// and the internal `tsn.Coordinator` calls, which carry the cluster secret
-/// when the client has one.
+/// A client of the coordinator: the classic `GetServer` and `tsn.Accounts`
+/// (open to anyone) and the internal `tsn.Coordinator` calls, which carry the
+/// cluster secret when the client has one.
 ///
 /// It is given one address or the list of the coordinator group's members
 /// (`h1:p1,h2:p2,h3:p3`). With a list, each call goes to the member that
@@ -93,6 +95,7 @@ struct Member {
     addr: String,
     control: CoordinatorClient<AuthChannel>,
     classic: CoordServiceClient<Channel>,
+    accounts: AccountsClient<Channel>,
 }
 
 impl CoordClient {
@@ -116,7 +119,8 @@ impl CoordClient {
             members.push(Member {
                 control: CoordinatorClient::with_interceptor(ch.clone(), attach.clone())
                     .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-                classic: CoordServiceClient::new(ch),
+                classic: CoordServiceClient::new(ch.clone()),
+                accounts: AccountsClient::new(ch),
                 addr: a,
             });
         }
@@ -191,6 +195,64 @@ impl CoordClient {
                 .get_server(Id { id: user as i32 })
                 .await?
                 .into_inner())
+        })
+        .await
+    }
+
+    /// Signs up `handle` with `password` (open): the new account's id and
+    /// cluster. `ALREADY_EXISTS` when the handle is taken.
+    pub async fn sign_up(
+        &self,
+        handle: &str,
+        password: &str,
+    ) -> Result<SignUpReply, tonic::Status> {
+        let req = SignUpRequest {
+            handle: handle.to_string(),
+            password: password.to_string(),
+        };
+        self.on_leader(|m| {
+            let req = req.clone();
+            async move { Ok(m.accounts.clone().sign_up(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// The account of `handle` (open). `NOT_FOUND` when there is none.
+    pub async fn resolve(&self, handle: &str) -> Result<ResolveReply, tonic::Status> {
+        let req = ResolveRequest {
+            handle: handle.to_string(),
+        };
+        self.on_leader(|m| {
+            let req = req.clone();
+            async move { Ok(m.accounts.clone().resolve(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// The account of `user` as the coordinator's registry holds it
+    /// (internal: needs the secret). `None`: the user never signed up.
+    pub async fn account(&self, user: u32) -> Result<Option<AccountReply>, tonic::Status> {
+        let reply = self
+            .on_leader(|m| async move {
+                Ok(m.control
+                    .clone()
+                    .account(AccountRequest { user })
+                    .await?
+                    .into_inner())
+            })
+            .await?;
+        Ok(reply.found.then_some(reply))
+    }
+
+    /// The accounts whose handle matches the glob `pattern` (open), and
+    /// whether more matched than were sent.
+    pub async fn list_accounts(&self, pattern: &str) -> Result<ListAccountsReply, tonic::Status> {
+        let req = ListAccountsRequest {
+            pattern: pattern.to_string(),
+        };
+        self.on_leader(|m| {
+            let req = req.clone();
+            async move { Ok(m.accounts.clone().list(req).await?.into_inner()) }
         })
         .await
     }

@@ -7,6 +7,8 @@
 //! * [`heartbeat`]: the heartbeat loop of servers and sync services.
 //! * [`net`]: the accepted connections of every gRPC server (`TCP_NODELAY`,
 //!   limits, the TLS handshake).
+//! * [`password`]: account passwords, kept only as Argon2id hashes.
+//! * [`session`]: session tokens: made, hashed, carried as `authorization: Bearer`.
 //! * [`tls`]: TLS on every listener and channel, reloaded from its files.
 //! * [`watch`]: following files that change on disk.
 //! * [`shutdown`]: the one shared signal that stops a process gracefully.
@@ -21,8 +23,10 @@ pub mod coord;
 pub mod heartbeat;
 pub mod limits;
 pub mod net;
+pub mod password;
 pub mod refusal;
 pub mod retry;
+pub mod session;
 pub mod shutdown;
 pub mod sync;
 pub mod tls;

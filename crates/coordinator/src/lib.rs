@@ -8,7 +8,7 @@
 //! this member of the coordinator group on its state directory (cleared
 //! with `-c`), say on stdout that it listens, then serve `tsn.Coordinator`,
 //! `tsn.Raft`, the
-//! classic `csce438.CoordService` and the MP3 variant's
+//! classic `csce438.CoordService`, `tsn.Accounts` and the MP3 variant's
 //! `csce438.SNSCoordinatorService` on that one port next to the failure
 //! detector loop, until the shutdown signal (Ctrl-C or SIGTERM for the
 //! binary). `tsn.Coordinator` and `tsn.Mp3Directory` are internal: they
@@ -29,7 +29,9 @@
 //! * `liveness`: the failure detector loop.
 //! * `metrics`: what the admin port (`--admin-port`) shows.
 //! * `mp3`: the MP3 variant's `FetchAssignment` and the MP3 listener directory.
+//! * `accounts`: `tsn.Accounts`, sign-ups and handle lookups (open).
 
+mod accounts;
 pub mod config;
 mod control;
 mod leadership;
@@ -54,6 +56,7 @@ use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
 use tsn_cluster::shutdown::Shutdown;
 use tsn_proto::csce438::coord_service_server::CoordServiceServer;
 use tsn_proto::mp3::sns_coordinator_service_server::SnsCoordinatorServiceServer;
+use tsn_proto::tsn::accounts_server::AccountsServer;
 use tsn_proto::tsn::coordinator_server::CoordinatorServer;
 use tsn_proto::tsn::mp3_directory_server::Mp3DirectoryServer;
 use tsn_proto::tsn::raft_server::RaftServer;
@@ -153,6 +156,7 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
         tsn_cluster::admin::serve(listener, registry, Arc::new(observed), shutdown.clone());
     }
     let mp3 = mp3::Mp3Coordinator::new(member.clone());
+    let accounts = accounts::AccountsService::new(member.clone());
     let service = CoordinatorService::new(member);
     let raft_service = raft::network::RaftService::new(group.id, group.raft.clone());
     let incoming =
@@ -183,6 +187,9 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
                     .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
             )
             .add_service(auth.guard(Mp3DirectoryServer::new(mp3)))
+            .add_service(
+                AccountsServer::new(accounts).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+            )
             .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
             .await
             .context("serving gRPC")

@@ -1,6 +1,9 @@
 //! The coordinator's state files.
 //!
-//! Two files under `--state-dir`:
+//! The files of a coordinator from before the group: a group whose
+//! committed state is still empty takes them over once (`migrate`); the
+//! group itself keeps its state in its Raft log and snapshots. Three files
+//! under `--state-dir`:
 //!
 //! * `clusters.json`: each cluster's epoch, primary and in-sync set. Small,
 //!   rewritten whole and atomically (temporary file, fsync, rename) on every
@@ -10,8 +13,17 @@
 //! * `assignments.data`: JSON Lines `{"user":U,"cluster":C}`, appended and
 //!   fsynced before a reply names the cluster. A torn last line is cut, a
 //!   corrupt line is reported and skipped (its user is assigned again).
+//! * `accounts.data`: JSON Lines, one [`AccountRecord`] per sign-up
+//!   (handle, client id, cluster, Argon2id hash, time), appended and
+//!   fsynced before the sign-up is answered, in the same way. A line that
+//!   does not parse or holds an invalid handle, id or hash is reported and
+//!   skipped; a handle that appears twice keeps its first line. The handle
+//!   registry is part of the coordinator's control state, not of any
+//!   cluster, so that one place decides who owns a handle; in a group it is
+//!   replicated state (`Command::Account`).
 
 use std::collections::{BTreeSet, HashSet};
+use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +35,7 @@ use crate::replicated::Command;
 
 pub const CLUSTERS_FILE: &str = "clusters.json";
 pub const ASSIGNMENTS_FILE: &str = "assignments.data";
+pub const ACCOUNTS_FILE: &str = "accounts.data";
 /// Largest `clusters.json` read; 64 clusters of 64 servers fit in far less.
 pub const CLUSTERS_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
@@ -134,11 +147,62 @@ pub struct Assignment {
     pub cluster: u32,
 }
 
+/// One line of `accounts.data`: an account as signed up.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// In lower case ([`tsn_datastore::handle::Handle`]).
+    pub handle: String,
+    pub user: u32,
+    pub cluster: u32,
+    /// Argon2id, PHC string ([`tsn_cluster::password`]).
+    pub password_hash: String,
+    /// When it was signed up, in ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+impl AccountRecord {
+    /// Checks what a hand edit or a foreign file could break.
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+        let parsed = tsn_datastore::handle::Handle::parse(&self.handle)
+            .map_err(|e| format!("handle {:?}: {e}", self.handle))?;
+        if parsed.as_str() != self.handle {
+            return Err(format!("handle {:?} is not in lower case", self.handle));
+        }
+        if !valid_assignment(Assignment {
+            user: self.user,
+            cluster: self.cluster,
+        }) {
+            return Err(format!(
+                "user {} or cluster {} out of range",
+                self.user, self.cluster
+            ));
+        }
+        if !tsn_cluster::password::is_valid_hash(&self.password_hash) {
+            return Err("not an Argon2id hash".into());
+        }
+        Ok(())
+    }
+}
+
+/// Never shows the hash: an account may be logged.
+impl fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("handle", &self.handle)
+            .field("user", &self.user)
+            .field("cluster", &self.cluster)
+            .field("password_hash", &"[redacted]")
+            .field("created_ms", &self.created_ms)
+            .finish()
+    }
+}
+
 /// What the state directory held at start.
 pub struct Loaded {
     /// None if no cluster was ever stored.
     pub clusters: Option<StoredClusters>,
     pub assignments: Vec<Assignment>,
+    pub accounts: Vec<AccountRecord>,
 }
 
 /// Where the coordinator's decisions are made durable. The decisions take
@@ -156,6 +220,15 @@ impl Persistence for Files {
         match cmd {
             Command::Clusters(stored) => self.save_clusters(stored),
             Command::Assign(new) => self.append_assignments(new),
+            // The id first: a crash between the two leaves an id assigned
+            // to nobody, never an account without its cluster.
+            Command::Account(account) => {
+                self.append_assignments(&[Assignment {
+                    user: account.user,
+                    cluster: account.cluster,
+                }])?;
+                self.append_account(account)
+            }
         }
     }
 }
@@ -168,6 +241,47 @@ pub struct Files {
     /// Length of `assignments.data` after the last complete append, to cut a
     /// failed (partial) append before the next one lands after it.
     assignments_len: u64,
+    accounts: AppendOnly,
+}
+
+/// A JSON Lines file appended to with fsync, cut back after a failed
+/// append so that a partial line cannot join the next one.
+struct AppendOnly {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl AppendOnly {
+    fn open(path: PathBuf) -> Result<AppendOnly> {
+        let len = jsonl::repair_tail(&path)?;
+        let file = jsonl::open_append(&path)?;
+        Ok(AppendOnly { path, file, len })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let path = &self.path;
+        let written = jsonl::append(&mut self.file, path, bytes).and_then(|()| {
+            self.file
+                .sync_data()
+                .map_err(|source| tsn_datastore::Error::Io {
+                    path: path.clone(),
+                    source,
+                })
+        });
+        match written {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = self.file.set_len(self.len) {
+                    tracing::error!(file = %path.display(), error = %cut, "could not cut a failed append");
+                }
+                Err(e.into())
+            }
+        }
+    }
 }
 
 impl Files {
@@ -180,12 +294,14 @@ impl Files {
         })?;
         let clusters_path = dir.join(CLUSTERS_FILE);
         let assignments_path = dir.join(ASSIGNMENTS_FILE);
+        let accounts_path = dir.join(ACCOUNTS_FILE);
         if clear {
             // `write_atomic` leaves `clusters.tmp` behind after a crash.
             for path in [
                 &clusters_path,
                 &clusters_path.with_extension("tmp"),
                 &assignments_path,
+                &accounts_path,
             ] {
                 remove_if_present(path)?;
             }
@@ -198,6 +314,7 @@ impl Files {
             assignments_path,
             assignments,
             assignments_len,
+            accounts: AppendOnly::open(accounts_path)?,
         })
     }
 
@@ -206,6 +323,7 @@ impl Files {
         Ok(Loaded {
             clusters: self.load_clusters()?,
             assignments: self.load_assignments()?,
+            accounts: self.load_accounts()?,
         })
     }
 
@@ -319,6 +437,41 @@ impl Files {
     }
 }
 
+impl Files {
+    /// Every valid stored account, in the order written. Corrupt or invalid
+    /// lines are reported and skipped.
+    pub fn load_accounts(&self) -> Result<Vec<AccountRecord>> {
+        let path = &self.accounts.path;
+        let mut out = Vec::new();
+        jsonl::read_forward(path, 0, |offset, line| {
+            if let Some(a) = jsonl::parse::<AccountRecord>(path, line) {
+                match a.validate() {
+                    Ok(()) => out.push(a),
+                    Err(reason) => tracing::warn!(
+                        file = %path.display(),
+                        offset,
+                        reason,
+                        "skipped an invalid account"
+                    ),
+                }
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Appends `account` and fsyncs it.
+    pub fn append_account(&mut self, account: &AccountRecord) -> Result<()> {
+        account.validate().map_err(Error::Invalid)?;
+        let mut line = serde_json::to_vec(account).map_err(|e| Error::Io {
+            path: self.accounts.path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        self.accounts.append(&line)
+    }
+}
+
 pub(crate) fn valid_assignment(a: Assignment) -> bool {
     (1..=tsn_datastore::limits::USER_ID_MAX).contains(&a.user)
         && (1..=CLUSTERS_MAX).contains(&a.cluster)
@@ -416,6 +569,54 @@ mod tests {
                 cluster: 3
             }
         );
+    }
+
+    fn account(handle: &str, user: u32) -> AccountRecord {
+        AccountRecord {
+            handle: handle.into(),
+            user,
+            cluster: 1,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$qLml5cbgoJ9TnLjjLOx1wYGMnQkB7hBEIW3P5a6LyUs".into(),
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn accounts_round_trip_and_skip_invalid_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Files::open(dir.path(), false).unwrap();
+        assert!(files.load_accounts().unwrap().is_empty());
+        files.append_account(&account("alice", 4)).unwrap();
+        // Nothing invalid is written.
+        assert!(matches!(
+            files.append_account(&account("Bob", 5)),
+            Err(Error::Invalid(_))
+        ));
+        let mut bad_hash = account("carol", 6);
+        bad_hash.password_hash = "plain".into();
+        assert!(files.append_account(&bad_hash).is_err());
+        // Lines a hand edit broke are skipped, a torn tail is cut.
+        let path = dir.path().join(ACCOUNTS_FILE);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("garbage\n");
+        text.push_str(&serde_json::to_string(&account("42", 7)).unwrap());
+        text.push('\n');
+        text.push_str(&serde_json::to_string(&bad_hash).unwrap());
+        text.push_str("\n{\"handle\":\"da");
+        std::fs::write(&path, text).unwrap();
+        let mut files = Files::open(dir.path(), false).unwrap();
+        assert_eq!(files.load_accounts().unwrap(), vec![account("alice", 4)]);
+        files.append_account(&account("dave", 8)).unwrap();
+        let got = Files::open(dir.path(), false)
+            .unwrap()
+            .load_accounts()
+            .unwrap();
+        assert_eq!(got, vec![account("alice", 4), account("dave", 8)]);
+        assert!(Files::open(dir.path(), true)
+            .unwrap()
+            .load_accounts()
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! durable decisions, and the state they build.
 //!
 //! Every change of what must survive a crash (a cluster's epoch, primary
-//! and in-sync set; a user's cluster) is a [`Command`]. A command takes
+//! and in-sync set; a user's cluster; an account and its handle) is a
+//! [`Command`]. A command takes
 //! effect only once the group has committed it; every member then applies
 //! the same commands in the same order to its [`Replicated`] state. This
 //! file is the one owner of the rules that hold across commands — epochs
 //! never go back, a cluster once stored is never forgotten, a user keeps
-//! its first cluster — so a command that would break one is refused here,
+//! its first cluster, a handle has one owner — so a command that would break one is refused here,
 //! on every member alike, and changes nothing. Pure: no I/O, no clock.
 //!
 //! A new kind of decision is a new variant of [`Command`], a field of
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ASSIGN_USERS_PER_CALL_MAX;
-use crate::persist::{valid_assignment, Assignment, Loaded, StoredClusters};
+use crate::persist::{valid_assignment, AccountRecord, Assignment, Loaded, StoredClusters};
 
 /// One durable decision of the coordinator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,9 @@ pub enum Command {
     Clusters(StoredClusters),
     /// Users given a cluster. A user already assigned keeps its cluster.
     Assign(Vec<Assignment>),
+    /// A sign-up: the account's handle, its fresh id and that id's cluster
+    /// (assigned by the same command), its password hash.
+    Account(AccountRecord),
 }
 
 impl Command {
@@ -36,6 +40,7 @@ impl Command {
         match self {
             Command::Clusters(_) => "clusters",
             Command::Assign(_) => "assign",
+            Command::Account(_) => "account",
         }
     }
 }
@@ -54,6 +59,10 @@ pub struct Replicated {
     pub clusters: Option<StoredClusters>,
     /// user -> cluster, the first assignment of each user.
     pub assignments: BTreeMap<u32, u32>,
+    /// The handle registry: handle (lower case) -> account. Absent from the
+    /// snapshots of a group from before accounts.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountRecord>,
 }
 
 impl Replicated {
@@ -62,7 +71,31 @@ impl Replicated {
         match cmd {
             Command::Clusters(next) => self.apply_clusters(next),
             Command::Assign(new) => self.apply_assign(new),
+            Command::Account(account) => self.apply_account(account),
         }
+    }
+
+    fn apply_account(&mut self, account: &AccountRecord) -> Result<(), String> {
+        account.validate()?;
+        if self.accounts.contains_key(&account.handle) {
+            return Err(format!("the handle {} is taken", account.handle));
+        }
+        if self.accounts.values().any(|a| a.user == account.user) {
+            return Err(format!("user {} already has an account", account.user));
+        }
+        match self.assignments.get(&account.user) {
+            Some(&cluster) if cluster != account.cluster => {
+                return Err(format!(
+                    "user {} is assigned to cluster {cluster}, not {}",
+                    account.user, account.cluster
+                ));
+            }
+            _ => {}
+        }
+        self.assignments.insert(account.user, account.cluster);
+        self.accounts
+            .insert(account.handle.clone(), account.clone());
+        Ok(())
     }
 
     fn apply_clusters(&mut self, next: &StoredClusters) -> Result<(), String> {
@@ -114,6 +147,7 @@ impl Replicated {
                 .iter()
                 .map(|(&user, &cluster)| Assignment { user, cluster })
                 .collect(),
+            accounts: self.accounts.values().cloned().collect(),
         }
     }
 }
@@ -183,5 +217,63 @@ mod tests {
         assert!(s.apply(&Command::Assign(vec![a(0, 1)])).is_err());
         assert!(s.apply(&Command::Assign(vec![a(4, 0)])).is_err());
         assert_eq!(s.assignments.len(), 3);
+    }
+
+    fn account(handle: &str, user: u32, cluster: u32) -> AccountRecord {
+        AccountRecord {
+            handle: handle.into(),
+            user,
+            cluster,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$qLml5cbgoJ9TnLjjLOx1wYGMnQkB7hBEIW3P5a6LyUs".into(),
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_handle_has_one_owner() {
+        let mut s = Replicated::default();
+        s.apply(&Command::Account(account("alice", 7, 1))).unwrap();
+        assert_eq!(s.assignments.get(&7), Some(&1), "the id was not assigned");
+        let before = s.clone();
+        let err = s
+            .apply(&Command::Account(account("alice", 8, 2)))
+            .unwrap_err();
+        assert!(err.contains("taken"), "{err}");
+        let err = s
+            .apply(&Command::Account(account("bob", 7, 1)))
+            .unwrap_err();
+        assert!(err.contains("already has an account"), "{err}");
+        assert_eq!(s, before, "a refused command changed the state");
+        s.apply(&Command::Account(account("bob", 8, 2))).unwrap();
+        assert_eq!(s.loaded().accounts.len(), 2);
+    }
+
+    #[test]
+    fn an_account_keeps_its_ids_cluster() {
+        let mut s = Replicated::default();
+        s.apply(&Command::Assign(vec![Assignment {
+            user: 5,
+            cluster: 2,
+        }]))
+        .unwrap();
+        assert!(s.apply(&Command::Account(account("carol", 5, 1))).is_err());
+        s.apply(&Command::Account(account("carol", 5, 2))).unwrap();
+        let mut bad = account("Dave", 6, 1);
+        assert!(
+            s.apply(&Command::Account(bad.clone())).is_err(),
+            "upper case"
+        );
+        bad.handle = "dave".into();
+        bad.password_hash = "plain".into();
+        assert!(s.apply(&Command::Account(bad)).is_err(), "not a hash");
+        assert_eq!(s.accounts.len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_from_before_accounts_still_loads() {
+        let old = r#"{"clusters":null,"assignments":{"3":1}}"#;
+        let s: Replicated = serde_json::from_str(old).unwrap();
+        assert!(s.accounts.is_empty());
+        assert_eq!(s.assignments.get(&3), Some(&1));
     }
 }

@@ -15,8 +15,8 @@ use tsn_cluster::limits::COORDINATOR_CALL_TIMEOUT_MS;
 use tsn_proto::csce438::coord_service_client::CoordServiceClient;
 use tsn_proto::csce438::{coord_service_server::CoordService, Id, ServerInfo};
 use tsn_proto::tsn::{
-    coordinator_server::Coordinator, AssignReply, AssignRequest, ClustersReply, ClustersRequest,
-    HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
+    coordinator_server::Coordinator, AccountReply, AccountRequest, AssignReply, AssignRequest,
+    ClustersReply, ClustersRequest, HeartbeatReply, HeartbeatRequest, InSyncChange, InSyncReply,
 };
 
 use crate::control::{ControlPlane, Error};
@@ -115,10 +115,11 @@ impl CoordinatorService {
     }
 }
 
-fn status(e: Error) -> Status {
+pub(crate) fn status(e: Error) -> Status {
     match e {
         Error::InvalidArgument(m) => Status::invalid_argument(m),
         Error::AlreadyExists(m) => Status::already_exists(m),
+        Error::NotFound(m) => Status::not_found(m),
         Error::ResourceExhausted(m) => Status::resource_exhausted(m),
         Error::Unavailable(m) => Status::unavailable(m),
         // Callers retry; the disk may come back.
@@ -182,6 +183,25 @@ impl Coordinator for CoordinatorService {
             .await?
             .map_err(status)?;
         Ok(Response::new(AssignReply { clusters }))
+    }
+
+    async fn account(
+        &self,
+        request: Request<AccountRequest>,
+    ) -> Result<Response<AccountReply>, Status> {
+        let user = request.into_inner().user;
+        let found = self
+            .state
+            .decide(|c| {
+                c.account_of(user).map(|a| AccountReply {
+                    found: true,
+                    handle: a.handle.clone(),
+                    password_hash: a.password_hash.clone(),
+                    cluster: a.cluster,
+                })
+            })
+            .await?;
+        Ok(Response::new(found.unwrap_or_default()))
     }
 }
 

@@ -16,6 +16,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
+use crate::limits::SESSIONS_PER_USER_MAX;
 use crate::record::{Entry, Op};
 
 #[derive(Default, Debug)]
@@ -46,11 +47,40 @@ pub struct JournalFold {
     /// Local user -> seq up to which the MP3 variant's `Timeline` showed
     /// its timeline (`Op::Shown`).
     shown: HashMap<u32, u64>,
+    /// Local user -> its account and sessions (`Op::Account`,
+    /// `Op::Session`, `Op::Logout`): users with one are claimed.
+    accounts: HashMap<u32, Account>,
     last_seq: u64,
     /// The newest timestamp this cluster gave (a post's `ts_ms`, a
     /// follow's `since_ms`): a new primary's cluster time starts no
     /// earlier (see `tsn_cluster::clock`).
     last_ts_ms: i64,
+}
+
+/// An account as its cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub handle: String,
+    /// Argon2id, PHC string.
+    pub password_hash: String,
+    /// SHA-256 of a token (hex) -> when the session expires (ms since the
+    /// Unix epoch).
+    sessions: BTreeMap<String, i64>,
+}
+
+impl Account {
+    /// Whether the token hashing to `token_sha256` is a session that has
+    /// not expired at `now_ms`.
+    pub fn session_valid(&self, token_sha256: &str, now_ms: i64) -> bool {
+        self.sessions
+            .get(token_sha256)
+            .is_some_and(|&expires_ms| now_ms < expires_ms)
+    }
+
+    /// How many sessions it holds, expired ones included.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
 }
 
 fn post_key(id: &str) -> u64 {
@@ -109,6 +139,24 @@ impl JournalFold {
                 .get(&(*user, *follower))
                 .is_some_and(|v| v >= version),
             Op::Shown { user, seq } => self.shown_seq(*user) >= *seq,
+            Op::Account {
+                user,
+                handle,
+                password_hash,
+            } => self
+                .accounts
+                .get(user)
+                .is_some_and(|a| &a.handle == handle && &a.password_hash == password_hash),
+            Op::Session {
+                user, token_sha256, ..
+            } => self
+                .accounts
+                .get(user)
+                .is_some_and(|a| a.sessions.contains_key(token_sha256)),
+            Op::Logout { user, token_sha256 } => !self
+                .accounts
+                .get(user)
+                .is_some_and(|a| a.sessions.contains_key(token_sha256)),
         }
     }
 
@@ -198,7 +246,52 @@ impl JournalFold {
                 let shown = self.shown.entry(*user).or_default();
                 *shown = (*shown).max(*seq);
             }
+            Op::Account {
+                user,
+                handle,
+                password_hash,
+            } => {
+                let account = self.accounts.entry(*user).or_insert_with(|| Account {
+                    handle: String::new(),
+                    password_hash: String::new(),
+                    sessions: BTreeMap::new(),
+                });
+                account.handle.clone_from(handle);
+                account.password_hash.clone_from(password_hash);
+            }
+            Op::Session {
+                user,
+                token_sha256,
+                expires_ms,
+            } => {
+                // A session of a user without an account is refused before
+                // it is written; one in an old journal changes nothing.
+                if let Some(account) = self.accounts.get_mut(user) {
+                    account.sessions.insert(token_sha256.clone(), *expires_ms);
+                    while account.sessions.len() > SESSIONS_PER_USER_MAX {
+                        let first = account
+                            .sessions
+                            .iter()
+                            .min_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)))
+                            .map(|(t, _)| t.clone());
+                        match first {
+                            Some(t) => account.sessions.remove(&t),
+                            None => break,
+                        };
+                    }
+                }
+            }
+            Op::Logout { user, token_sha256 } => {
+                if let Some(account) = self.accounts.get_mut(user) {
+                    account.sessions.remove(token_sha256);
+                }
+            }
         }
+    }
+
+    /// The account of `user`, if it has claimed one here.
+    pub fn account(&self, user: u32) -> Option<&Account> {
+        self.accounts.get(&user)
     }
 
     fn add_follower(&mut self, user: u32, follower: u32, since_ms: i64, version: u64, seq: u64) {
@@ -650,5 +743,52 @@ mod tests {
         let s = apply_all(&ops);
         assert!(s.followers(3).is_empty());
         assert_eq!(s.own_follower_edge(&ops[3]), None);
+    }
+
+    fn token(i: usize) -> String {
+        format!("{i:064x}")
+    }
+
+    #[test]
+    fn sessions_start_expire_and_end_and_act_once() {
+        let account = Op::Account {
+            user: 4,
+            handle: "alice".into(),
+            password_hash: "$argon2id$h".into(),
+        };
+        let session = |i: usize, expires_ms| Op::Session {
+            user: 4,
+            token_sha256: token(i),
+            expires_ms,
+        };
+        // A session of a user without an account is nothing.
+        let s = apply_all(&[session(1, 100)]);
+        assert!(s.account(4).is_none());
+        let logout = Op::Logout {
+            user: 4,
+            token_sha256: token(1),
+        };
+        let s = apply_all(&[account.clone(), session(1, 100), account.clone()]);
+        let a = s.account(4).unwrap();
+        assert_eq!(a.handle, "alice");
+        assert!(a.session_valid(&token(1), 99));
+        assert!(!a.session_valid(&token(1), 100), "expired at expires_ms");
+        assert!(!a.session_valid(&token(2), 0));
+        assert!(s.is_duplicate(&account));
+        assert!(s.is_duplicate(&session(1, 100)));
+        assert!(!s.is_duplicate(&logout));
+        let s = apply_all(&[account.clone(), session(1, 100), logout.clone()]);
+        assert!(!s.account(4).unwrap().session_valid(&token(1), 0));
+        assert!(s.is_duplicate(&logout), "nothing left to end");
+        // Beyond the most sessions, the one expiring first ends.
+        let mut ops = vec![account];
+        for i in 0..=SESSIONS_PER_USER_MAX {
+            ops.push(session(i, 1_000 + i as i64));
+        }
+        let s = apply_all(&ops);
+        let a = s.account(4).unwrap();
+        assert_eq!(a.sessions(), SESSIONS_PER_USER_MAX);
+        assert!(!a.session_valid(&token(0), 0));
+        assert!(a.session_valid(&token(SESSIONS_PER_USER_MAX), 0));
     }
 }

@@ -18,6 +18,7 @@
 //! warning; a corrupt line elsewhere is reported and skipped.
 
 pub mod fold;
+pub mod handle;
 pub mod journal;
 pub mod jsonl;
 pub mod layout;

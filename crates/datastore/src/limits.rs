@@ -17,3 +17,11 @@ pub const USER_ID_MAX: u32 = i32::MAX as u32;
 /// full list is ~45 KiB, so the journal line stays under [`LINE_MAX_BYTES`]
 /// even with a post text of the longest, fully escaped.
 pub const DELIVER_RECIPIENTS_MAX: usize = 4096;
+/// Most sessions one account holds; a new one beyond this ends the one that
+/// expires first (the same on every replica: the fold decides).
+pub const SESSIONS_PER_USER_MAX: usize = 16;
+/// Longest stored password hash, in bytes (an Argon2id PHC string is about
+/// 100).
+pub const PASSWORD_HASH_MAX_BYTES: usize = 256;
+/// Length of a session token's SHA-256 in hex.
+pub const TOKEN_SHA256_HEX_CHARS: usize = 64;

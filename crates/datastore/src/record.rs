@@ -58,6 +58,25 @@ pub enum Op {
     /// shown yet" cursor. A journal entry like any other change, so that it
     /// survives failovers and restarts; it only grows.
     Shown { user: u32, seq: u64 },
+    /// `user` (served here) is the account `handle`, whose password hashes
+    /// to `password_hash` (Argon2id, PHC string): copied by the user's
+    /// primary from the coordinator's handle registry when the account
+    /// first logs in, so that the cluster checks passwords and tokens by
+    /// itself. From then on the user's calls need a session token.
+    Account {
+        user: u32,
+        handle: String,
+        password_hash: String,
+    },
+    /// A session of `user` (served here): the SHA-256 of its token, in hex
+    /// (the token itself is never stored), valid until `expires_ms`.
+    Session {
+        user: u32,
+        token_sha256: String,
+        expires_ms: i64,
+    },
+    /// The session of `user` whose token hashes to `token_sha256` ends.
+    Logout { user: u32, token_sha256: String },
 }
 
 /// Reads `to` as a list, or as the single number of older journals.
@@ -153,6 +172,9 @@ pub enum OpKind {
     AddFollower,
     RemoveFollower,
     Shown,
+    Account,
+    Session,
+    Logout,
 }
 
 impl Op {
@@ -166,6 +188,9 @@ impl Op {
             Op::AddFollower { .. } => OpKind::AddFollower,
             Op::RemoveFollower { .. } => OpKind::RemoveFollower,
             Op::Shown { .. } => OpKind::Shown,
+            Op::Account { .. } => OpKind::Account,
+            Op::Session { .. } => OpKind::Session,
+            Op::Logout { .. } => OpKind::Logout,
         }
     }
 }

@@ -28,7 +28,11 @@
 //! the write still holds when the op is written.
 
 use crate::fold::JournalFold;
-use crate::limits::{DELIVER_RECIPIENTS_MAX, LINE_MAX_BYTES, POST_TEXT_MAX_BYTES, USER_ID_MAX};
+use crate::handle::Handle;
+use crate::limits::{
+    DELIVER_RECIPIENTS_MAX, LINE_MAX_BYTES, PASSWORD_HASH_MAX_BYTES, POST_TEXT_MAX_BYTES,
+    TOKEN_SHA256_HEX_CHARS, USER_ID_MAX,
+};
 use crate::record::{Entry, Op, Post};
 
 /// Largest journal sequence number, and so largest follower-edge version
@@ -209,6 +213,60 @@ pub fn shape(op: &Op) -> Result<(), String> {
             user_id(*user)?;
             seq("shown seq", *s)
         }
+        Op::Account {
+            user,
+            handle,
+            password_hash,
+        } => {
+            user_id(*user)?;
+            match Handle::parse(handle) {
+                Ok(h) if h.as_str() == handle => {}
+                Ok(_) => return Err(format!("handle {handle:?} is not in lower case")),
+                Err(e) => return Err(e.to_string()),
+            }
+            password_hash_shape(password_hash)
+        }
+        Op::Session {
+            user,
+            token_sha256,
+            expires_ms,
+        } => {
+            user_id(*user)?;
+            token_hash(token_sha256)?;
+            time("expires_ms", *expires_ms)
+        }
+        Op::Logout { user, token_sha256 } => {
+            user_id(*user)?;
+            token_hash(token_sha256)
+        }
+    }
+}
+
+/// An Argon2id hash in PHC form, at most [`PASSWORD_HASH_MAX_BYTES`]
+/// bytes of printable ASCII. (Whether it verifies is the server's
+/// business: this is what every replica can check alone.)
+pub fn password_hash_shape(hash: &str) -> Result<(), String> {
+    let printable = hash.bytes().all(|b| b.is_ascii_graphic());
+    if hash.starts_with("$argon2id$") && hash.len() <= PASSWORD_HASH_MAX_BYTES && printable {
+        Ok(())
+    } else {
+        Err(format!(
+            "a password hash is an Argon2id PHC string of at most {PASSWORD_HASH_MAX_BYTES} bytes"
+        ))
+    }
+}
+
+/// A session token's SHA-256: [`TOKEN_SHA256_HEX_CHARS`] lower-case hex
+/// digits.
+pub fn token_hash(hex: &str) -> Result<(), String> {
+    let valid = hex.len() == TOKEN_SHA256_HEX_CHARS
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "a token hash is {TOKEN_SHA256_HEX_CHARS} lower-case hex digits"
+        ))
     }
 }
 
@@ -268,6 +326,25 @@ pub fn admit(op: &Op, origin: Origin, at: &Receiver) -> Result<(), String> {
                 Op::Deliver { .. } | Op::AddFollower { .. } | Op::RemoveFollower { .. } => Err(
                     "deliveries and follower changes come from other clusters, not clients".into(),
                 ),
+                // A session belongs to an account this cluster knows.
+                Op::Session { user, .. } | Op::Logout { user, .. }
+                    if at.users.is_some_and(|f| f.account(*user).is_none()) =>
+                {
+                    Err(format!(
+                        "user {user} has no account on cluster {}",
+                        at.cluster
+                    ))
+                }
+                Op::Account { user, .. } | Op::Session { user, .. } | Op::Logout { user, .. }
+                    if at
+                        .users
+                        .is_some_and(|f| f.user_cluster(*user) != Some(at.cluster)) =>
+                {
+                    Err(format!(
+                        "user {user} is not a user of cluster {}",
+                        at.cluster
+                    ))
+                }
                 _ => Ok(()),
             };
         }
@@ -348,6 +425,10 @@ pub fn admit(op: &Op, origin: Origin, at: &Receiver) -> Result<(), String> {
         }
         Op::Follow { .. } | Op::Unfollow { .. } | Op::Post(_) | Op::Shown { .. } => Err(format!(
             "only a client of cluster {} follows, posts or reads its timeline",
+            at.cluster
+        )),
+        Op::Account { .. } | Op::Session { .. } | Op::Logout { .. } => Err(format!(
+            "only the primary of cluster {} writes its users' accounts and sessions",
             at.cluster
         )),
     }

@@ -17,6 +17,7 @@ use tonic::Status;
 use tsn_client::{RetryPolicy, Route, Router, RouterConfig};
 use tsn_cluster::auth::ClusterAuth;
 use tsn_cluster::coord::CoordClient;
+use tsn_proto::csce438::sns_service_client::SnsServiceClient;
 use tsn_proto::csce438::{ListReply, Request};
 use tsn_proto::tsn::{ClusterView, PostReply, PostRequest, ProcessKind, ReadRequest, TimelinePost};
 
@@ -161,8 +162,10 @@ impl Api {
     /// Opens `user`'s Timeline stream; the server answers with the last 20
     /// posts, then each new one.
     pub async fn open_timeline(&self, user: u32) -> Result<TimelineStream, Status> {
-        self.call(user, |route| TimelineStream::open(route.stream(), user))
-            .await
+        self.call(user, |route| {
+            TimelineStream::open(SnsServiceClient::new(route.stream_channel()), user)
+        })
+        .await
     }
 
     /// Runs `op` on the route of `user` with the harness's retry policy.

@@ -8,6 +8,7 @@ use tsn_cluster::coord::channel;
 use tsn_proto::csce438::sns_service_client::SnsServiceClient;
 use tsn_proto::csce438::Request;
 use tsn_proto::tsn::posts_client::PostsClient;
+use tsn_proto::tsn::sessions_client::SessionsClient;
 use tsn_proto::tsn::PostRequest;
 
 use crate::limits::CALL_TIMEOUT_MS;
@@ -25,6 +26,14 @@ pub fn posts_client(addr: &str) -> PostsClient<Channel> {
 pub fn sns_client(addr: &str) -> SnsServiceClient<Channel> {
     match channel(addr, CALL_TIMEOUT_MS) {
         Ok(ch) => SnsServiceClient::new(ch),
+        Err(e) => panic!("bad address {addr:?}: {e:#}"),
+    }
+}
+
+/// A `Sessions` client of the process at `addr`; panics on a bad address.
+pub fn sessions_client(addr: &str) -> SessionsClient<Channel> {
+    match channel(addr, CALL_TIMEOUT_MS) {
+        Ok(ch) => SessionsClient::new(ch),
         Err(e) => panic!("bad address {addr:?}: {e:#}"),
     }
 }

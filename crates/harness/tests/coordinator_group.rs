@@ -5,7 +5,8 @@
 //! every acknowledged post is present once. A member cut off from the
 //! others (they are frozen) decides nothing. `GetServer` and the MP3
 //! `FetchAssignment` are answered on any member. A member is added and
-//! another removed while the group runs.
+//! another removed while the group runs. A handle signed up is still known
+//! after the leader that signed it up is killed.
 
 mod common;
 
@@ -316,4 +317,52 @@ async fn a_member_is_added_and_one_removed_while_the_group_runs() {
         Err(e) => panic!("the new leader does not answer: {e}"),
     }
     drop(fourth);
+}
+
+/// The handle registry is replicated state: a handle signed up on one
+/// leader is still taken, and still resolves to its account, once that
+/// leader is killed with SIGKILL and another member leads; the next
+/// account still gets an id past every id in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_signed_up_is_known_after_the_leader_is_killed() {
+    let mut d = start_group(2).await;
+    let open = CoordClient::new(&d.coord_addr()).unwrap_or_else(|e| panic!("{e}"));
+    let alice = open
+        .sign_up("alice", "first secret")
+        .await
+        .unwrap_or_else(|s| panic!("{s}"));
+    assert_eq!(alice.handle, "alice");
+
+    let old = leader(&d, None).await;
+    d.kill9(member(old));
+    let new = leader(&d, Some(old)).await;
+    assert_ne!(new, old);
+
+    let refused = open
+        .sign_up("ALICE", "second secret")
+        .await
+        .expect_err("a handle signed up before the leader died was given again");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert!(refused.message().contains("taken"), "{refused:?}");
+    let found = open
+        .resolve("Alice")
+        .await
+        .unwrap_or_else(|s| panic!("{s}"));
+    assert_eq!(
+        (found.user, found.cluster, found.handle.as_str()),
+        (alice.user, alice.cluster, "alice")
+    );
+    let bob = open
+        .sign_up("bob", "third secret")
+        .await
+        .unwrap_or_else(|s| panic!("{s}"));
+    assert!(bob.user > alice.user, "{bob:?} after {alice:?}");
+
+    // The killed member, back as a follower, still refuses the handle.
+    d.restart(member(old)).await;
+    let refused = open
+        .sign_up("alice", "fourth secret")
+        .await
+        .expect_err("a handle was given twice");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
 }

@@ -327,7 +327,7 @@ fn declared_services() -> Vec<(String, Vec<String>)> {
 
 /// The open services of `tsn.proto`: the client protocol carries no
 /// credentials.
-const OPEN_SERVICES: [&str; 1] = ["tsn.Posts"];
+const OPEN_SERVICES: [&str; 3] = ["tsn.Posts", "tsn.Accounts", "tsn.Sessions"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_of_every_internal_service_is_refused() {

@@ -9,7 +9,8 @@ use proptest::prelude::*;
 
 use crate::tsn::{operation, ApplyRequest, Operation};
 use crate::tsn::{
-    AddFollowerOp, DeliverOp, FollowOp, PostRecord, RemoveFollowerOp, ShownOp, UnfollowOp, UserOp,
+    AccountOp, AddFollowerOp, DeliverOp, FollowOp, LogoutOp, PostRecord, RemoveFollowerOp,
+    SessionOp, ShownOp, UnfollowOp, UserOp,
 };
 
 /// A user or cluster id: mostly 0..=5, sometimes anything.
@@ -98,6 +99,24 @@ pub fn operation() -> impl Strategy<Value = Operation> {
             })
         }),
         (id(), seq()).prop_map(|(user, seq)| operation::Op::Shown(ShownOp { user, seq })),
+        (id(), "[a-zA-Z0-9_]{0,32}", ".{0,40}").prop_map(|(user, handle, password_hash)| {
+            operation::Op::Account(AccountOp {
+                user,
+                handle,
+                password_hash,
+            })
+        }),
+        (id(), "[0-9a-f]{0,70}", time_ms()).prop_map(|(user, token_sha256, expires_ms)| {
+            operation::Op::Session(SessionOp {
+                user,
+                token_sha256,
+                expires_ms,
+            })
+        }),
+        (id(), "[0-9a-f]{0,70}").prop_map(|(user, token_sha256)| operation::Op::Logout(LogoutOp {
+            user,
+            token_sha256
+        })),
     ];
     prop::option::weighted(0.95, op).prop_map(|op| Operation { op })
 }

@@ -50,6 +50,9 @@ impl From<OpKind> for pb::OpKind {
             OpKind::AddFollower => pb::OpKind::AddFollower,
             OpKind::RemoveFollower => pb::OpKind::RemoveFollower,
             OpKind::Shown => pb::OpKind::Shown,
+            OpKind::Account => pb::OpKind::Account,
+            OpKind::Session => pb::OpKind::Session,
+            OpKind::Logout => pb::OpKind::Logout,
         }
     }
 }
@@ -68,6 +71,9 @@ impl TryFrom<pb::OpKind> for OpKind {
             pb::OpKind::AddFollower => OpKind::AddFollower,
             pb::OpKind::RemoveFollower => OpKind::RemoveFollower,
             pb::OpKind::Shown => OpKind::Shown,
+            pb::OpKind::Account => OpKind::Account,
+            pb::OpKind::Session => OpKind::Session,
+            pb::OpKind::Logout => OpKind::Logout,
         })
     }
 }
@@ -142,6 +148,25 @@ impl From<Op> for pb::Operation {
                 version,
             }),
             Op::Shown { user, seq } => PbOp::Shown(pb::ShownOp { user, seq }),
+            Op::Account {
+                user,
+                handle,
+                password_hash,
+            } => PbOp::Account(pb::AccountOp {
+                user,
+                handle,
+                password_hash,
+            }),
+            Op::Session {
+                user,
+                token_sha256,
+                expires_ms,
+            } => PbOp::Session(pb::SessionOp {
+                user,
+                token_sha256,
+                expires_ms,
+            }),
+            Op::Logout { user, token_sha256 } => PbOp::Logout(pb::LogoutOp { user, token_sha256 }),
         };
         pb::Operation { op: Some(op) }
     }
@@ -194,6 +219,25 @@ impl TryFrom<pb::Operation> for Op {
                 version,
             },
             PbOp::Shown(pb::ShownOp { user, seq }) => Op::Shown { user, seq },
+            PbOp::Account(pb::AccountOp {
+                user,
+                handle,
+                password_hash,
+            }) => Op::Account {
+                user,
+                handle,
+                password_hash,
+            },
+            PbOp::Session(pb::SessionOp {
+                user,
+                token_sha256,
+                expires_ms,
+            }) => Op::Session {
+                user,
+                token_sha256,
+                expires_ms,
+            },
+            PbOp::Logout(pb::LogoutOp { user, token_sha256 }) => Op::Logout { user, token_sha256 },
         })
     }
 }
@@ -283,6 +327,20 @@ mod tests {
                 version: 13,
             },
             Op::Shown { user: 1, seq: 40 },
+            Op::Account {
+                user: 4,
+                handle: "alice".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            },
+            Op::Session {
+                user: 4,
+                token_sha256: "ab".repeat(32),
+                expires_ms: 9,
+            },
+            Op::Logout {
+                user: 4,
+                token_sha256: "ab".repeat(32),
+            },
         ]
     }
 
@@ -290,7 +348,7 @@ mod tests {
     fn every_op_round_trips_through_its_message_and_the_wire() {
         let ops = every_op();
         let kinds: std::collections::HashSet<OpKind> = ops.iter().map(Op::kind).collect();
-        assert_eq!(kinds.len(), 8, "every variant is covered");
+        assert_eq!(kinds.len(), 11, "every variant is covered");
         for op in ops {
             let msg = pb::Operation::from(op.clone());
             let wire = pb::Operation::decode(&msg.encode_to_vec()[..]).unwrap();

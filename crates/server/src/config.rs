@@ -74,6 +74,11 @@ pub struct Config {
     #[arg(long, default_value_t = tsn_cluster::clock::MAX_CLOCK_OFFSET_MS)]
     pub max_clock_offset_ms: u64,
 
+    /// Every client call needs the session token of an account: ids that
+    /// never signed up are refused too (classic clients then cannot act).
+    #[arg(long)]
+    pub require_accounts: bool,
+
     #[command(flatten)]
     pub secret: tsn_cluster::auth::SecretArgs,
 

@@ -17,6 +17,9 @@
 //!   gRPC services and what they need. `tsn.Replica` is internal: it is
 //!   served behind the cluster secret's check (`tsn_cluster::auth`).
 //! * `mp3`: the MP3 variant of `SNSService`, on its own listener.
+//! * `session`: the one check of who may act as a user (`authorize`) and
+//!   `tsn.Sessions`, login and logout of accounts; `online`: one
+//!   interactive session of an account at a time (pure).
 
 mod commit;
 pub mod config;
@@ -26,11 +29,13 @@ mod lease;
 mod metrics;
 mod mp3;
 mod node;
+mod online;
 mod posts;
 mod reconcile;
 mod replica;
 mod replication;
 mod role;
+mod session;
 mod sns;
 mod timeline;
 mod validate;
@@ -55,6 +60,7 @@ use tsn_proto::csce438::sns_service_server::SnsServiceServer;
 use tsn_proto::mp3::sns_service_server::SnsServiceServer as Mp3SnsServiceServer;
 use tsn_proto::tsn::posts_server::PostsServer;
 use tsn_proto::tsn::replica_server::ReplicaServer;
+use tsn_proto::tsn::sessions_server::SessionsServer;
 use tsn_proto::tsn::{ProcessKind, Role as WireRole};
 
 pub use crate::config::{Config, RoleArg};
@@ -153,7 +159,7 @@ impl Server {
         let coord = CoordClient::with_auth(&cfg.coordinator, &auth)?;
         let (write_queue, write_rx) = write_queue::channel();
         let clock = SharedClock::new(cfg.max_clock_offset_ms);
-        let node = Arc::new(Node::new(
+        let mut node = Node::new(
             cfg.cluster_id,
             server_id,
             store,
@@ -163,7 +169,9 @@ impl Server {
             cfg.heartbeat_interval_ms,
             clock.clone(),
             write_queue,
-        ));
+        );
+        node.require_accounts = cfg.require_accounts;
+        let node = Arc::new(node);
         writer::spawn(node.clone(), write_rx);
 
         let progress_node = node.clone();
@@ -251,6 +259,8 @@ impl Server {
             node: self.node.clone(),
         })
         .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
+        let sessions = SessionsServer::new(session::SessionsService::new(self.node.clone()))
+            .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES);
         let replica = ReplicaServer::new(self.replica())
             .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
             .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES);
@@ -269,6 +279,7 @@ impl Server {
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
             .add_service(sns)
             .add_service(posts)
+            .add_service(sessions)
             .add_service(self.node.auth.guard(replica))
             .serve_with_incoming_shutdown(
                 tsn_cluster::net::incoming(listeners.main, self.conn_limit, self.tls.clone()),

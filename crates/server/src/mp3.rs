@@ -168,6 +168,7 @@ impl Mp3SnsService for Mp3Sns {
     ) -> Result<Response<MessageStream>, Status> {
         let node = self.node().clone();
         node.may_write()?;
+        let metadata = request.metadata().clone();
         let messages = read_call(request.into_inner()).await?;
         let Some(first) = messages.first() else {
             return Err(Status::invalid_argument(
@@ -177,6 +178,7 @@ impl Mp3SnsService for Mp3Sns {
         let user = parse_user_id(&first.username).ok_or_else(|| {
             Status::invalid_argument(format!("{:?} is not a client id", first.username))
         })?;
+        crate::session::authorize(&node, &metadata, user)?;
         crate::timeline::logged_in_here(&node, user)?;
         let _one_call_per_user = self.stripes[user as usize % USER_LOCK_STRIPES].lock().await;
         // The first message is the client's "INIT"; every later one is a

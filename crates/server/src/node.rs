@@ -90,6 +90,8 @@ pub struct Node {
     /// How many clusters there are, as the coordinator's last heartbeat
     /// reply said (0: not told yet). Bounds the cluster ids ops may name.
     cluster_count: AtomicU32,
+    /// Every client call needs a session token (`--require-accounts`).
+    pub require_accounts: bool,
     /// What the operator's `/metrics` shows (see [`crate::metrics`]).
     pub metrics: ServerMetrics,
 }
@@ -139,6 +141,7 @@ impl Node {
             appended: watch::channel(last_seq).0,
             reconciled: Mutex::new(None),
             cluster_count: AtomicU32::new(0),
+            require_accounts: false,
             metrics: ServerMetrics::default(),
         }
     }

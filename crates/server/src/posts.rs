@@ -12,6 +12,7 @@ use tsn_proto::tsn::posts_server::Posts;
 use tsn_proto::tsn::{PostReply, PostRequest, ReadReply, ReadRequest, TimelinePost};
 
 use crate::node::{lock, Node};
+use crate::session::authorize;
 use crate::timeline::TIMELINE_FIRST_POSTS;
 use crate::validate;
 use crate::write_queue::WriteOutcome;
@@ -37,9 +38,11 @@ impl PostsService {
 impl Posts for PostsService {
     async fn post(&self, request: Request<PostRequest>) -> Result<Response<PostReply>, Status> {
         self.node.may_write()?;
+        let metadata = request.metadata().clone();
         let req = request.into_inner();
         validate::post_text(&req.text).map_err(Status::invalid_argument)?;
         let id = validate::post_id(req.user, &req.post_id).map_err(Status::invalid_argument)?;
+        authorize(&self.node, &metadata, req.user)?;
         self.local_user(req.user)?;
         let ts_ms = self.node.cluster_now_ms()?;
         let op = Op::Post(Post {
@@ -65,7 +68,9 @@ impl Posts for PostsService {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
         self.node.may_write()?;
+        let metadata = request.metadata().clone();
         let req = request.into_inner();
+        authorize(&self.node, &metadata, req.user)?;
         self.local_user(req.user)?;
         let limit = match req.limit as usize {
             0 => TIMELINE_FIRST_POSTS,

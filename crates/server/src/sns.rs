@@ -13,6 +13,7 @@ use tsn_proto::csce438::{ListReply, Message, Reply, Request as SnsRequest};
 
 use crate::directory::{Directory, Existence};
 use crate::node::{lock, Node};
+use crate::session::authorize;
 use crate::timeline;
 use crate::write_queue::WriteOutcome;
 
@@ -86,8 +87,16 @@ impl Sns {
         yourself: (&'static str, &'static str),
     ) -> Result<Result<(u32, u32), Reply>, Status> {
         self.node.may_write()?;
+        let metadata = request.metadata().clone();
         Ok(match self.caller_and_target(&request.into_inner()) {
-            Ok((user, target)) if user == target => Err(reply(yourself.0, yourself.1)),
+            Ok((user, target)) => {
+                authorize(&self.node, &metadata, user)?;
+                if user == target {
+                    Err(reply(yourself.0, yourself.1))
+                } else {
+                    Ok((user, target))
+                }
+            }
             other => other,
         })
     }
@@ -109,6 +118,7 @@ fn outcome_reply(o: WriteOutcome) -> Reply {
 impl SnsService for Sns {
     async fn login(&self, request: Request<SnsRequest>) -> Result<Response<Reply>, Status> {
         self.node.may_write()?;
+        let metadata = request.metadata().clone();
         let username = request.into_inner().username;
         let Some(user) = parse_user_id(&username) else {
             return Ok(respond(
@@ -116,6 +126,7 @@ impl SnsService for Sns {
                 format!("{username:?} is not a client id (a positive integer)"),
             ));
         };
+        authorize(&self.node, &metadata, user)?;
         if lock(&self.node.store).state().user_cluster(user) == Some(self.node.cluster_id) {
             return Ok(respond(SUCCESS, ""));
         }
@@ -143,9 +154,11 @@ impl SnsService for Sns {
 
     async fn list(&self, request: Request<SnsRequest>) -> Result<Response<ListReply>, Status> {
         self.node.may_write()?;
+        let metadata = request.metadata().clone();
         let username = request.into_inner().username;
         let user = parse_user_id(&username)
             .ok_or_else(|| Status::invalid_argument(format!("{username:?} is not a client id")))?;
+        authorize(&self.node, &metadata, user)?;
         let store = lock(&self.node.store);
         let state = store.state();
         Ok(Response::new(ListReply {
@@ -232,6 +245,7 @@ impl SnsService for Sns {
         request: Request<Streaming<Message>>,
     ) -> Result<Response<Self::TimelineStream>, Status> {
         self.node.may_write()?;
-        timeline::open(self.node.clone(), request.into_inner()).await
+        let metadata = request.metadata().clone();
+        timeline::open(self.node.clone(), &metadata, request.into_inner()).await
     }
 }

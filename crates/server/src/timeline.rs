@@ -33,8 +33,12 @@ const OUTBOUND_QUEUE_MAX_MESSAGES: usize = 256;
 /// How long a client may take to say who it is.
 const FIRST_MESSAGE_TIMEOUT_MS: u64 = 10_000;
 
+/// Opens the timeline stream of the user the first message names, if the
+/// call (`metadata`) may act as that user
+/// ([`crate::session::authorize`]).
 pub async fn open(
     node: Arc<Node>,
+    metadata: &tonic::metadata::MetadataMap,
     mut inbound: Streaming<Message>,
 ) -> Result<Response<MessageStream>, Status> {
     let first = tokio::time::timeout(
@@ -47,6 +51,7 @@ pub async fn open(
     let user = parse_user_id(&first.username).ok_or_else(|| {
         Status::invalid_argument(format!("{:?} is not a client id", first.username))
     })?;
+    crate::session::authorize(&node, metadata, user)?;
     logged_in_here(&node, user)?;
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_MAX_MESSAGES);
     tokio::spawn(send_posts(node.clone(), user, first.resume_after_seq, tx));

@@ -292,8 +292,14 @@ pub fn derive(
                     }
                 }
             }
-            // A shown cursor concerns the own cluster's user only.
-            Op::Deliver { .. } | Op::RemoveFollower { .. } | Op::Shown { .. } => {}
+            // A shown cursor, an account's password and its sessions
+            // concern the own cluster's user only.
+            Op::Deliver { .. }
+            | Op::RemoveFollower { .. }
+            | Op::Shown { .. }
+            | Op::Account { .. }
+            | Op::Session { .. }
+            | Op::Logout { .. } => {}
         }
     }
     Ok(ops)

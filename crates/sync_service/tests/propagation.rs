@@ -167,6 +167,7 @@ impl PrimaryHandle {
             first_byte_timeout_ms: tsn_cluster::net::FIRST_BYTE_TIMEOUT_MS,
             max_clock_offset_ms: tsn_cluster::clock::MAX_CLOCK_OFFSET_MS,
             mp3_port: 0,
+            require_accounts: false,
             secret: SecretArgs::file(secret_file()),
             admin: Default::default(),
             tls: Default::default(),

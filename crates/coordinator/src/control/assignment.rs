@@ -78,8 +78,9 @@ impl ControlPlane {
                 )));
             }
         }
-        if !new.is_empty() {
+        if let Some(highest) = new.iter().map(|a| a.user).max() {
             self.persistence.commit(&Command::Assign(new))?;
+            self.next_user = self.next_user.max(highest.saturating_add(1));
         }
         self.assignments.extend(fresh);
         Ok(clusters)

@@ -6,6 +6,7 @@
 //! * `failure`: the failure detector's look at every process, promotion.
 //! * `in_sync`: the primary's changes to its in-sync set.
 //! * `assignment`: which cluster serves a client, `GetServer`.
+//! * `accounts`: the handle registry, sign-ups.
 //!
 //! Nothing here does network I/O or reads the clock: callers pass `now`, so
 //! the tests replay any timing exactly. Nor does it know files: what must
@@ -15,6 +16,7 @@
 //! and announce it. A failed write therefore changes nothing, and no reply
 //! ever names an epoch or a primary that a restart could forget.
 
+mod accounts;
 mod assignment;
 mod election;
 mod failure;
@@ -30,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::config::{ASSIGNED_USERS_MAX, CLUSTERS_MAX};
-use crate::persist::{self, ClusterRecord, Loaded, Persistence, StoredClusters};
+use crate::persist::{self, AccountRecord, ClusterRecord, Loaded, Persistence, StoredClusters};
 use crate::replicated::Command;
 
 pub use self::registry::split_address;
@@ -43,6 +45,8 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
@@ -74,6 +78,16 @@ pub struct ControlPlane {
     users_max: usize,
     /// New users per caller per second.
     new_users: rate::Buckets,
+    /// The handle registry: handle (lower case) -> account.
+    accounts: BTreeMap<String, AccountRecord>,
+    /// The handle of each account's id.
+    account_handles: HashMap<u32, String>,
+    /// Sign-ups per caller per second.
+    signups: rate::Buckets,
+    /// Where the search for a fresh id of a new account starts: past every
+    /// id ever assigned, so an account's id is the next one after every id
+    /// in use, never a gap between them.
+    next_user: u32,
 }
 
 impl ControlPlane {
@@ -118,6 +132,18 @@ impl ControlPlane {
             assignments.insert(a.user, a.cluster);
         }
         let beyond = assignments.values().filter(|&&c| c > cluster_count).count();
+        let mut accounts = BTreeMap::new();
+        for a in loaded.accounts {
+            if accounts.contains_key(&a.handle) {
+                tracing::warn!(handle = %a.handle, user = a.user, "handle signed up twice; keeping the first account");
+                continue;
+            }
+            // A crash between the two appends of a sign-up cannot leave
+            // this (the id is stored first), but a hand edit can.
+            assignments.entry(a.user).or_insert(a.cluster);
+            accounts.insert(a.handle.clone(), a);
+        }
+        let next_user = assignments.keys().max().map_or(1, |&u| u.saturating_add(1));
 
         let mut state = ControlPlane {
             clusters,
@@ -132,6 +158,13 @@ impl ControlPlane {
             persistence,
             users_max: ASSIGNED_USERS_MAX,
             new_users: rate::Buckets::default(),
+            account_handles: accounts
+                .values()
+                .map(|a: &AccountRecord| (a.user, a.handle.clone()))
+                .collect(),
+            accounts,
+            signups: rate::Buckets::signups(),
+            next_user,
         };
         match stored_count {
             Some(n) if n == cluster_count => {}
@@ -162,7 +195,11 @@ impl ControlPlane {
                 "loaded cluster"
             );
         }
-        tracing::info!(users = state.assignments.len(), "loaded client assignments");
+        tracing::info!(
+            users = state.assignments.len(),
+            accounts = state.accounts.len(),
+            "loaded client assignments and accounts"
+        );
         Ok(state)
     }
 

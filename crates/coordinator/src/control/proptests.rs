@@ -130,7 +130,7 @@ proptest! {
     #[test]
     fn random_calls_never_panic(calls in prop::collection::vec((0u64..400, call()), 1..40)) {
         let t0 = Instant::now();
-        let loaded = Loaded { clusters: None, assignments: Vec::new() };
+        let loaded = Loaded { clusters: None, assignments: Vec::new(), accounts: Vec::new() };
         let mut st = ControlPlane::open(loaded, Box::new(Memory::default()), CLUSTERS, TIMEOUT, t0)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         st.set_users_max(50_000);

@@ -661,6 +661,7 @@ fn a_write_refused_by_the_disk_changes_nothing() {
             clusters: vec![ClusterRecord::fresh(1)],
         }),
         assignments: Vec::new(),
+        accounts: Vec::new(),
     };
     let mut st = ControlPlane::open(loaded, Box::new(Refusing), 1, TIMEOUT, t0).unwrap();
     let e = st.heartbeat(&server(1, 1, Role::Primary), t0).unwrap_err();
@@ -719,6 +720,7 @@ fn an_epoch_at_the_limit_stops_only_its_own_promotions() {
             clusters: vec![top, other],
         }),
         assignments: Vec::new(),
+        accounts: Vec::new(),
     };
     let files = Files::open(dir.path(), false).unwrap();
     let mut st = ControlPlane::open(loaded, Box::new(files), 2, TIMEOUT, at(0)).unwrap();
@@ -870,4 +872,127 @@ fn get_server_adds_new_users_only_within_the_callers_bucket() {
         .unwrap();
     st.get_server_for(Some(peer), left as i32 + 3, f.at(1_000))
         .unwrap();
+}
+
+fn handle(h: &str) -> tsn_datastore::handle::Handle {
+    tsn_datastore::handle::Handle::parse(h).unwrap()
+}
+
+const HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$qLml5cbgoJ9TnLjjLOx1wYGMnQkB7hBEIW3P5a6LyUs";
+
+#[test]
+fn a_handle_is_signed_up_once_case_insensitively_and_gets_a_fresh_id() {
+    let f = Fixture::new();
+    let mut st = f.open(3, 0);
+    // Ids a classic client already used are never handed to an account.
+    st.assign(&[1, 2, 5]).unwrap();
+    let peer = Some("10.0.0.1".parse().unwrap());
+    st.admit_signup(peer, &handle("alice"), f.at(0)).unwrap();
+    let alice = st.sign_up(&handle("Alice"), HASH.into(), 7).unwrap();
+    assert_eq!(
+        (alice.handle.as_str(), alice.user, alice.cluster),
+        ("alice", 6, 3)
+    );
+    let e = st
+        .admit_signup(peer, &handle("ALICE"), f.at(0))
+        .unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
+    // The second look, after hashing, refuses too: a race has one winner.
+    let e = st.sign_up(&handle("alice"), HASH.into(), 8).unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
+    let bob = st.sign_up(&handle("bob"), HASH.into(), 9).unwrap();
+    assert_eq!((bob.user, bob.cluster), (7, 1));
+    assert_eq!(st.resolve(&handle("ALICE")).unwrap().user, 6);
+    assert_eq!(st.account_of(6).unwrap().handle, "alice");
+    assert!(st.account_of(5).is_none());
+    assert!(matches!(
+        st.resolve(&handle("carol")),
+        Err(Error::NotFound(_))
+    ));
+    // The account's id is assigned, and a restart keeps it all.
+    assert_eq!(st.assign(&[6]).unwrap(), vec![3]);
+    drop(st);
+    let mut st = f.open(3, 0);
+    assert_eq!(st.resolve(&handle("alice")).unwrap(), &alice);
+    assert_eq!(st.account_of(7).unwrap().handle, "bob");
+    assert!(st.sign_up(&handle("bob"), HASH.into(), 10).is_err());
+    assert_eq!(
+        st.sign_up(&handle("carol"), HASH.into(), 11).unwrap().user,
+        8
+    );
+}
+
+#[test]
+fn accounts_are_listed_by_pattern_in_handle_order() {
+    let f = Fixture::new();
+    let mut st = f.open(2, 0);
+    for h in ["bob", "alice", "albert", "al", "carol"] {
+        st.sign_up(&handle(h), HASH.into(), 1).unwrap();
+    }
+    let list = |st: &ControlPlane, p: &str, max| {
+        let pattern = tsn_datastore::handle::Pattern::parse(p).unwrap();
+        let (found, more) = st.list_accounts(&pattern, max);
+        let handles: Vec<String> = found.iter().map(|a| a.handle.clone()).collect();
+        (handles, more)
+    };
+    assert_eq!(
+        list(&st, "al*", 10),
+        (vec!["al".into(), "albert".into(), "alice".into()], false)
+    );
+    assert_eq!(
+        list(&st, "*o*", 10),
+        (vec!["bob".into(), "carol".into()], false)
+    );
+    assert_eq!(
+        list(&st, "?l*", 2),
+        (vec!["al".into(), "albert".into()], true)
+    );
+    assert_eq!(list(&st, "dave", 10), (Vec::<String>::new(), false));
+    assert_eq!(list(&st, "BOB", 10), (vec!["bob".into()], false));
+}
+
+#[test]
+fn sign_ups_are_limited_per_caller_and_by_users_max() {
+    let f = Fixture::new();
+    let mut st = f.open(2, 0);
+    let a = Some("10.0.0.1".parse().unwrap());
+    let b = Some("10.0.0.2".parse().unwrap());
+    for _ in 0..super::rate::SIGNUPS_BURST as usize {
+        st.admit_signup(a, &handle("x"), f.at(0)).unwrap();
+    }
+    let e = st.admit_signup(a, &handle("x"), f.at(0)).unwrap_err();
+    assert!(matches!(e, Error::ResourceExhausted(_)), "{e}");
+    st.admit_signup(b, &handle("x"), f.at(0)).unwrap();
+    st.set_users_max(1);
+    st.sign_up(&handle("x"), HASH.into(), 1).unwrap();
+    let e = st.sign_up(&handle("y"), HASH.into(), 1).unwrap_err();
+    assert!(matches!(e, Error::ResourceExhausted(_)), "{e}");
+    assert!(matches!(st.resolve(&handle("y")), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn a_sign_up_refused_by_the_disk_changes_nothing() {
+    let t0 = Instant::now();
+    let loaded = Loaded {
+        clusters: None,
+        assignments: Vec::new(),
+        accounts: Vec::new(),
+    };
+    let mut st = ControlPlane::open(loaded, Box::new(Refusing), 1, TIMEOUT, t0);
+    // Opening fresh stores the clusters: refused too.
+    assert!(st.is_err());
+    let loaded = Loaded {
+        clusters: Some(StoredClusters {
+            cluster_count: 1,
+            clusters: vec![ClusterRecord::fresh(1)],
+        }),
+        assignments: Vec::new(),
+        accounts: Vec::new(),
+    };
+    st = ControlPlane::open(loaded, Box::new(Refusing), 1, TIMEOUT, t0);
+    let mut st = st.unwrap();
+    let e = st.sign_up(&handle("alice"), HASH.into(), 1).unwrap_err();
+    assert!(matches!(e, Error::Storage(_)), "{e}");
+    assert!(st.accounts.is_empty() && st.assignments.is_empty());
 }

@@ -324,7 +324,7 @@ pub(super) fn derived_lines(
             edge(scratch, "remove", *follower, None, Some(*version));
             emit(DerivedFile::Followers(*user), scratch);
         }
-        // Lives in the journal and its fold only: no derived file.
-        Op::Shown { .. } => {}
+        // Live in the journal and its fold only: no derived file.
+        Op::Shown { .. } | Op::Account { .. } | Op::Session { .. } | Op::Logout { .. } => {}
     }
 }

@@ -312,7 +312,7 @@ fn serialized_views(ops: &[Op]) -> std::collections::BTreeMap<String, Vec<u8>> {
                 &format!("local_clients/{user}/followers.data"),
                 edge(seq, "remove", *follower, None, Some(*version)),
             ),
-            Op::Shown { .. } => {}
+            Op::Shown { .. } | Op::Account { .. } | Op::Session { .. } | Op::Logout { .. } => {}
             Op::Post(p) => {
                 add(
                     &format!("local_clients/{}/timeline.data", p.author),

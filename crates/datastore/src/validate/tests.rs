@@ -343,3 +343,105 @@ proptest! {
         }
     }
 }
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+
+fn account(user: u32, handle: &str, hash: &str) -> Op {
+    Op::Account {
+        user,
+        handle: handle.into(),
+        password_hash: hash.into(),
+    }
+}
+
+fn session(user: u32, token: &str, expires_ms: i64) -> Op {
+    Op::Session {
+        user,
+        token_sha256: token.into(),
+        expires_ms,
+    }
+}
+
+#[test]
+fn an_account_has_a_lower_case_handle_and_an_argon2id_hash() {
+    assert_eq!(shape(&account(1, "alice", HASH)), Ok(()));
+    err(shape(&account(0, "alice", HASH)), "user id 0");
+    err(shape(&account(1, "Alice", HASH)), "lower case");
+    err(shape(&account(1, "al ice", HASH)), "a handle holds only");
+    err(shape(&account(1, "", HASH)), "empty");
+    err(shape(&account(1, "123", HASH)), "digits");
+    err(shape(&account(1, "alice", "plain")), "Argon2id");
+    err(shape(&account(1, "alice", "$argon2i$v=19$x")), "Argon2id");
+    err(
+        shape(&account(1, "alice", "$argon2id$ with space")),
+        "Argon2id",
+    );
+    let long = format!("$argon2id${}", "a".repeat(PASSWORD_HASH_MAX_BYTES));
+    err(shape(&account(1, "alice", &long)), "Argon2id");
+}
+
+#[test]
+fn a_session_names_a_token_hash_and_a_time() {
+    let good = "0123456789abcdef".repeat(4);
+    assert_eq!(shape(&session(1, &good, NOW)), Ok(()));
+    err(shape(&session(1, &good[1..], NOW)), "hex digits");
+    err(shape(&session(1, &good.to_uppercase(), NOW)), "hex digits");
+    err(shape(&session(1, &format!("{good}0"), NOW)), "hex digits");
+    err(shape(&session(1, &good, -1)), "expires_ms");
+    err(shape(&session(1, &good, TIME_MAX_MS + 1)), "expires_ms");
+    let logout = |token: &str| Op::Logout {
+        user: 1,
+        token_sha256: token.into(),
+    };
+    assert_eq!(shape(&logout(&good)), Ok(()));
+    err(shape(&logout("zz")), "hex digits");
+}
+
+#[test]
+fn only_the_users_own_primary_writes_accounts_and_sessions() {
+    let good = "ab".repeat(32);
+    let mut f = fold();
+    // User 1 is of cluster 1 but has no account yet: no session for it.
+    err(
+        admit(&session(1, &good, NOW), Origin::Client, &at(Some(&f))),
+        "has no account",
+    );
+    // User 2 is another cluster's.
+    err(
+        admit(&account(2, "bob", HASH), Origin::Client, &at(Some(&f))),
+        "not a user of cluster 1",
+    );
+    assert_eq!(
+        admit(&account(1, "alice", HASH), Origin::Client, &at(Some(&f))),
+        Ok(())
+    );
+    f.apply(&Entry {
+        seq: 4,
+        epoch: 1,
+        op: account(1, "alice", HASH),
+    });
+    assert_eq!(
+        admit(&session(1, &good, NOW), Origin::Client, &at(Some(&f))),
+        Ok(())
+    );
+    // No other cluster, not even its own sync service, sends them.
+    for from in [1, 2] {
+        for op in [
+            account(1, "alice", HASH),
+            session(1, &good, NOW),
+            Op::Logout {
+                user: 1,
+                token_sha256: good.clone(),
+            },
+        ] {
+            err(
+                admit(&op, Origin::Cluster(from), &at(Some(&f))),
+                "only the primary",
+            );
+            err(
+                admit(&op, Origin::Cluster(from), &at(None)),
+                "only the primary",
+            );
+        }
+    }
+}

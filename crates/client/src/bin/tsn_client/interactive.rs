@@ -8,6 +8,7 @@
 use tsn_client::pending::PendingStore;
 use tsn_client::post::{self, PostError};
 use tsn_client::{RetryPolicy, Router};
+use tsn_datastore::handle::{Handle, Pattern};
 
 use crate::follow::{self, Relation};
 use crate::ids;
@@ -27,6 +28,7 @@ Commands (upper or lower case):
   FOLLOW <id>    follow user <id>
   UNFOLLOW <id>  stop following user <id>
   LIST           show every user and your followers
+  LIST <pattern> show the accounts whose handle matches (* and ?)
   TIMELINE       switch to timeline mode: see posts as they arrive, type a line to post it
   HELP           show this list
   EXIT           leave";
@@ -35,7 +37,12 @@ Commands (upper or lower case):
 pub enum Command {
     Follow(u32),
     Unfollow(u32),
+    /// FOLLOW and UNFOLLOW of an account's handle.
+    FollowHandle(Handle),
+    UnfollowHandle(Handle),
     List,
+    /// LIST with a glob over handles.
+    ListAccounts(Pattern),
     Timeline,
     Help,
     Exit,
@@ -57,13 +64,16 @@ pub fn parse(line: &str) -> Result<Command, String> {
             let [arg] = args[..] else {
                 return Err(format!("{name} takes one user id, for example: {name} 2"));
             };
-            let target = ids::parse_id(arg, "user id")?;
-            Ok(if name == "FOLLOW" {
-                Command::Follow(target)
-            } else {
-                Command::Unfollow(target)
+            let follow = name == "FOLLOW";
+            Ok(match ids::parse_target(arg)? {
+                ids::Target::Id(id) if follow => Command::Follow(id),
+                ids::Target::Id(id) => Command::Unfollow(id),
+                ids::Target::Handle(h) if follow => Command::FollowHandle(h),
+                ids::Target::Handle(h) => Command::UnfollowHandle(h),
             })
         }
+        "LIST" if args.len() == 1 => Ok(Command::ListAccounts(Pattern::parse(args[0])?)),
+        "LIST" if args.len() > 1 => Err("LIST takes no arguments, or one pattern".to_string()),
         "LIST" | "TIMELINE" | "HELP" | "EXIT" => {
             if !args.is_empty() {
                 return Err(format!("{name} takes no arguments"));
@@ -90,6 +100,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
 pub async fn log_in(
     router: &Router,
     user: u32,
+    handle: Option<&str>,
     out: Output,
     policy: &RetryPolicy,
 ) -> anyhow::Result<()> {
@@ -98,13 +109,13 @@ pub async fn log_in(
     let route = router
         .call(user, policy, |route| async move { Ok(route) })
         .await?;
-    if out.json() {
-        out.json_line(&serde_json::json!({
+    match handle {
+        Some(handle) => crate::login::print_logged_in(&out, handle, user, route.cluster)?,
+        None if out.json() => out.json_line(&serde_json::json!({
             "logged_in": user,
             "cluster": route.cluster,
-        }))?;
-    } else {
-        out.line(&format!("logged in as {user} on cluster {}", route.cluster))?;
+        }))?,
+        None => out.line(&format!("logged in as {user} on cluster {}", route.cluster))?,
     }
     Ok(())
 }
@@ -146,9 +157,32 @@ pub async fn run(
             Command::Unfollow(target) => {
                 relation(router, user, out, Relation::Unfollow, target, policy).await?
             }
+            Command::FollowHandle(ref handle) | Command::UnfollowHandle(ref handle) => {
+                let relation_kind = if matches!(command, Command::FollowHandle(_)) {
+                    Relation::Follow
+                } else {
+                    Relation::Unfollow
+                };
+                let target = ids::Target::Handle(handle.clone());
+                let resolved = match router.coord() {
+                    Some(coord) => ids::resolve(coord, &target).await,
+                    None => Err(anyhow::anyhow!("no coordinator to look up {target:?}")),
+                };
+                match resolved {
+                    Ok(id) => relation(router, user, out, relation_kind, id, policy).await?,
+                    Err(error) => say(out, &format!("{error:#}"))?,
+                }
+            }
             Command::List => match list::run(router, user, policy).await {
                 Ok(reply) => list::print(&out, &reply)?,
                 Err(error) => say(out, &error.to_string())?,
+            },
+            Command::ListAccounts(pattern) => match router.coord() {
+                Some(coord) => match list::accounts(coord, &pattern).await {
+                    Ok(reply) => list::print_accounts(&out, &reply)?,
+                    Err(error) => say(out, &format!("{error:#}"))?,
+                },
+                None => say(out, "no coordinator to ask for accounts")?,
             },
             Command::Timeline => {
                 return timeline_mode(router, user, store, out, policy, input).await;
@@ -250,6 +284,12 @@ mod tests {
         assert_eq!(parse("  FoLLoW   17  "), Ok(Command::Follow(17)));
         assert_eq!(parse("UNFOLLOW 3"), Ok(Command::Unfollow(3)));
         assert_eq!(parse("list"), Ok(Command::List));
+        assert_eq!(
+            parse("LIST Al*"),
+            Ok(Command::ListAccounts(Pattern::parse("al*").unwrap()))
+        );
+        assert!(parse("LIST a-b").is_err());
+        assert!(parse("LIST a b").is_err());
         assert_eq!(parse("Timeline"), Ok(Command::Timeline));
         assert_eq!(parse("help"), Ok(Command::Help));
         assert_eq!(parse("EXIT"), Ok(Command::Exit));
@@ -273,12 +313,21 @@ mod tests {
         assert!(parse("follow 1 2")
             .unwrap_err()
             .contains("takes one user id"));
-        assert!(parse("follow abc").unwrap_err().starts_with("bad user id"));
+        assert!(parse("follow a.b").unwrap_err().starts_with("bad user id"));
+        assert_eq!(
+            parse("follow Alice"),
+            Ok(Command::FollowHandle(Handle::parse("alice").unwrap()))
+        );
         assert!(parse("unfollow 0").unwrap_err().starts_with("bad user id"));
         assert!(parse("unfollow -4").unwrap_err().starts_with("bad user id"));
+        // One word after LIST is a pattern of handles; more is refused.
         assert_eq!(
-            parse("list all"),
-            Err("LIST takes no arguments".to_string())
+            parse("list all two"),
+            Err("LIST takes no arguments, or one pattern".to_string())
+        );
+        assert_eq!(
+            parse("timeline all"),
+            Err("TIMELINE takes no arguments".to_string())
         );
     }
 }

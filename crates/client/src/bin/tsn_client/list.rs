@@ -2,7 +2,10 @@
 
 use serde_json::{json, Value};
 use tsn_client::{CallError, RetryPolicy, Router};
+use tsn_cluster::coord::CoordClient;
+use tsn_datastore::handle::Pattern;
 use tsn_proto::csce438::{ListReply, Request};
+use tsn_proto::tsn::ListAccountsReply;
 
 use crate::output::Output;
 
@@ -34,6 +37,40 @@ pub fn print(out: &Output, list: &ListReply) -> std::io::Result<()> {
         out.line(&format!("All users: {}", list.all_users.join(", ")))?;
         out.line(&format!("Followers: {}", list.followers.join(", ")))
     }
+}
+
+/// The accounts whose handle matches `pattern`, from the coordinator.
+pub async fn accounts(coord: &CoordClient, pattern: &Pattern) -> anyhow::Result<ListAccountsReply> {
+    coord
+        .list_accounts(pattern.as_str())
+        .await
+        .map_err(|s| anyhow::anyhow!("cannot list accounts: {}", s.message()))
+}
+
+/// One line per account, `alice (id 4, cluster 1)`, then a note if more
+/// matched; or `{"accounts":[{"handle":..,"id":..,"cluster":..}],"truncated":..}`.
+pub fn print_accounts(out: &Output, reply: &ListAccountsReply) -> std::io::Result<()> {
+    if out.json() {
+        let accounts: Vec<Value> = reply
+            .accounts
+            .iter()
+            .map(|a| json!({"handle": a.handle, "id": a.user, "cluster": a.cluster}))
+            .collect();
+        return out.json_line(&json!({"accounts": accounts, "truncated": reply.truncated}));
+    }
+    if reply.accounts.is_empty() {
+        out.line("No account matches")?;
+    }
+    for a in &reply.accounts {
+        out.line(&format!(
+            "{} (id {}, cluster {})",
+            a.handle, a.user, a.cluster
+        ))?;
+    }
+    if reply.truncated {
+        out.line("(more accounts match: narrow the pattern)")?;
+    }
+    Ok(())
 }
 
 /// Ids as JSON numbers; an id that is not a number (no tsn server sends

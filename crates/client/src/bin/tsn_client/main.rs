@@ -1,8 +1,10 @@
 //! `tsn_client`: the tsn client.
 //!
 //! Without a command it is an interactive session like the classic Tiny SNS
-//! client; with one (`follow`, `unfollow`, `list`, `post`, `timeline`) it
-//! runs it and exits, for scripts. Either way it finds the primary of the
+//! client; with one (`follow`, `unfollow`, `list`, `post`, `timeline`,
+//! `signup`) it runs it and exits, for scripts. The user is a client id
+//! (`-i 4`) or an account's handle (`-u alice`), which the coordinator
+//! resolves to its id. Either way it finds the primary of the
 //! user's cluster through the coordinator and fails over by itself, and it
 //! first re-sends any post an earlier run left unacknowledged.
 //!
@@ -18,8 +20,11 @@ mod interactive;
 mod line_editor;
 mod line_reader;
 mod list;
+mod login;
 mod output;
+mod password;
 mod post;
+mod signup;
 mod timeline;
 
 use std::path::PathBuf;
@@ -35,6 +40,7 @@ use tsn_client::pending::PendingStore;
 use tsn_client::{post_text, reply, user_policy, user_router};
 use tsn_cluster::coord::CoordClient;
 use tsn_cluster::shutdown::Shutdown;
+use tsn_datastore::handle::{Handle, Pattern};
 
 use crate::follow::Relation;
 use crate::output::Output;
@@ -63,14 +69,19 @@ struct Cli {
     )]
     coordinator: String,
 
-    /// Your client id: a positive integer.
+    /// Your client id: a positive integer (or give your handle with -u).
     #[arg(
         short = 'i',
         long = "id",
         value_name = "ID",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        conflicts_with = "handle"
     )]
-    id: String,
+    id: Option<String>,
+
+    /// Your account's handle (instead of -i).
+    #[arg(short = 'u', long = "user", value_name = "HANDLE")]
+    handle: Option<String>,
 
     /// The classic client's own port: accepted so that the classic command
     /// lines (`tsn_client -c <coordIP>:<coordPort> -p <clientPort> -i
@@ -78,6 +89,11 @@ struct Cli {
     /// to the servers and listens on no port of its own.
     #[arg(short = 'p', long = "port", value_name = "PORT")]
     port: Option<u16>,
+
+    /// Interactive, as an account: end the account's other interactive
+    /// session instead of being refused while it is online.
+    #[arg(long)]
+    take_over: bool,
 
     /// Print one JSON object per line on stdout instead of text.
     #[arg(long, global = true)]
@@ -111,20 +127,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Follow user ID.
+    /// Follow user ID (or the account HANDLE).
     Follow {
-        /// The user to follow.
+        /// The user to follow: an id or a handle.
         #[arg(value_name = "ID", allow_hyphen_values = true)]
         target: String,
     },
-    /// Stop following user ID.
+    /// Stop following user ID (or the account HANDLE).
     Unfollow {
-        /// The user to stop following.
+        /// The user to stop following: an id or a handle.
         #[arg(value_name = "ID", allow_hyphen_values = true)]
         target: String,
     },
-    /// Show every user and your followers.
-    List,
+    /// Show every user and your followers; with PATTERN, the accounts
+    /// whose handle matches it (`*` any run, `?` any one character).
+    List {
+        /// A glob over handles.
+        #[arg(value_name = "PATTERN")]
+        pattern: Option<String>,
+    },
     /// Post a message: the words of TEXT joined by one space (put flags
     /// before the text).
     Post {
@@ -170,13 +191,34 @@ enum Command {
         )]
         duration_ms: Option<u64>,
     },
+    /// Log in to your account (-u HANDLE): asks for the password at the
+    /// terminal, without echo, and keeps the session token in the state
+    /// directory for later commands.
+    Login {
+        /// Read the password from the first line of stdin instead.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// End the session of your account, here and on tsn.
+    Logout,
+    /// Create an account: a handle unique across tsn and a new client id.
+    /// Asks for the password at the terminal, without echo.
+    Signup {
+        /// 1-30 letters a-z, digits and '_' (not digits only), in any case.
+        #[arg(value_name = "HANDLE")]
+        handle: String,
+        /// Read the password from the first line of stdin instead.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 /// What to do, with every argument checked: nothing invalid gets this far.
 enum Action {
     Interactive,
-    Relation(Relation, u32),
+    Relation(Relation, ids::Target),
     List,
+    ListAccounts(Pattern),
     Post(String),
     Read {
         limit: u32,
@@ -185,6 +227,9 @@ enum Action {
         max_posts: Option<u64>,
         duration: Option<Duration>,
     },
+    SignUp(Handle, password::Source),
+    LogIn(password::Source),
+    LogOut,
 }
 
 impl Action {
@@ -193,13 +238,16 @@ impl Action {
             None => Action::Interactive,
             Some(Command::Follow { target }) => Action::Relation(
                 Relation::Follow,
-                ids::parse_id(&target, "user id").map_err(anyhow::Error::msg)?,
+                ids::parse_target(&target).map_err(anyhow::Error::msg)?,
             ),
             Some(Command::Unfollow { target }) => Action::Relation(
                 Relation::Unfollow,
-                ids::parse_id(&target, "user id").map_err(anyhow::Error::msg)?,
+                ids::parse_target(&target).map_err(anyhow::Error::msg)?,
             ),
-            Some(Command::List) => Action::List,
+            Some(Command::List { pattern: None }) => Action::List,
+            Some(Command::List {
+                pattern: Some(pattern),
+            }) => Action::ListAccounts(Pattern::parse(&pattern).map_err(anyhow::Error::msg)?),
             Some(Command::Post { words }) => {
                 let text = words.join(" ");
                 post_text::validate(&text).map_err(anyhow::Error::msg)?;
@@ -219,7 +267,29 @@ impl Action {
                 max_posts,
                 duration: duration_ms.map(Duration::from_millis),
             },
+            Some(Command::Login { password_stdin }) => Action::LogIn(if password_stdin {
+                password::Source::Stdin
+            } else {
+                password::Source::Terminal
+            }),
+            Some(Command::Logout) => Action::LogOut,
+            Some(Command::Signup {
+                handle,
+                password_stdin,
+            }) => Action::SignUp(
+                Handle::parse(&handle).map_err(anyhow::Error::msg)?,
+                if password_stdin {
+                    password::Source::Stdin
+                } else {
+                    password::Source::Terminal
+                },
+            ),
         })
+    }
+
+    /// Whether it acts as a user (and needs -i or -u).
+    fn needs_user(&self) -> bool {
+        !matches!(self, Action::SignUp(..) | Action::ListAccounts(_))
     }
 
     /// Whether a signal is the normal way to end it (exit 0), rather than
@@ -289,18 +359,35 @@ async fn run(cli: Cli) -> i32 {
     }
 }
 
+/// Who the client acts as.
+enum Who {
+    /// No one (`signup`).
+    Nobody,
+    Id(u32),
+    /// An account's handle, resolved at the coordinator.
+    Handle(Handle),
+}
+
 /// Everything checked before anything is sent or stored.
 struct Prepared {
     coord: CoordClient,
-    user: u32,
+    who: Who,
     state_dir: PathBuf,
     out: Output,
     retry_for: Duration,
+    take_over: bool,
 }
 
 fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
-    let user = ids::parse_id(&cli.id, "client id").map_err(anyhow::Error::msg)?;
     let action = Action::from_command(cli.command)?;
+    let who = match (cli.id, cli.handle) {
+        (Some(id), _) => Who::Id(ids::parse_id(&id, "client id").map_err(anyhow::Error::msg)?),
+        (None, Some(handle)) => Who::Handle(Handle::parse(&handle).map_err(anyhow::Error::msg)?),
+        (None, None) if action.needs_user() => {
+            bail!("say who you are: -i <client id> or -u <handle>")
+        }
+        (None, None) => Who::Nobody,
+    };
     if let Some(port) = cli.port {
         tracing::debug!(port, "the classic client port is not used");
     }
@@ -311,19 +398,67 @@ fn prepare(cli: Cli) -> anyhow::Result<(Action, Prepared)> {
         CoordClient::new(&cli.coordinator).map_err(|e| anyhow!("bad coordinator address: {e}"))?;
     let prepared = Prepared {
         coord,
-        user,
+        who,
         state_dir: cli.state_dir.unwrap_or_else(default_state_dir),
         out: Output::new(cli.json),
         retry_for: Duration::from_millis(cli.retry_for_ms),
+        take_over: cli.take_over,
     };
     Ok((action, prepared))
 }
 
 async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
-    let store = PendingStore::open(&p.state_dir, p.user)?;
-    let router = user_router(p.coord);
-    let user = p.user;
+    if let Action::ListAccounts(pattern) = &action {
+        let reply = list::accounts(&p.coord, pattern).await?;
+        list::print_accounts(&p.out, &reply)?;
+        return Ok(());
+    }
+    if let Action::SignUp(handle, source) = &action {
+        let password = password::read(*source, true)?;
+        let reply = signup::run(&p.coord, handle, &password).await?;
+        signup::print(&p.out, &reply)?;
+        // Logged in at once: the account's cluster learns of it now, and
+        // from then on its id refuses calls without the token.
+        let policy = user_policy(Some(p.retry_for));
+        let session = login::log_in(&p.coord, reply.user, &password, &policy).await?;
+        tsn_client::session::save(&p.state_dir, &session)
+            .map_err(|e| anyhow!("cannot keep the session in {}: {e}", p.state_dir.display()))?;
+        login::print_logged_in(&p.out, &session.handle, reply.user, reply.cluster)?;
+        return Ok(());
+    }
+    let user = match &p.who {
+        Who::Id(id) => *id,
+        Who::Handle(handle) => resolve(&p.coord, handle).await?,
+        Who::Nobody => bail!("say who you are: -i <client id> or -u <handle>"),
+    };
     let policy = user_policy(Some(p.retry_for));
+    if let Action::LogIn(source) = &action {
+        let password = password::read(*source, false)?;
+        let session = login::log_in(&p.coord, user, &password, &policy).await?;
+        tsn_client::session::save(&p.state_dir, &session)
+            .map_err(|e| anyhow!("cannot keep the session in {}: {e}", p.state_dir.display()))?;
+        let info = p.coord.get_server(user).await;
+        let cluster = info.map(|i| i.cluster_id as u32).unwrap_or(0);
+        login::print_logged_in(&p.out, &session.handle, user, cluster)?;
+        return Ok(());
+    }
+    let store = PendingStore::open(&p.state_dir, user)?;
+    let router = user_router(p.coord);
+    // A saved session of this user: every call carries its token.
+    let mut handle = match &p.who {
+        Who::Handle(h) => Some(h.as_str().to_string()),
+        _ => None,
+    };
+    let mut has_session = false;
+    match tsn_client::session::load(&p.state_dir, user, tsn_datastore::record::now_ms()) {
+        Ok(Some(session)) => {
+            router.set_token(Some(&session.token))?;
+            handle = Some(session.handle);
+            has_session = true;
+        }
+        Ok(None) => {}
+        Err(why) => eprintln!("warning: {why}"),
+    }
     let resent = tsn_client::post::resend_pending(&router, user, &store, &policy).await?;
     for (post_id, error) in &resent.dropped {
         eprintln!("warning: dropped pending post {post_id}: {error}");
@@ -334,10 +469,19 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
     let out = p.out;
     match action {
         Action::Interactive => {
-            interactive::log_in(&router, user, out, &policy).await?;
+            // One interactive session of an account at a time.
+            if has_session {
+                login::attach_interactive(&router, user, &p.state_dir, p.take_over, &policy)
+                    .await?;
+            }
+            interactive::log_in(&router, user, handle.as_deref(), out, &policy).await?;
             interactive::run(&router, user, &store, out, &policy).await
         }
         Action::Relation(relation, target) => {
+            let target = match router.coord() {
+                Some(coord) => ids::resolve(coord, &target).await?,
+                None => bail!("no coordinator to look up {target:?}"),
+            };
             let answer = follow::run(&router, user, relation, target, &policy).await?;
             let success = reply::is_success(&answer);
             // A failure is said once, on stderr; scripts reading --json
@@ -366,6 +510,17 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
             timeline::print(&out, &posts)?;
             Ok(())
         }
+        Action::SignUp(..) | Action::LogIn(_) | Action::ListAccounts(_) => Ok(()),
+        Action::LogOut => {
+            login::log_out(&router, user, &policy).await?;
+            tsn_client::session::remove(&p.state_dir, user)?;
+            if out.json() {
+                out.json_line(&serde_json::json!({"logged_out": user}))?;
+            } else {
+                out.line("logged out")?;
+            }
+            Ok(())
+        }
         Action::Watch {
             max_posts,
             duration,
@@ -378,6 +533,17 @@ async fn execute(action: Action, p: Prepared) -> anyhow::Result<()> {
                     .unwrap_or(Ok(())),
             }
         }
+    }
+}
+
+/// The client id of the account `handle`.
+async fn resolve(coord: &CoordClient, handle: &Handle) -> anyhow::Result<u32> {
+    match coord.resolve(handle.as_str()).await {
+        Ok(account) => Ok(account.user),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            bail!("no account {handle}")
+        }
+        Err(status) => bail!("cannot look up {handle}: {}", status.message()),
     }
 }
 
@@ -458,6 +624,31 @@ mod tests {
         assert_eq!(err.to_string(), "post is longer than 1024 bytes");
         let cli = parse(&["-c", "h:1", "-i", "x"]).unwrap();
         assert!(prepare(cli).is_err());
+        let cli = parse(&["-c", "h:1", "-u", "no-dash", "list"]).unwrap();
+        assert!(prepare(cli).is_err());
+        let cli = parse(&["-c", "h:1", "list"]).unwrap();
+        let err = prepare(cli).err().unwrap().to_string();
+        assert!(err.contains("-u <handle>"), "{err}");
+        assert!(parse(&["-c", "h:1", "-i", "3", "-u", "alice", "list"]).is_err());
+    }
+
+    /// A runtime: `prepare` makes the coordinator's lazy channel.
+    #[tokio::test]
+    async fn signup_needs_no_user_and_a_valid_handle() {
+        let cli = parse(&["-c", "h:1", "signup", "Alice", "--password-stdin"]).unwrap();
+        let (action, prepared) = prepare(cli).unwrap();
+        let Action::SignUp(handle, password::Source::Stdin) = action else {
+            panic!("not a sign-up from stdin");
+        };
+        assert_eq!(handle.as_str(), "alice");
+        assert!(matches!(prepared.who, Who::Nobody));
+        let cli = parse(&["-c", "h:1", "signup", "12"]).unwrap();
+        assert!(prepare(cli).is_err());
+        let cli = parse(&["-c", "h:1", "signup", "bob"]).unwrap();
+        assert!(matches!(
+            prepare(cli).unwrap().0,
+            Action::SignUp(_, password::Source::Terminal)
+        ));
     }
 
     #[test]
