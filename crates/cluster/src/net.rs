@@ -23,7 +23,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,6 +54,14 @@ pub const ACCEPT_ERROR_PAUSE_MS: u64 = 50;
 /// How long a connection may take to finish its TLS handshake, from its
 /// first byte.
 pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Connections each listener takes past its limit for the deployment's
+/// own processes (a sync service reconnecting to a primary whose clients
+/// took every slot, a coordinator member, a restarted peer).
+pub const INTERNAL_RESERVE_CONNECTIONS: usize = 32;
+/// How long a connection taken into the reserve has to make its first
+/// authenticated internal call; one that does not is closed, so that
+/// outsiders cannot hold the reserve.
+pub const RESERVE_PROOF_TIMEOUT_MS: u64 = 2_000;
 /// Accepted connections waiting to be handed to the gRPC server.
 const HANDOFF_QUEUE: usize = 256;
 
@@ -120,6 +128,36 @@ pub struct Conn {
     _slot: OwnedSemaphorePermit,
 }
 
+/// The state of a connection taken into the internal reserve: proven once
+/// one of its calls passed an internal service's authentication
+/// (`auth::Check`), closed by the watchdog when it was not in time.
+#[derive(Debug, Default)]
+pub struct Reserved {
+    proven: AtomicBool,
+    closed: AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Reserved {
+    /// Marks the connection as the deployment's own: it keeps its slot.
+    pub fn prove(&self) {
+        self.proven.store(true, Ordering::Relaxed);
+    }
+
+    fn close_unless_proven(&self) -> bool {
+        if self.proven.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.closed.store(true, Ordering::Relaxed);
+        self.waker.wake();
+        true
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
@@ -145,6 +183,9 @@ pub struct ConnInfo {
     /// The client presented a certificate that chains to the CA (the
     /// handshake refuses one that does not).
     pub client_certificate: bool,
+    /// Taken past the limit into the internal reserve: only internal calls
+    /// are served on it ([`refuse_on_reserve`]).
+    pub reserved: Option<Arc<Reserved>>,
 }
 
 impl ConnInfo {
@@ -195,6 +236,7 @@ async fn accept_loop(
     tx: mpsc::Sender<io::Result<Conn>>,
 ) {
     let slots = Arc::new(Semaphore::new(limit.max_connections.max(1)));
+    let reserve = Arc::new(Semaphore::new(INTERNAL_RESERVE_CONNECTIONS));
     let first_byte = Duration::from_millis(limit.first_byte_timeout_ms);
     let mut refusals = RefusalLog::default();
     let mut accept_errors = RefusalLog::default();
@@ -213,19 +255,24 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Closed at once: the process keeps its descriptors.
-            drop(stream);
-            REFUSED.fetch_add(1, Ordering::Relaxed);
-            if refusals.refused(Instant::now()) {
-                tracing::warn!(
-                    max_connections = limit.max_connections,
-                    refused = refusals.since_last_log,
-                    "connection limit reached; refusing new connections"
-                );
-                refusals.since_last_log = 0;
+        let (slot, reserved) = match take_slot(&slots, &reserve) {
+            Some(taken) => taken,
+            None => {
+                // Past the limit and the reserve: closed at once, so the
+                // process keeps its descriptors.
+                drop(stream);
+                REFUSED.fetch_add(1, Ordering::Relaxed);
+                if refusals.refused(Instant::now()) {
+                    tracing::warn!(
+                        max_connections = limit.max_connections,
+                        internal_reserve = INTERNAL_RESERVE_CONNECTIONS,
+                        refused = refusals.since_last_log,
+                        "connection limit reached; refusing new connections"
+                    );
+                    refusals.since_last_log = 0;
+                }
+                continue;
             }
-            continue;
         };
         let _ = stream.set_nodelay(true);
         let tx = tx.clone();
@@ -246,6 +293,7 @@ async fn accept_loop(
                         tcp,
                         tls: false,
                         client_certificate: false,
+                        reserved,
                     },
                     _slot: slot,
                 },
@@ -268,6 +316,7 @@ async fn accept_loop(
                             tcp,
                             tls: true,
                             client_certificate,
+                            reserved,
                         },
                         _slot: slot,
                     }
@@ -276,6 +325,53 @@ async fn accept_loop(
             let _ = tx.send(Ok(conn)).await;
         });
     }
+}
+
+/// A slot of the limit, or else one of the internal reserve (with the
+/// watchdog that closes it unless an internal call proves it in
+/// [`RESERVE_PROOF_TIMEOUT_MS`]); `None` when both are full.
+fn take_slot(
+    slots: &Arc<Semaphore>,
+    reserve: &Arc<Semaphore>,
+) -> Option<(OwnedSemaphorePermit, Option<Arc<Reserved>>)> {
+    if let Ok(slot) = slots.clone().try_acquire_owned() {
+        return Some((slot, None));
+    }
+    let slot = reserve.clone().try_acquire_owned().ok()?;
+    let reserved = Arc::new(Reserved::default());
+    let watched = reserved.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(RESERVE_PROOF_TIMEOUT_MS)).await;
+        if watched.close_unless_proven() {
+            tracing::debug!("closed a reserved connection that made no internal call");
+        }
+    });
+    Some((slot, Some(reserved)))
+}
+
+/// The interceptor of every client-facing service: a call that came on a
+/// connection of the internal reserve is refused, clearly, instead of
+/// taking room kept for the deployment's own processes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RefuseOnReserve;
+
+impl tonic::service::Interceptor for RefuseOnReserve {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        match ConnInfo::of(&request) {
+            Some(info) if info.reserved.is_some() => Err(tonic::Status::resource_exhausted(
+                "connection limit reached: this server holds as many client connections as it \
+                 may; the rest is kept for the deployment's own processes; retry later",
+            )),
+            _ => Ok(request),
+        }
+    }
+}
+
+/// `service` behind [`RefuseOnReserve`].
+pub fn refuse_on_reserve<S>(
+    service: S,
+) -> tonic::service::interceptor::InterceptedService<S, RefuseOnReserve> {
+    tonic::service::interceptor::InterceptedService::new(service, RefuseOnReserve)
 }
 
 /// Whether to log a refusal now: at most once per
@@ -330,6 +426,13 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(r) = &self.info.reserved {
+            r.waker.register(cx.waker());
+            if r.is_closed() {
+                // End of stream: the server closes the connection.
+                return Poll::Ready(Ok(()));
+            }
+        }
         on_stream!(self, s => s.poll_read(cx, buf))
     }
 }
@@ -340,6 +443,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.info.reserved.as_ref().is_some_and(|r| r.is_closed()) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         on_stream!(self, s => s.poll_write(cx, buf))
     }
 
@@ -412,6 +518,20 @@ mod tests {
             clients.push(c);
             held.push(next(&mut incoming).await);
         }
+        assert!(held.iter().all(|c| c.info.reserved.is_none()));
+        // Past the limit, the internal reserve takes a few more (one that
+        // makes no internal call in time is closed: `connection_limit.rs`
+        // checks it from the outside).
+        let mut reserved = Vec::new();
+        for _ in 0..INTERNAL_RESERVE_CONNECTIONS {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"x").await.unwrap();
+            clients.push(c);
+            let conn = next(&mut incoming).await;
+            assert!(conn.info.reserved.is_some(), "taken into the reserve");
+            reserved.push(conn);
+        }
+        // Past the reserve too: refused at once.
         let refused_before = refused_connections();
         let mut extra = TcpStream::connect(addr).await.unwrap();
         let mut buf = [0u8; 1];

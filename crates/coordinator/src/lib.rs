@@ -53,6 +53,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tsn_cluster::limits::{CONCURRENT_STREAMS_MAX, GRPC_MESSAGE_MAX_BYTES};
+use tsn_cluster::net::refuse_on_reserve;
 use tsn_cluster::shutdown::Shutdown;
 use tsn_proto::csce438::coord_service_server::CoordServiceServer;
 use tsn_proto::mp3::sns_coordinator_service_server::SnsCoordinatorServiceServer;
@@ -179,17 +180,17 @@ pub async fn run(args: Args, listener: TcpListener, shutdown: Shutdown) -> anyho
                         .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES),
                 ),
             )
-            .add_service(
+            .add_service(refuse_on_reserve(
                 CoordServiceServer::new(service).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-            )
-            .add_service(
+            ))
+            .add_service(refuse_on_reserve(
                 SnsCoordinatorServiceServer::new(mp3.clone())
                     .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-            )
+            ))
             .add_service(auth.guard(Mp3DirectoryServer::new(mp3)))
-            .add_service(
+            .add_service(refuse_on_reserve(
                 AccountsServer::new(accounts).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-            )
+            ))
             .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
             .await
             .context("serving gRPC")

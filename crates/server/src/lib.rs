@@ -274,12 +274,15 @@ impl Server {
                 shutdown.clone(),
             );
         }
+        // Client-facing services refuse calls on connections taken into
+        // the internal reserve (`tsn_cluster::net`).
+        use tsn_cluster::net::refuse_on_reserve;
         let mut stop = shutdown.clone();
         let classic = GrpcServer::builder()
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
-            .add_service(sns)
-            .add_service(posts)
-            .add_service(sessions)
+            .add_service(refuse_on_reserve(sns))
+            .add_service(refuse_on_reserve(posts))
+            .add_service(refuse_on_reserve(sessions))
             .add_service(self.node.auth.guard(replica))
             .serve_with_incoming_shutdown(
                 tsn_cluster::net::incoming(listeners.main, self.conn_limit, self.tls.clone()),
@@ -288,7 +291,7 @@ impl Server {
         let mut stop = shutdown.clone();
         let mp3 = GrpcServer::builder()
             .max_concurrent_streams(CONCURRENT_STREAMS_MAX)
-            .add_service(mp3_sns)
+            .add_service(refuse_on_reserve(mp3_sns))
             .serve_with_incoming_shutdown(
                 tsn_cluster::net::incoming(listeners.mp3, self.conn_limit, self.tls.clone()),
                 async move { stop.wait().await },

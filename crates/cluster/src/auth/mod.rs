@@ -302,6 +302,10 @@ impl Interceptor for Check {
         if !self.0.accepts(&request, Instant::now()) {
             return Err(refusal());
         }
+        // A connection taken into the internal reserve keeps its slot.
+        if let Some(r) = crate::net::ConnInfo::of(&request).and_then(|i| i.reserved.as_ref()) {
+            r.prove();
+        }
         request.metadata_mut().remove(SECRET_METADATA_KEY);
         Ok(request)
     }
