@@ -324,3 +324,70 @@ impl raft_server::Raft for RaftService {
         encode(&wanted)
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The decoder of every `tsn.Raft` request, fed arbitrary bytes and
+    //! arbitrary JSON: it refuses or decodes, never panics.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn all_decoders(json: Vec<u8>) {
+        let msg = || RaftMessage { json: json.clone() };
+        let _ = decode::<AppendEntriesRequest<TypeConfig>>(msg());
+        let _ = decode::<VoteRequest<NodeId>>(msg());
+        let _ = decode::<InstallSnapshotRequest<TypeConfig>>(msg());
+        if let Ok(members) = decode::<BTreeMap<NodeId, String>>(msg()) {
+            let _ = check_members(&members);
+        }
+    }
+
+    /// JSON values of a few levels, with the keys of Raft messages, so
+    /// that decoding gets past the first brace often.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                Just("vote".to_string()),
+                Just("prev_log_id".to_string()),
+                Just("entries".to_string()),
+                Just("leader_commit".to_string()),
+                Just("leader_id".to_string()),
+                Just("term".to_string()),
+                Just("node_id".to_string()),
+                Just("index".to_string()),
+                Just("meta".to_string()),
+                Just("offset".to_string()),
+                Just("data".to_string()),
+                Just("done".to_string()),
+                Just("1".to_string()),
+                ".{0,6}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(key, inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            all_decoders(bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in json_value()) {
+            all_decoders(serde_json::to_vec(&value).unwrap_or_default());
+        }
+    }
+}
