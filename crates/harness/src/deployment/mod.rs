@@ -88,7 +88,10 @@ pub struct Config {
     /// More flags given to every server (e.g. `--max-client-connections`).
     pub server_args: Vec<String>,
     /// TLS on every listener and channel (certificates from
-    /// [`authority`]); by default as [`TLS_ENV`] says.
+    /// [`authority`]); by default as [`TLS_ENV`] says. The harness's own
+    /// channels use the process's TLS (`tsn_cluster::tls::process_tls`),
+    /// set by the first deployment started with it, so the deployments of
+    /// one test process are all TLS or all plaintext.
     pub tls: bool,
 }
 
