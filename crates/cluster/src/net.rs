@@ -303,11 +303,13 @@ async fn accept_loop(
                     let stream = match tokio::time::timeout(timeout, handshake).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            tracing::debug!(peer = ?tcp.remote_addr(), error = %e,
-                                "TLS handshake refused");
+                            handshake_refused(tcp.remote_addr(), &e.to_string());
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            handshake_refused(tcp.remote_addr(), "timed out");
+                            return;
+                        }
                     };
                     let client_certificate = stream.get_ref().1.peer_certificates().is_some();
                     Conn {
@@ -372,6 +374,31 @@ pub fn refuse_on_reserve<S>(
     service: S,
 ) -> tonic::service::interceptor::InterceptedService<S, RefuseOnReserve> {
     tonic::service::interceptor::InterceptedService::new(service, RefuseOnReserve)
+}
+
+/// TLS handshakes refused (a plaintext client, an untrusted certificate,
+/// a timeout) over the process's life.
+pub fn refused_handshakes() -> u64 {
+    REFUSED_HANDSHAKES.load(Ordering::Relaxed)
+}
+
+static REFUSED_HANDSHAKES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a refused handshake and logs it at a bounded rate (with the
+/// count since the last line), so a peer that keeps failing cannot flood
+/// the log while an operator still sees why certificates are refused.
+fn handshake_refused(peer: Option<SocketAddr>, why: &str) {
+    static LOG: std::sync::Mutex<RefusalLog> = std::sync::Mutex::new(RefusalLog {
+        last_logged: None,
+        since_last_log: 0,
+    });
+    REFUSED_HANDSHAKES.fetch_add(1, Ordering::Relaxed);
+    let mut log = crate::sync::lock(&LOG);
+    if log.refused(Instant::now()) {
+        tracing::warn!(peer = ?peer, error = %why, refused = log.since_last_log,
+            "TLS handshake refused (a plaintext client, or a certificate not of this CA)");
+        log.since_last_log = 0;
+    }
 }
 
 /// Whether to log a refusal now: at most once per
@@ -644,8 +671,10 @@ mod tls_tests {
         .unwrap();
         // TLS 1.3: the client may finish before the server refuses its
         // certificate; either way no connection is handed on.
+        let refused_before = refused_handshakes();
         let _ = server_certificate(&stranger, &addr).await;
         let next = tokio::time::timeout(Duration::from_millis(500), incoming.next()).await;
         assert!(next.is_err(), "a stranger's connection was handed on");
+        assert!(refused_handshakes() > refused_before);
     }
 }

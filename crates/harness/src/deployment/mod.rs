@@ -96,7 +96,10 @@ pub struct Config {
     /// [`Deployment::admin_addr`] says which.
     pub admin_ports: bool,
     /// TLS on every listener and channel (certificates from
-    /// [`authority`]); by default as [`TLS_ENV`] says.
+    /// [`authority`]); by default as [`TLS_ENV`] says. The harness's own
+    /// channels use the process's TLS (`tsn_cluster::tls::process_tls`),
+    /// set by the first deployment started with it, so the deployments of
+    /// one test process are all TLS or all plaintext.
     pub tls: bool,
     /// Environment variables given to one server or sync service, at every
     /// start (e.g. libfaketime's, to set its clock apart).
