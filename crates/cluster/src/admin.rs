@@ -169,6 +169,46 @@ impl CountMirror {
     }
 }
 
+/// The `refused{reason}` counter of every process: refusals its own code
+/// notes where they happen ([`Refusals::note`]), and the process-wide
+/// counts of the connection limit ([`crate::net::refused_connections`])
+/// and of the internal services' authentication
+/// ([`crate::auth::refused_calls`]), mirrored at each scrape.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    by_reason: prometheus_client::metrics::family::Family<
+        ReasonLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    connections: CountMirror,
+    internal_calls: CountMirror,
+}
+
+impl Refusals {
+    /// Adds the counter to `registry` as `refused`, described by `help`.
+    pub fn register(&self, registry: &mut Registry, help: &str) {
+        registry.register("refused", help, self.by_reason.clone());
+    }
+
+    /// Counts one refusal for `reason`.
+    pub fn note(&self, reason: &str) {
+        self.by_reason
+            .get_or_create(&ReasonLabel::new(reason))
+            .inc();
+    }
+
+    /// Brings the mirrored process-wide counts up to date.
+    pub fn refresh(&self) {
+        let reason = |r| self.by_reason.get_or_create(&ReasonLabel::new(r));
+        self.connections.update(
+            &reason("connection_limit"),
+            crate::net::refused_connections(),
+        );
+        self.internal_calls
+            .update(&reason("unauthenticated"), crate::auth::refused_calls());
+    }
+}
+
 /// Latency buckets in seconds, 100 µs to ~13 s by doubling: from one
 /// `fdatasync` on a fast disk to a failover's worth of waiting.
 pub fn latency_buckets_seconds() -> impl Iterator<Item = f64> {

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tsn_cluster::admin::{CountMirror, ReasonLabel};
+use tsn_cluster::admin::Refusals;
 use tsn_proto::tsn::{ClusterView, ProcessKind};
 
 use crate::service::Shared;
@@ -33,9 +33,7 @@ pub struct Observed {
     alive_servers: Family<ClusterLabel, Gauge>,
     failovers: Family<ClusterLabel, Counter>,
     leader: Gauge,
-    refused: Family<ReasonLabel, Counter>,
-    refused_connections: CountMirror,
-    refused_internal_calls: CountMirror,
+    refused: Refusals,
     /// The epoch of each cluster at the last scrape: a promotion is a new
     /// epoch, so the growth is the failovers since.
     epochs_seen: Mutex<HashMap<u32, u64>>,
@@ -51,9 +49,7 @@ impl Observed {
             alive_servers: Family::default(),
             failovers: Family::default(),
             leader: Gauge::default(),
-            refused: Family::default(),
-            refused_connections: CountMirror::default(),
-            refused_internal_calls: CountMirror::default(),
+            refused: Refusals::default(),
             epochs_seen: Mutex::new(HashMap::new()),
         };
         // Failovers are counted from now on: the epochs reached before
@@ -91,10 +87,9 @@ impl Observed {
             "1 while this member leads the coordinator group (and decides)",
             o.leader.clone(),
         );
-        registry.register(
-            "refused",
+        o.refused.register(
+            registry,
             "Connections and internal calls refused, by reason",
-            o.refused.clone(),
         );
         o
     }
@@ -108,18 +103,7 @@ impl Observed {
 
 impl tsn_cluster::admin::Observed for Observed {
     fn refresh(&self) {
-        self.refused_connections.update(
-            &self
-                .refused
-                .get_or_create(&ReasonLabel::new("connection_limit")),
-            tsn_cluster::net::refused_connections(),
-        );
-        self.refused_internal_calls.update(
-            &self
-                .refused
-                .get_or_create(&ReasonLabel::new("unauthenticated")),
-            tsn_cluster::auth::refused_calls(),
-        );
+        self.refused.refresh();
         self.leader
             .set(i64::from(self.state.try_read(|_| ()).is_some()));
         let Some(views) = self.views() else {

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tonic::{Code, Status};
-use tsn_cluster::admin::{latency_buckets_seconds, CountMirror, PeerLabel, ReasonLabel};
+use tsn_cluster::admin::{latency_buckets_seconds, PeerLabel, Refusals};
 
 use crate::node::{Node, Role};
 
@@ -25,9 +25,7 @@ pub struct ServerMetrics {
     fsync_seconds: Histogram,
     group_commit_entries: Histogram,
     durable_entries: Counter,
-    refused: Family<ReasonLabel, Counter>,
-    refused_connections: CountMirror,
-    refused_internal_calls: CountMirror,
+    refused: Refusals,
     primary: Gauge,
     epoch: Gauge,
     last_seq: Gauge,
@@ -46,9 +44,7 @@ impl Default for ServerMetrics {
             // by the write queue.
             group_commit_entries: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             durable_entries: Counter::default(),
-            refused: Family::default(),
-            refused_connections: CountMirror::default(),
-            refused_internal_calls: CountMirror::default(),
+            refused: Refusals::default(),
             primary: Gauge::default(),
             epoch: Gauge::default(),
             last_seq: Gauge::default(),
@@ -84,11 +80,8 @@ impl ServerMetrics {
             "Journal entries the writer made durable here",
             self.durable_entries.clone(),
         );
-        r.register(
-            "refused",
-            "Requests and connections refused, by reason",
-            self.refused.clone(),
-        );
+        self.refused
+            .register(r, "Requests and connections refused, by reason");
         r.register(
             "primary",
             "1 while this server is its cluster's primary",
@@ -142,24 +135,13 @@ impl ServerMetrics {
     }
 
     pub fn note_refused(&self, reason: &str) {
-        self.refused.get_or_create(&ReasonLabel::new(reason)).inc();
+        self.refused.note(reason);
     }
 
     /// Brings the mirrored state up to date from `node`, right before a
     /// scrape.
     pub fn refresh(&self, node: &Node) {
-        self.refused_connections.update(
-            &self
-                .refused
-                .get_or_create(&ReasonLabel::new("connection_limit")),
-            tsn_cluster::net::refused_connections(),
-        );
-        self.refused_internal_calls.update(
-            &self
-                .refused
-                .get_or_create(&ReasonLabel::new("unauthenticated")),
-            tsn_cluster::auth::refused_calls(),
-        );
+        self.refused.refresh();
         let status = ServerStatus::of(node);
         self.primary.set(i64::from(status.role == Role::Primary));
         self.epoch.set(clamp(status.epoch));

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tsn_cluster::admin::{CountMirror, ReasonLabel};
+use tsn_cluster::admin::Refusals;
 
 use crate::position::Positions;
 use crate::source::Source;
@@ -28,9 +27,7 @@ pub struct Observed {
     read_end_seq: Gauge,
     position_seq: Family<DestLabel, Gauge>,
     lag_entries: Family<DestLabel, Gauge>,
-    refused: Family<ReasonLabel, Counter>,
-    refused_connections: CountMirror,
-    refused_internal_calls: CountMirror,
+    refused: Refusals,
 }
 
 impl Observed {
@@ -47,9 +44,7 @@ impl Observed {
             read_end_seq: Gauge::default(),
             position_seq: Family::default(),
             lag_entries: Family::default(),
-            refused: Family::default(),
-            refused_connections: CountMirror::default(),
-            refused_internal_calls: CountMirror::default(),
+            refused: Refusals::default(),
         };
         registry.register(
             "sync_read_end_seq",
@@ -66,10 +61,9 @@ impl Observed {
             "Journal entries read but not yet acknowledged by each destination cluster",
             o.lag_entries.clone(),
         );
-        registry.register(
-            "refused",
+        o.refused.register(
+            registry,
             "Connections and internal calls refused, by reason",
-            o.refused.clone(),
         );
         o
     }
@@ -81,18 +75,7 @@ fn gauge_value(n: u64) -> i64 {
 
 impl tsn_cluster::admin::Observed for Observed {
     fn refresh(&self) {
-        self.refused_connections.update(
-            &self
-                .refused
-                .get_or_create(&ReasonLabel::new("connection_limit")),
-            tsn_cluster::net::refused_connections(),
-        );
-        self.refused_internal_calls.update(
-            &self
-                .refused
-                .get_or_create(&ReasonLabel::new("unauthenticated")),
-            tsn_cluster::auth::refused_calls(),
-        );
+        self.refused.refresh();
         let end = self.source.read_end_seq();
         self.read_end_seq.set(gauge_value(end));
         for (dest, seq) in self.positions.all() {
