@@ -131,16 +131,9 @@ pub async fn assert_intact(
         follow_time: None,
     };
     let reader = Reader::new(d.api().coord().clone(), &d.datastore_root());
-    match reader.wait_converged(&expect, deadline).await {
-        Ok(r) => assert!(r.is_clean(), "the timelines are wrong:\n{r}"),
-        Err(r) => panic!("the timelines did not converge:\n{r}"),
-    }
+    reader.assert_clean(&expect, deadline, String::new).await;
     for cluster in 1..=d.config().clusters {
-        let named: Vec<_> = d
-            .server_ids(cluster)
-            .iter()
-            .map(|&s| (format!("c{cluster}-server{s}"), d.layout(cluster, s)))
-            .collect();
+        let named = d.replica_layouts(cluster);
         wait_for(
             deadline,
             &format!("the replicas of cluster {cluster} to agree"),

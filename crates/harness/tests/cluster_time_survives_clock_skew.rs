@@ -223,17 +223,11 @@ async fn followers_get_exactly_the_posts_after_their_follow_whatever_the_clocks(
         follow_time: Some(ms(2 * MAX_CLOCK_OFFSET_MS)),
     };
     let reader = Reader::new(api.coord().clone(), &d.datastore_root());
-    match reader
-        .wait_converged(&expect, ms(CONVERGE_DEADLINE_MS))
-        .await
-    {
-        Ok(r) => {
-            assert!(r.is_clean(), "the timelines are wrong:\n{r}");
-            assert!(r.placements > 0, "nothing was checked: {r}");
-            eprint!("checked: {r}");
-        }
-        Err(r) => panic!("the timelines did not converge:\n{r}\n{}", d.log_tails()),
-    }
+    let r = reader
+        .assert_clean(&expect, ms(CONVERGE_DEADLINE_MS), || d.log_tails())
+        .await;
+    assert!(r.placements > 0, "nothing was checked: {r}");
+    eprint!("checked: {r}");
 }
 
 /// How long past [`CLOCK_SAMPLE_MAX_AGE_MS`] a primary may still take a

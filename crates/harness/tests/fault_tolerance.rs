@@ -332,10 +332,7 @@ async fn converge_and_check(d: &Deployment, expect: &Expectation) {
 async fn check_replicas_agree(d: &Deployment, cluster: u32) {
     let servers = d.server_ids(cluster);
     wait_whole(&d.api(), cluster, &servers).await;
-    let named: Vec<_> = servers
-        .iter()
-        .map(|&s| (format!("c{cluster}-server{s}"), d.layout(cluster, s)))
-        .collect();
+    let named = d.replica_layouts(cluster);
     match journals_agree(&named) {
         Ok(n) => {
             eprintln!("cluster {cluster}: the journals of servers {servers:?} agree on {n} entries")

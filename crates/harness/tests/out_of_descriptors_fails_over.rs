@@ -122,18 +122,10 @@ async fn a_primary_out_of_descriptors_stops_heartbeating_and_is_replaced() {
         follow_time: None,
     };
     let reader = Reader::new(d.api().coord().clone(), &d.datastore_root());
-    match reader
-        .wait_converged(&expect, ms(CONVERGE_DEADLINE_MS))
-        .await
-    {
-        Ok(r) => assert!(r.is_clean(), "the timelines are wrong:\n{r}"),
-        Err(r) => panic!("the timelines did not converge:\n{r}"),
-    }
-    let named: Vec<_> = d
-        .server_ids(1)
-        .into_iter()
-        .map(|s| (format!("c1-server{s}"), d.layout(1, s)))
-        .collect();
+    reader
+        .assert_clean(&expect, ms(CONVERGE_DEADLINE_MS), String::new)
+        .await;
+    let named = d.replica_layouts(1);
     wait_for(
         ms(CONVERGE_DEADLINE_MS),
         "the journals of cluster 1 to agree",

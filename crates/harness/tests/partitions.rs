@@ -118,16 +118,10 @@ async fn stop_and_check(d: &Deployment, users: &[u32], follows: Vec<FollowRecord
         follow_time: None,
     };
     let reader = Reader::new(d.api().coord().clone(), &d.datastore_root());
-    match reader
-        .wait_converged(&expect, ms(CONVERGE_DEADLINE_MS))
-        .await
-    {
-        Ok(r) => {
-            assert!(r.is_clean(), "the timelines are wrong:\n{r}");
-            eprint!("checked: {r}");
-        }
-        Err(r) => panic!("the timelines did not converge:\n{r}\n{}", d.log_tails()),
-    }
+    let r = reader
+        .assert_clean(&expect, ms(CONVERGE_DEADLINE_MS), || d.log_tails())
+        .await;
+    eprint!("checked: {r}");
 }
 
 /// Waits until every server of `cluster` has the same journal, and
@@ -157,10 +151,7 @@ async fn journals_of_cluster_agree(d: &Deployment, cluster: u32) {
         },
     )
     .await;
-    let named: Vec<_> = servers
-        .iter()
-        .map(|&s| (format!("c{cluster}-server{s}"), d.layout(cluster, s)))
-        .collect();
+    let named = d.replica_layouts(cluster);
     match journals_agree(&named) {
         Ok(n) => eprintln!("cluster {cluster}: the journals of {servers:?} agree on {n} entries"),
         Err(e) => panic!("the replicas of cluster {cluster} disagree: {e}"),

@@ -86,11 +86,7 @@ async fn a_rotated_secret_keeps_writes_flowing_and_retires_the_old_one() {
         follow_time: None,
     };
     let reader = Reader::new(d.api().coord().clone(), &d.datastore_root());
-    match reader
-        .wait_converged(&expect, ms(CONVERGE_DEADLINE_MS))
-        .await
-    {
-        Ok(r) => assert!(r.is_clean(), "the timelines are wrong:\n{r}"),
-        Err(r) => panic!("the timelines did not converge:\n{r}"),
-    }
+    reader
+        .assert_clean(&expect, ms(CONVERGE_DEADLINE_MS), String::new)
+        .await;
 }

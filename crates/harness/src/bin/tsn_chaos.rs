@@ -169,11 +169,7 @@ async fn run(args: Args, seed: u64) {
         Err(r) => panic!("the timelines did not converge:\n{r}"),
     }
     for cluster in 1..=args.clusters {
-        let named: Vec<_> = d
-            .server_ids(cluster)
-            .into_iter()
-            .map(|s| (format!("c{cluster}-server{s}"), d.layout(cluster, s)))
-            .collect();
+        let named = d.replica_layouts(cluster);
         match journals_agree(&named) {
             Ok(n) => println!("cluster {cluster}: the replicas agree on {n} entries"),
             Err(e) => panic!("the replicas of cluster {cluster} disagree: {e}"),

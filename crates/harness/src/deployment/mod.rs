@@ -675,6 +675,15 @@ impl Deployment {
         Layout::new(&self.datastore_root(), cluster, server_id)
     }
 
+    /// Every server of `cluster`, named as in its logs, with its files:
+    /// what [`crate::fault_check::journals_agree`] compares.
+    pub fn replica_layouts(&self, cluster: u32) -> Vec<(String, Layout)> {
+        self.server_ids(cluster)
+            .into_iter()
+            .map(|s| (format!("c{cluster}-server{s}"), self.layout(cluster, s)))
+            .collect()
+    }
+
     /// The coordinator's address, or the list of the coordinator group's
     /// members (`h:p,h:p,...`), as every process is given it.
     pub fn coord_addr(&self) -> String {

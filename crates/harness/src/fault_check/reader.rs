@@ -170,6 +170,25 @@ impl Reader {
     /// report of the converged deployment (which may still hold other
     /// problems: the caller asserts [`Report::is_clean`]); `Err` with the
     /// last report.
+    /// Waits until the timelines hold `expect` (see
+    /// [`Reader::wait_converged`]) and panics unless every one is clean:
+    /// with the report, and `context()` (e.g. the processes' logs) when
+    /// they did not converge in `deadline`. Returns the clean report.
+    pub async fn assert_clean(
+        &self,
+        expect: &Expectation,
+        deadline: Duration,
+        context: impl FnOnce() -> String,
+    ) -> Report {
+        match self.wait_converged(expect, deadline).await {
+            Ok(r) => {
+                assert!(r.is_clean(), "the timelines are wrong:\n{r}");
+                r
+            }
+            Err(r) => panic!("the timelines did not converge:\n{r}\n{}", context()),
+        }
+    }
+
     pub async fn wait_converged(
         &self,
         expect: &Expectation,
